@@ -1,0 +1,50 @@
+"""The one exception tree of dedupd, and the reasons a file can be skipped.
+
+Every module raises subclasses of DedupdError so entry points can turn any expected failure into
+one clear line; SkipReason names why a file was not encoded, so nothing is ever skipped silently.
+"""
+
+from enum import StrEnum
+
+
+class DedupdError(Exception):
+    """Base of every error dedupd raises on purpose."""
+
+
+class ConfigError(DedupdError):
+    """The configuration is invalid (unknown key, bad value, unreadable file)."""
+
+
+class StoreError(DedupdError):
+    """The LMDB store cannot be opened or used."""
+
+
+class StoreVersionMismatch(StoreError):
+    """The store was written by an incompatible schema, encoder or CNN model."""
+
+
+class ModelError(DedupdError):
+    """A CNN model cannot be found, loaded or run."""
+
+
+class SkipReason(StrEnum):
+    """Why a file was not encoded; counted in `status` and stored so it is not retried."""
+
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    TRUNCATED = "truncated"
+    DECOMPRESSION_BOMB = "decompression_bomb"
+    UNREADABLE = "unreadable"
+    VANISHED = "vanished"
+    TOO_SMALL = "too_small"
+    DECODE_ERROR = "decode_error"
+    DECODE_TIMEOUT = "decode_timeout"
+    DECODER_CRASH = "decoder_crash"
+
+
+class Skipped(DedupdError):
+    """A file could not be turned into an image; carries the reason and a human-readable detail."""
+
+    def __init__(self, reason: SkipReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
