@@ -1,0 +1,202 @@
+"""The `dedupd` command: one-shot `scan` and `encode`, and `model export`.
+
+Owns argument parsing and output formatting only (clear text by default, one JSON document with
+`--json`, a progress bar only when stderr is a terminal); the work is done by `dedupd.methods`
+(imagededup semantics, `--method`) and `dedupd.matcher` (dedupd's own matcher, the default).
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dedupd import __version__
+from dedupd.errors import DedupdError
+
+HASH_METHODS = ("phash", "ahash", "dhash", "whash")
+EXIT_USAGE = 2
+
+
+def _hasher(method: str, verbose: bool) -> Any:
+    from dedupd import methods
+
+    return {"phash": methods.PHash, "ahash": methods.AHash, "dhash": methods.DHash, "whash": methods.WHash,
+            "cnn": methods.CNN}[method](verbose=verbose)
+
+
+def _show_progress() -> bool:
+    return sys.stderr.isatty()
+
+
+def _print_json(document: Any) -> None:
+    json.dump(document, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def _scan_with_method(args: argparse.Namespace) -> int:
+    """imagededup's find_duplicates for one method, its dict printed as is with --json."""
+    hasher = _hasher(args.method, _show_progress())
+    if args.method == "cnn":
+        if args.threshold is not None:
+            raise DedupdError("--threshold is for hash methods; use --min-similarity with --method cnn")
+        kwargs: dict[str, Any] = {}
+        if args.min_similarity is not None:
+            kwargs["min_similarity_threshold"] = args.min_similarity
+    else:
+        if args.min_similarity is not None:
+            raise DedupdError("--min-similarity is for --method cnn; use --threshold with hash methods")
+        kwargs = {"max_distance_threshold": 10 if args.threshold is None else args.threshold,
+                  "num_enc_workers": args.workers}
+    results = hasher.find_duplicates(
+        image_dir=args.dir, scores=args.scores, outfile=args.outfile, recursive=args.recursive, **kwargs
+    )
+    if args.json:
+        _print_json(_plain_json(results))
+        return 0
+    for name, found in results.items():
+        if found:
+            shown = ", ".join(f"{item[0]} ({_score_text(item[1])})" if isinstance(item, tuple) else str(item)
+                              for item in found)
+            print(f"{name}: {shown}")
+    total = sum(1 for found in results.values() if found)
+    print(f"{total} of {len(results)} images have duplicates ({args.method}).", file=sys.stderr)
+    return 0
+
+
+def _score_text(score: Any) -> str:
+    return f"{float(score):.3f}" if isinstance(score, float) or hasattr(score, "dtype") and score.dtype.kind == "f" \
+        else str(int(score))
+
+
+def _plain_json(results: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """numpy scalars -> Python numbers so the dict serialises exactly like imagededup's save_json."""
+    return {str(key): [[str(item[0]), item[1].item() if hasattr(item[1], "item") else item[1]]
+                       if isinstance(item, tuple) else str(item) for item in found]
+            for key, found in results.items()}
+
+
+def _scan_with_matcher(args: argparse.Namespace) -> int:
+    """dedupd's own matcher: exact digest, orientation-aware hashes, CNN; groups with how they matched."""
+    from dedupd.matcher import MatcherSettings, scan_directory
+
+    settings = MatcherSettings.defaults()
+    if args.threshold is not None:
+        settings = settings.with_threshold(args.threshold)
+    if args.min_similarity is not None:
+        settings = settings.with_min_similarity(args.min_similarity)
+    result = scan_directory(Path(args.dir), settings, recursive=args.recursive, workers=args.workers,
+                            progress=_show_progress())
+    document = result.to_json(Path(args.dir))
+    if args.outfile:
+        with open(args.outfile, "w") as handle:
+            json.dump(document, handle, indent=2, sort_keys=True)
+    if args.json:
+        _print_json(document)
+        return 0
+    for number, group in enumerate(document["groups"], 1):
+        print(f"group {number}:")
+        for member in group:
+            how = ("" if member["method"] == "origin" else
+                   f"  [{member['method']} {member.get('distance', member.get('similarity'))}]")
+            print(f"  {member['path']}{how}")
+    for skipped in document["skipped"]:
+        print(f"skipped {skipped['path']}: {skipped['reason']}", file=sys.stderr)
+    print(f"{len(document['groups'])} duplicate groups among {result.encoded} images "
+          f"({len(document['skipped'])} skipped).", file=sys.stderr)
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    if not os.path.isdir(args.dir):
+        raise DedupdError(f"not a directory: {args.dir}")
+    if args.threshold is not None and not 0 <= args.threshold <= 64:
+        raise DedupdError("--threshold must be between 0 and 64")
+    if args.min_similarity is not None and not -1.0 <= args.min_similarity <= 1.0:
+        raise DedupdError("--min-similarity must be between -1.0 and 1.0")
+    return _scan_with_method(args) if args.method else _scan_with_matcher(args)
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    hasher = _hasher(args.method, _show_progress())
+    if path.is_dir():
+        encodings = hasher.encode_images(path, recursive=args.recursive, **(
+            {} if args.method == "cnn" else {"num_enc_workers": args.workers}))
+    elif path.exists():
+        value = hasher.encode_image(image_file=path)
+        encodings = {path.name: value} if value is not None else {}
+    else:
+        raise DedupdError(f"no such file or directory: {path}")
+    if args.method == "cnn":
+        encodings = {name: vector.ravel().tolist() for name, vector in encodings.items()}
+    if args.json:
+        _print_json(encodings)
+    else:
+        for name, value in encodings.items():
+            print(f"{value if isinstance(value, str) else len(value)}  {name}")
+    return 0
+
+
+def cmd_model_export(args: argparse.Namespace) -> int:
+    from dedupd.imaging.export import export_mobilenet_v3_small
+
+    weights = None if args.weights == "none" else args.weights
+    written = export_mobilenet_v3_small(Path(args.output), weights=weights)
+    print(f"wrote {written}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dedupd", description="Find duplicate images, once or live.")
+    parser.add_argument("--version", action="version", version=f"dedupd {__version__}")
+    parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    scan = commands.add_parser("scan", help="find duplicates in a directory, once (no daemon)")
+    scan.add_argument("dir")
+    scan.add_argument("--method", choices=(*HASH_METHODS, "cnn"),
+                      help="imagededup's method and exact semantics; default: dedupd's own matcher")
+    scan.add_argument("--threshold", type=int, help="max hamming distance for hash methods (0-64)")
+    scan.add_argument("--min-similarity", type=float, help="min cosine similarity for the CNN (-1..1)")
+    scan.add_argument("--recursive", action="store_true")
+    scan.add_argument("--scores", action="store_true", help="with --method: include distances/similarities")
+    scan.add_argument("--json", action="store_true", help="print one JSON document")
+    scan.add_argument("--outfile", help="also write the JSON result to this file")
+    scan.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="encoding processes")
+    scan.set_defaults(handler=cmd_scan)
+
+    encode = commands.add_parser("encode", help="print the encodings of a file or directory")
+    encode.add_argument("path")
+    encode.add_argument("--method", choices=(*HASH_METHODS, "cnn"), default="phash")
+    encode.add_argument("--recursive", action="store_true")
+    encode.add_argument("--json", action="store_true")
+    encode.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    encode.set_defaults(handler=cmd_encode)
+
+    model = commands.add_parser("model", help="CNN model tools")
+    model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    export = model_commands.add_parser("export", help="write a model as ONNX (needs the `export` extra)")
+    export.add_argument("name", choices=("mobilenet-v3-small",))
+    export.add_argument("--output", default="mobilenet_v3_small.onnx")
+    export.add_argument("--weights", default="IMAGENET1K_V1", help="torchvision weights name, or 'none'")
+    export.set_defaults(handler=cmd_model_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args))
+    except DedupdError as exc:
+        print(f"dedupd: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return 141
+    except KeyboardInterrupt:
+        return 130

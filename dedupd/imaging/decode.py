@@ -1,0 +1,155 @@
+"""Image decoding: the only Pillow user.
+
+Owns opening a file once, the pixel-count guard against decompression bombs, format detection from
+the bytes (never the extension), mode conversion, and turning every failure into `Skipped` with a
+reason. Two paths share it:
+
+* the imagededup path (`load_image`, `preprocess`): bit-for-bit imagededup's `load_image` /
+  `preprocess_image` (imagededup-spec.md §3-§4): format whitelist, non-RGB -> RGBA -> RGB, no EXIF
+  orientation, frame 0, per-channel LANCZOS resize *before* the luma conversion;
+* dedupd's own path (`open_image`): every format Pillow and pillow-heif read (HEIC/HEIF, AVIF).
+"""
+
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pillow_heif
+from PIL import Image, UnidentifiedImageError
+
+from dedupd.errors import Skipped, SkipReason
+
+log = logging.getLogger(__name__)
+
+pillow_heif.register_heif_opener()
+
+# The pixel guard is ours (`max_pixels` below), so a 200 MP panorama can be allowed without raising
+# Pillow's process-wide default; Pillow's own check would otherwise fire first at ~179 MP.
+Image.MAX_IMAGE_PIXELS = None
+
+#: Formats imagededup accepts (PGM/PBM report as PPM); anything else is `None` there.
+IMAGEDEDUP_FORMATS = frozenset({"JPEG", "PNG", "BMP", "MPO", "PPM", "TIFF", "GIF", "WEBP"})
+
+#: Pillow's default error threshold (2 x its warning limit): what imagededup effectively enforces.
+PILLOW_DEFAULT_MAX_PIXELS = 2 * 89_478_485
+
+#: dedupd's default guard: room for real >= 200 MP panoramas, not for a 64k x 64k bomb.
+DEFAULT_MAX_PIXELS = 250_000_000
+
+_TRUNCATION_MARKERS = ("truncated", "broken data stream", "premature end", "unexpected end")
+
+
+def _skip_for_exception(exc: BaseException) -> Skipped:
+    """Map an exception raised while opening or decoding to the reason users see in `status`."""
+    if isinstance(exc, Skipped):
+        return exc
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, FileNotFoundError):
+        return Skipped(SkipReason.VANISHED, detail)
+    if isinstance(exc, Image.DecompressionBombError):
+        return Skipped(SkipReason.DECOMPRESSION_BOMB, detail)
+    if isinstance(exc, UnidentifiedImageError):
+        return Skipped(SkipReason.UNSUPPORTED_FORMAT, detail)
+    if isinstance(exc, (PermissionError, IsADirectoryError, NotADirectoryError)):
+        return Skipped(SkipReason.UNREADABLE, detail)
+    if isinstance(exc, (OSError, SyntaxError)) and any(m in str(exc).lower() for m in _TRUNCATION_MARKERS):
+        return Skipped(SkipReason.TRUNCATED, detail)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return Skipped(SkipReason.UNREADABLE, detail)
+    return Skipped(SkipReason.DECODE_ERROR, detail)
+
+
+@contextmanager
+def open_image(
+    path: str | os.PathLike[str],
+    *,
+    formats: frozenset[str] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Iterator[Image.Image]:
+    """Open `path` lazily (header only), check format and size, and close it afterwards.
+
+    Raises `Skipped` with the reason when the file is missing, unreadable, empty, of a format
+    outside `formats` (None = anything Pillow can read), or larger than `max_pixels`.
+    """
+    try:
+        if os.stat(path).st_size == 0:
+            raise Skipped(SkipReason.TOO_SMALL, "empty file")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a counted Skip
+        raise _skip_for_exception(exc) from exc
+    try:
+        if formats is not None and image.format not in formats:
+            raise Skipped(SkipReason.UNSUPPORTED_FORMAT, f"Invalid image format {image.format}!")
+        width, height = image.size
+        if width * height > max_pixels:
+            raise Skipped(
+                SkipReason.DECOMPRESSION_BOMB, f"{width}x{height} exceeds max_image_pixels={max_pixels}"
+            )
+        yield image
+    finally:
+        image.close()
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """imagededup's colour rule: anything not RGB goes through RGBA, which drops alpha unblended."""
+    if image.mode != "RGB":
+        return image.convert("RGBA").convert("RGB")
+    image.load()
+    return image
+
+
+@contextmanager
+def imagededup_rgb(
+    path: str | os.PathLike[str], *, max_pixels: int = PILLOW_DEFAULT_MAX_PIXELS
+) -> Iterator[Image.Image]:
+    """The decoded RGB image imagededup's `load_image` works on (whitelist, RGBA->RGB, no EXIF, frame 0).
+
+    Valid only inside the `with` block, so several encodings can share one decode without a copy.
+    """
+    with open_image(path, formats=IMAGEDEDUP_FORMATS, max_pixels=max_pixels) as image:
+        try:
+            rgb = _to_rgb(image)
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types while decoding
+            raise _skip_for_exception(exc) from exc
+        yield rgb
+
+
+def preprocess(
+    image: Image.Image | np.ndarray, target_size: tuple[int, int] | None = None, grayscale: bool = False
+) -> np.ndarray:
+    """imagededup's `preprocess_image`: optional LANCZOS resize of the RGB image, then optional luma.
+
+    Arrays are cast with `astype('uint8')` first (C cast semantics, as imagededup), 2-D -> mode L,
+    (h, w, 3) -> RGB. `target_size` is PIL's (width, height).
+    """
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image.astype("uint8"))
+    elif not isinstance(image, Image.Image):
+        raise ValueError("Input is expected to be a numpy array or a pillow object!")
+    if target_size:
+        image = image.resize(target_size, Image.Resampling.LANCZOS)
+    if grayscale:
+        image = image.convert("L")
+    return np.array(image).astype("uint8")
+
+
+def load_image(
+    path: str | os.PathLike[str], target_size: tuple[int, int] | None = None, grayscale: bool = False
+) -> np.ndarray:
+    """imagededup's `load_image` with failures raised as `Skipped` instead of returning None."""
+    with imagededup_rgb(Path(path)) as rgb:
+        try:
+            return preprocess(rgb, target_size, grayscale)
+        except Exception as exc:  # noqa: BLE001
+            raise _skip_for_exception(exc) from exc
+
+
+def load_rgb(path: str | os.PathLike[str]) -> np.ndarray:
+    """The full-resolution RGB uint8 array imagededup feeds its CNN (no EXIF, frame 0)."""
+    return load_image(path)

@@ -1,0 +1,36 @@
+"""imagededup's file discovery and JSON output rules (imagededup-spec.md §2, §11), shared by all facades."""
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def list_image_files(image_dir: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
+    """Every non-directory entry whose own name does not start with '.', in glob order.
+
+    No extension filter: the decoder decides. Files inside hidden directories are kept in
+    recursive mode (only the final name is checked), exactly as imagededup does.
+    """
+    pattern = "**/*" if recursive else "*"
+    return [
+        path.absolute()
+        for path in Path(image_dir).glob(pattern)
+        if not path.is_dir() and not path.name.startswith(".")
+    ]
+
+
+def relative_name(path: Path, image_dir: str | os.PathLike[str]) -> str:
+    """The key imagededup uses: the path relative to the absolute image directory."""
+    return str(path.relative_to(Path(image_dir).absolute()))
+
+
+def save_json(results: Any, filename: str | os.PathLike[str]) -> None:
+    """imagededup's `save_json`: indent 2, sorted keys, ASCII escapes, tuples as arrays."""
+    log.info("Start: Saving duplicates as json!")
+    with open(filename, "w") as handle:
+        json.dump(results, handle, indent=2, sort_keys=True)
+    log.info("End: Saving duplicates as json!")
