@@ -1,0 +1,713 @@
+"""The only LMDB user: the durable record of every file dedupd has seen, and the links between duplicates.
+
+Layout (one environment in `<state_dir>/store/`, named databases):
+
+- ``meta``        schema/encoder/model versions, batch sequence, next record id, counters (msgpack values).
+- ``files``       rid -> record (msgpack list, path as bytes so non-UTF-8 names survive).
+- ``paths``       path key -> rid. Keys over LMDB's 511-byte limit are a prefix plus an xxh3-128 of the path.
+- ``digests``     content digest -> rid (dupsort): the persistent exact-duplicate map.
+- ``inodes``      (dev, inode) -> rid (dupsort): move detection; several rids for hard links.
+- ``emb``         rid -> float16 embedding bytes.
+- ``h:<name>``    rid -> u64 per hash method: a column read in one pass when the index is rebuilt.
+- ``links``       rid -> (other rid, method code, score) (dupsort, both directions): the match graph the
+                  catalog computed when a record arrived, so duplicate groups rebuild without re-searching.
+
+A record id (rid) is never reused: replacing a path's record allocates a new rid, so the in-memory index
+(keyed by rid, appended in rid order) never sees a key change value. A move keeps the rid.
+
+Concurrency: one Store per process; all transactions go through an internal lock, so the writer (the
+catalog, one thread) and readers in other threads never race a map resize. Encode worker processes must
+never open or inherit the environment: start them with the ``spawn``/``forkserver`` context.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import msgpack
+import numpy as np
+import xxhash
+
+from dedupd.errors import SkipReason, StoreError, StoreVersionMismatch
+from dedupd.records import Encoding, FileKey, FileRecord
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DEFAULT_MAP_SIZE = 1 << 40  # 1 TiB of address space; only written pages use disk
+MAX_READERS = 1024
+_MAX_DBS = 64
+_MAX_KEY = 511
+_PAGE = 1024  # records per read transaction when iterating, so no read txn lives long
+
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs", "nfs4", "cifs", "smb", "smbfs", "smb2", "smb3", "ncpfs", "9p", "afs", "coda", "ceph",
+        "glusterfs", "lustre", "gpfs", "ocfs2", "gfs2", "davfs", "fuse.sshfs", "fuse.glusterfs",
+        "fuse.cephfs", "fuse.s3fs", "fuse.rclone", "fuse.davfs2", "fuse.gcsfuse", "fuse.juicefs",
+    }
+)  # fmt: skip
+
+_LINK = struct.Struct(">QBf")  # other rid, method code, score (distance or similarity)
+_DEVINO = struct.Struct(">QQ")
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """The file at `path` is gone; also removes every record under `path/` (a deleted directory)."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """`src` was renamed to `dst` (a file or a whole directory); records keep their encodings and rids."""
+
+    src: str
+    dst: str
+
+
+type Change = FileRecord | Removal | Move
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """Two records matched by `method`: `score` is a hash distance or a CNN similarity."""
+
+    a: int
+    b: int
+    method: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """What one committed batch changed, in rid terms, for the index to follow."""
+
+    seq: int
+    added: tuple[tuple[int, FileRecord], ...]
+    removed: tuple[int, ...]
+    moved: tuple[tuple[int, str, str], ...]
+
+
+type LinkFinder = Callable[[Commit], Iterable[Link]]
+
+
+# --------------------------------------------------------------------------------------------- filesystems
+def _unescape_mountinfo(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal (\\040 ...)."""
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def filesystem_type(path: str, mountinfo: str) -> str:
+    """The fs type of the mount holding absolute `path`, from /proc/self/mountinfo text (pure)."""
+    best, best_type = "", "unknown"
+    for line in mountinfo.splitlines():
+        head, sep, tail = line.partition(" - ")
+        fields = head.split()
+        if not sep or len(fields) < 5 or not tail.split():
+            continue
+        mount_point = _unescape_mountinfo(fields[4])
+        inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):  # later lines shadow earlier ones at one point
+            best, best_type = mount_point, tail.split()[0]
+    return best_type
+
+
+def refuse_network_filesystem(path: str | os.PathLike[str], mountinfo_path: str = "/proc/self/mountinfo") -> None:
+    """LMDB's locking and mmap are unsafe on remote filesystems, so a state dir there is refused."""
+    real = os.path.realpath(path)
+    try:
+        text = Path(mountinfo_path).read_text(errors="replace")
+    except OSError:
+        log.warning("cannot read %s; state dir filesystem not checked", mountinfo_path)
+        return
+    fstype = filesystem_type(real, text)
+    if fstype in NETWORK_FILESYSTEMS:
+        raise StoreError(f"state_dir {real} is on a network filesystem ({fstype}); LMDB needs a local filesystem")
+
+
+# --------------------------------------------------------------------------------------------- encoding
+def _rid_key(rid: int) -> bytes:
+    return rid.to_bytes(8, "big")
+
+
+def _path_key(path: str) -> bytes:
+    """Sortable key of a path; long paths keep a prefix (so subtree scans work) plus a digest."""
+    raw = os.fsencode(path)
+    if len(raw) <= _MAX_KEY:
+        return raw
+    return raw[: _MAX_KEY - 16] + xxhash.xxh3_128_digest(raw)
+
+
+def _pack_record(rec: FileRecord, has_embedding: bool) -> bytes:
+    k, enc = rec.key, rec.encoding
+    return msgpack.packb(
+        [
+            os.fsencode(k.path), k.dev, k.inode, k.size, k.mtime_ns,
+            rec.skip.value if rec.skip else None,
+            enc.digest if enc else None,
+            enc.width if enc else 0,
+            enc.height if enc else 0,
+            dict(enc.hashes) if enc else None,
+            has_embedding,
+        ]
+    )  # fmt: skip
+
+
+def _unpack_record(raw: bytes, embedding: np.ndarray | None = None) -> tuple[FileRecord, bool]:
+    path, dev, ino, size, mtime, skip, digest, w, h, hashes, has_emb = msgpack.unpackb(raw)
+    key = FileKey(os.fsdecode(path), dev, ino, size, mtime)
+    enc = None if digest is None else Encoding(digest, w, h, hashes, embedding)
+    return FileRecord(key, enc, SkipReason(skip) if skip else None), has_emb
+
+
+def _under(path: str, root: str) -> bool:
+    root = root.rstrip("/") or "/"
+    return path == root or path.startswith(root if root == "/" else root + "/")
+
+
+# --------------------------------------------------------------------------------------------- store
+class Store:
+    """Durable records, secondary keys, embeddings and links in one LMDB environment (see module doc)."""
+
+    def __init__(self, env: lmdb.Environment, model_id: str | None, dim: int | None) -> None:
+        self._env = env
+        self._lock = threading.RLock()
+        self.model_id = model_id
+        self.dim = dim
+        self.stale_readers_cleared = env.reader_check()
+        if self.stale_readers_cleared:
+            log.info("cleared %d stale LMDB reader slots", self.stale_readers_cleared)
+        with env.begin(write=True) as txn:
+            self._dbs = {
+                name: env.open_db(name.encode(), txn=txn, dupsort=dup, dupfixed=dup)
+                for name, dup in (
+                    ("meta", False), ("files", False), ("paths", False), ("digests", True),
+                    ("inodes", True), ("emb", False), ("links", True),
+                )
+            }  # fmt: skip
+            self._hash_dbs = {
+                name: env.open_db(f"h:{name}".encode(), txn=txn) for name in self._meta(txn, "hash_names", [])
+            }
+
+    # ------------------------------------------------------------------ open / close
+    @classmethod
+    def open(
+        cls,
+        state_dir: str | os.PathLike[str],
+        *,
+        map_size: int = DEFAULT_MAP_SIZE,
+        encoder_version: str | None = None,
+        model_id: str | None = None,
+        dim: int | None = None,
+        drop_embeddings: bool = False,
+    ) -> Store:
+        """Open (creating) the store under `state_dir`.
+
+        A schema or encoder version different from the stored one raises StoreVersionMismatch naming
+        both; so does a CNN model or dimension change, unless `drop_embeddings` deletes the old
+        model's embeddings and links (an explicit migration). `model_id=None` leaves embeddings alone.
+        """
+        state = Path(state_dir)
+        try:
+            (state / "store").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create state dir {state}: {e.strerror}") from e
+        refuse_network_filesystem(state)
+        try:
+            env = lmdb.open(
+                str(state / "store"), map_size=map_size, max_dbs=_MAX_DBS, max_readers=MAX_READERS,
+                sync=True, metasync=True, subdir=True, lock=True,
+            )  # fmt: skip
+        except lmdb.Error as e:
+            raise StoreError(f"cannot open store in {state}: {e}") from e
+        store = cls(env, model_id, dim)
+        try:
+            store._check_versions(encoder_version, drop_embeddings)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _check_versions(self, encoder_version: str | None, drop_embeddings: bool) -> None:
+        with self._write() as txn:
+            schema = self._meta(txn, "schema")
+            if schema is None:
+                self._put_meta(txn, "schema", SCHEMA_VERSION)
+            elif schema != SCHEMA_VERSION:
+                raise StoreVersionMismatch(f"store schema version {schema} differs from this dedupd's {SCHEMA_VERSION}")
+            stored_encoder = self._meta(txn, "encoder")
+            if encoder_version is not None:
+                if stored_encoder is None:
+                    self._put_meta(txn, "encoder", encoder_version)
+                elif stored_encoder != encoder_version:
+                    raise StoreVersionMismatch(
+                        f"store was encoded by encoder {stored_encoder!r}, this dedupd is {encoder_version!r}"
+                    )
+            if self.model_id is None:
+                return
+            stored = (self._meta(txn, "model"), self._meta(txn, "dim"))
+            if stored[0] is not None and stored != (self.model_id, self.dim):
+                if not drop_embeddings:
+                    raise StoreVersionMismatch(
+                        f"store embeddings are from CNN model {stored[0]!r} (dim {stored[1]}), "
+                        f"configured model is {self.model_id!r} (dim {self.dim}); "
+                        "drop the old embeddings to switch models"
+                    )
+                self._drop_embeddings(txn)
+            self._put_meta(txn, "model", self.model_id)
+            self._put_meta(txn, "dim", self.dim)
+
+    def _drop_embeddings(self, txn: lmdb.Transaction) -> None:
+        log.warning("dropping all embeddings and CNN links (model changed)")
+        txn.drop(self._dbs["emb"], delete=False)
+        with txn.cursor(self._dbs["files"]) as cur:
+            for key, raw in list(cur):
+                rec, has_emb = _unpack_record(raw)
+                if has_emb:
+                    txn.put(key, _pack_record(rec, False), db=self._dbs["files"])
+        self._delete_links_of_method(txn, "cnn")
+
+    def close(self) -> None:
+        with self._lock:
+            self._env.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ transactions
+    def _write(self) -> lmdb.Transaction:
+        return self._begin(write=True)
+
+    def _read(self) -> lmdb.Transaction:
+        return self._begin(write=False)
+
+    def _begin(self, write: bool) -> lmdb.Transaction:
+        """Begin a txn; clears stale reader slots or adopts another process's map growth once if needed."""
+        try:
+            return self._env.begin(write=write)
+        except lmdb.ReadersFullError:
+            self._env.reader_check()
+        except lmdb.MapResizedError:
+            self._env.set_mapsize(0)
+        return self._env.begin(write=write)
+
+    def _meta(self, txn: lmdb.Transaction, name: str, default: Any = None) -> Any:
+        raw = txn.get(name.encode(), db=self._dbs["meta"])
+        return default if raw is None else msgpack.unpackb(raw)
+
+    def _put_meta(self, txn: lmdb.Transaction, name: str, value: Any) -> None:
+        txn.put(name.encode(), msgpack.packb(value), db=self._dbs["meta"])
+
+    def reader_check(self) -> int:
+        """Clear reader slots left by dead processes; returns how many were cleared."""
+        with self._lock:
+            return self._env.reader_check()
+
+    def reader_pids(self) -> list[int]:
+        """Processes holding a reader slot (LMDB's reader table), for diagnostics and tests."""
+        with self._lock:
+            lines = self._env.readers().splitlines()[1:]
+        return [int(line.split()[0]) for line in lines if line.strip()]
+
+    @property
+    def map_size(self) -> int:
+        return int(self._env.info()["map_size"])
+
+    # ------------------------------------------------------------------ commit
+    def commit(self, changes: Sequence[Change], link: LinkFinder | None = None) -> Commit:
+        """Apply `changes` in one durable write transaction and return what changed.
+
+        `link`, if given, is called inside the transaction with the Commit (records already have
+        their rids) and returns the links to store with them, so records and their links are atomic.
+        It may be called again if the map has to grow, so it must not have side effects.
+        """
+        with self._lock:
+            self._ensure_hash_dbs(changes)
+            while True:
+                try:
+                    with self._write() as txn:
+                        return self._commit(txn, changes, link)
+                except lmdb.MapFullError:
+                    new_size = self.map_size * 2
+                    log.info("LMDB map full; growing to %d MiB and retrying the batch", new_size >> 20)
+                    self._env.set_mapsize(new_size)
+
+    def _ensure_hash_dbs(self, changes: Sequence[Change]) -> None:
+        """Create DBs for new hash names in their own txn: a DB opened in an aborted txn is unusable."""
+        names = {n for c in changes if isinstance(c, FileRecord) and c.encoding for n in c.encoding.hashes}
+        new = sorted(names - self._hash_dbs.keys())
+        if not new:
+            return
+        with self._write() as txn:
+            for name in new:
+                self._hash_dbs[name] = self._env.open_db(f"h:{name}".encode(), txn=txn)
+            self._put_meta(txn, "hash_names", sorted(self._hash_dbs))
+
+    def _commit(self, txn: lmdb.Transaction, changes: Sequence[Change], link: LinkFinder | None) -> Commit:
+        added: dict[int, FileRecord] = {}
+        removed: list[int] = []
+        moved: list[tuple[int, str, str]] = []
+        counts: dict[str, int] = self._meta(txn, "counts", {})
+        next_rid = self._meta(txn, "next_rid", 1)
+
+        def drop(rid: int) -> None:
+            self._delete_record(txn, rid, counts)
+            if added.pop(rid, None) is None:
+                removed.append(rid)
+
+        for change in changes:
+            if isinstance(change, FileRecord):
+                old = txn.get(_path_key(change.key.path), db=self._dbs["paths"])
+                if old is not None:
+                    drop(int.from_bytes(old, "big"))
+                rid, next_rid = next_rid, next_rid + 1
+                self._put_record(txn, rid, change, counts)
+                added[rid] = change
+            elif isinstance(change, Removal):
+                for rid, _ in self._rids_under(txn, change.path):
+                    drop(rid)
+            elif isinstance(change, Move):
+                for rid, path in self._rids_under(txn, change.src):
+                    new_path = change.dst + path[len(change.src) :]
+                    target = txn.get(_path_key(new_path), db=self._dbs["paths"])
+                    if target is not None and int.from_bytes(target, "big") != rid:
+                        drop(int.from_bytes(target, "big"))
+                    rec = self._rekey(txn, rid, path, new_path)
+                    if rid in added:
+                        added[rid] = rec
+                    else:
+                        moved.append((rid, path, new_path))
+            else:
+                raise TypeError(f"not a store change: {change!r}")
+        seq = self._meta(txn, "seq", 0) + 1
+        self._put_meta(txn, "seq", seq)
+        self._put_meta(txn, "next_rid", next_rid)
+        self._put_meta(txn, "counts", counts)
+        commit = Commit(seq, tuple(added.items()), tuple(removed), tuple(moved))
+        if link is not None:
+            self._put_links(txn, link(commit))
+        return commit
+
+    def _put_record(self, txn: lmdb.Transaction, rid: int, rec: FileRecord, counts: dict[str, int]) -> None:
+        enc = rec.encoding
+        if (enc is None) == (rec.skip is None):
+            raise StoreError(f"record for {rec.key.path} needs exactly one of encoding or skip reason")
+        key = _rid_key(rid)
+        has_emb = enc is not None and enc.embedding is not None
+        if has_emb:
+            emb = np.asarray(enc.embedding, dtype=np.float16).ravel()
+            if self.model_id is None or emb.size != self.dim:
+                raise StoreError(
+                    f"embedding of {rec.key.path} has dimension {emb.size}; store is set up for "
+                    f"model {self.model_id!r} dim {self.dim}"
+                )
+            txn.put(key, emb.tobytes(), db=self._dbs["emb"])
+        txn.put(key, _pack_record(rec, has_emb), db=self._dbs["files"])
+        if not txn.put(_path_key(rec.key.path), key, db=self._dbs["paths"], overwrite=False):
+            raise StoreError(f"path key collision for {rec.key.path}")
+        txn.put(_DEVINO.pack(rec.key.dev, rec.key.inode), key, db=self._dbs["inodes"])
+        if enc is not None:
+            txn.put(enc.digest, key, db=self._dbs["digests"])
+            for name, value in enc.hashes.items():
+                txn.put(key, int(value).to_bytes(8, "little"), db=self._hash_dbs[name])
+        kind = "encoded" if enc is not None else f"skipped:{rec.skip}"
+        counts[kind] = counts.get(kind, 0) + 1
+
+    def _delete_record(self, txn: lmdb.Transaction, rid: int, counts: dict[str, int]) -> None:
+        key = _rid_key(rid)
+        rec, has_emb = _unpack_record(txn.get(key, db=self._dbs["files"]))
+        txn.delete(key, db=self._dbs["files"])
+        txn.delete(_path_key(rec.key.path), db=self._dbs["paths"])
+        txn.delete(_DEVINO.pack(rec.key.dev, rec.key.inode), key, db=self._dbs["inodes"])
+        if has_emb:
+            txn.delete(key, db=self._dbs["emb"])
+        if rec.encoding is not None:
+            txn.delete(rec.encoding.digest, key, db=self._dbs["digests"])
+            for name in rec.encoding.hashes:
+                txn.delete(key, db=self._hash_dbs[name])
+        links = self._dbs["links"]
+        with txn.cursor(links) as cur:
+            if cur.set_key(key):
+                for value in list(cur.iternext_dup()):
+                    other, code, score = _LINK.unpack(value)
+                    txn.delete(_rid_key(other), _LINK.pack(rid, code, score), db=links)
+                txn.delete(key, db=links)
+        kind = "encoded" if rec.encoding is not None else f"skipped:{rec.skip}"
+        counts[kind] -= 1
+
+    def _rekey(self, txn: lmdb.Transaction, rid: int, old: str, new: str) -> FileRecord:
+        key = _rid_key(rid)
+        rec, has_emb = _unpack_record(txn.get(key, db=self._dbs["files"]))
+        rec = replace(rec, key=replace(rec.key, path=new))
+        txn.put(key, _pack_record(rec, has_emb), db=self._dbs["files"])
+        txn.delete(_path_key(old), db=self._dbs["paths"])
+        txn.put(_path_key(new), key, db=self._dbs["paths"])
+        return rec
+
+    def _rids_under(self, txn: lmdb.Transaction, path: str) -> list[tuple[int, str]]:
+        """(rid, path) of the record at `path` and of every record below `path/`."""
+        found = []
+        exact = txn.get(_path_key(path), db=self._dbs["paths"])
+        if exact is not None:
+            found.append((int.from_bytes(exact, "big"), path))
+        prefix = _path_key(path.rstrip("/") + "/")[: _MAX_KEY - 16]
+        with txn.cursor(self._dbs["paths"]) as cur:
+            if cur.set_range(prefix):
+                for key, value in cur:
+                    if not key.startswith(prefix):
+                        break
+                    rid = int.from_bytes(value, "big")
+                    rec, _ = _unpack_record(txn.get(value, db=self._dbs["files"]))
+                    if _under(rec.key.path, path) and rec.key.path != path:
+                        found.append((rid, rec.key.path))
+        return found
+
+    # ------------------------------------------------------------------ links
+    def _method_code(self, txn: lmdb.Transaction, method: str) -> int:
+        methods: list[str] = self._meta(txn, "methods", [])
+        if method not in methods:
+            if len(methods) == 256:
+                raise StoreError("too many link methods")
+            methods.append(method)
+            self._put_meta(txn, "methods", methods)
+        return methods.index(method)
+
+    def _put_links(self, txn: lmdb.Transaction, links: Iterable[Link]) -> None:
+        db, files = self._dbs["links"], self._dbs["files"]
+        for ln in links:
+            if ln.a == ln.b or txn.get(_rid_key(ln.a), db=files) is None or txn.get(_rid_key(ln.b), db=files) is None:
+                raise StoreError(f"link between missing or identical records: {ln}")
+            code = self._method_code(txn, ln.method)
+            txn.put(_rid_key(ln.a), _LINK.pack(ln.b, code, ln.score), db=db)
+            txn.put(_rid_key(ln.b), _LINK.pack(ln.a, code, ln.score), db=db)
+
+    def _delete_links_of_method(self, txn: lmdb.Transaction, method: str) -> None:
+        methods: list[str] = self._meta(txn, "methods", [])
+        if method not in methods:
+            return
+        code = methods.index(method)
+        with txn.cursor(self._dbs["links"]) as cur:
+            doomed = [(k, v) for k, v in cur if v[8] == code]
+        for k, v in doomed:
+            txn.delete(k, v, db=self._dbs["links"])
+
+    def replace_links(self, method: str, links: Iterable[Link], params: object) -> None:
+        """Swap every link of `method` for `links`, computed with `params` (e.g. a new threshold)."""
+        with self._lock:
+            links = list(links)
+            while True:
+                try:
+                    with self._write() as txn:
+                        self._delete_links_of_method(txn, method)
+                        self._put_links(txn, links)
+                        stored = self._meta(txn, "link_params", {})
+                        stored[method] = params
+                        self._put_meta(txn, "link_params", stored)
+                    return
+                except lmdb.MapFullError:
+                    self._env.set_mapsize(self.map_size * 2)
+
+    def link_params(self) -> dict[str, Any]:
+        """The parameters (thresholds) each method's stored links were computed with."""
+        with self._lock, self._read() as txn:
+            return self._meta(txn, "link_params", {})
+
+    def links(self) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]:
+        """Every link once (a < b) as arrays: a, b, method names, method code per link, score."""
+        with self._lock, self._read() as txn:
+            methods = self._meta(txn, "methods", [])
+            with txn.cursor(self._dbs["links"]) as cur:
+                raw = b"".join(k + v for k, v in cur)
+        rows = np.frombuffer(raw, dtype=[("a", ">u8"), ("b", ">u8"), ("code", "u1"), ("score", ">f4")])
+        rows = rows[rows["a"] < rows["b"]]
+        return (
+            rows["a"].astype(np.int64), rows["b"].astype(np.int64), methods,
+            rows["code"].copy(), rows["score"].astype(np.float32),
+        )  # fmt: skip
+
+    def links_of(self, rid: int) -> list[tuple[int, str, float]]:
+        """(other rid, method, score) for every link of `rid`."""
+        with self._lock, self._read() as txn:
+            methods = self._meta(txn, "methods", [])
+            with txn.cursor(self._dbs["links"]) as cur:
+                if not cur.set_key(_rid_key(rid)):
+                    return []
+                return [(other, methods[code], score) for other, code, score in map(_LINK.unpack, cur.iternext_dup())]
+
+    # ------------------------------------------------------------------ reads
+    def get(self, path: str, *, embedding: bool = False) -> FileRecord | None:
+        """The record stored for `path` (with its embedding when asked), or None."""
+        found = self.lookup(path, embedding=embedding)
+        return None if found is None else found[1]
+
+    def lookup(self, path: str, *, embedding: bool = False) -> tuple[int, FileRecord] | None:
+        """(rid, record) for `path`, or None."""
+        with self._lock, self._read() as txn:
+            key = txn.get(_path_key(path), db=self._dbs["paths"])
+            if key is None:
+                return None
+            rec = self._record(txn, key, embedding)
+        return (int.from_bytes(key, "big"), rec) if rec.key.path == path else None
+
+    def records(self, rids: Iterable[int], *, embedding: bool = False) -> dict[int, FileRecord]:
+        """Records of the given rids (missing ones are left out)."""
+        with self._lock, self._read() as txn:
+            out = {}
+            for rid in rids:
+                if txn.get(_rid_key(rid), db=self._dbs["files"]) is not None:
+                    out[rid] = self._record(txn, _rid_key(rid), embedding)
+            return out
+
+    def _record(self, txn: lmdb.Transaction, key: bytes, embedding: bool) -> FileRecord:
+        rec, has_emb = _unpack_record(txn.get(key, db=self._dbs["files"]))
+        if embedding and has_emb:
+            vec = np.frombuffer(txn.get(key, db=self._dbs["emb"]), dtype=np.float16).astype(np.float32)
+            rec = replace(rec, encoding=replace(rec.encoding, embedding=vec))
+        return rec
+
+    def iter_records(self, under: str | None = None) -> Iterator[tuple[int, FileRecord]]:
+        """Every (rid, record) in rid order, optionally only those at or under a directory.
+
+        Reads in short transactions of a few hundred records, so iterating never pins old pages.
+        """
+        start = b""
+        while True:
+            with self._lock, self._read() as txn, txn.cursor(self._dbs["files"]) as cur:
+                if not cur.set_range(start):
+                    return
+                page = []
+                for key, raw in cur:
+                    page.append((int.from_bytes(key, "big"), _unpack_record(raw)[0]))
+                    if len(page) == _PAGE:
+                        break
+            for rid, rec in page:
+                if under is None or _under(rec.key.path, under):
+                    yield rid, rec
+            if len(page) < _PAGE:
+                return
+            start = _rid_key(page[-1][0] + 1)
+
+    def rids_for_digest(self, digest: bytes) -> list[int]:
+        """Records whose content digest is `digest` (exact duplicates)."""
+        with self._lock, self._read() as txn, txn.cursor(self._dbs["digests"]) as cur:
+            if not cur.set_key(digest):
+                return []
+            return [int.from_bytes(v, "big") for v in cur.iternext_dup()]
+
+    def paths_for_digest(self, digest: bytes) -> list[str]:
+        """Paths whose content digest is `digest`."""
+        return sorted(r.key.path for r in self.records(self.rids_for_digest(digest)).values())
+
+    def paths_for_inode(self, dev: int, inode: int) -> list[str]:
+        """Paths recorded for (dev, inode): one, or several for hard links."""
+        with self._lock, self._read() as txn, txn.cursor(self._dbs["inodes"]) as cur:
+            if not cur.set_key(_DEVINO.pack(dev, inode)):
+                return []
+            keys = list(cur.iternext_dup())
+            return sorted(_unpack_record(txn.get(k, db=self._dbs["files"]))[0].key.path for k in keys)
+
+    def paths(self, rids: Iterable[int]) -> dict[int, str]:
+        """Path of each given rid that still exists."""
+        return {rid: rec.key.path for rid, rec in self.records(rids).items()}
+
+    def hash_names(self) -> list[str]:
+        return sorted(self._hash_dbs)
+
+    def hash_column(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(rids, hashes) of every record with hash `name`, in rid order, read in one pass."""
+        if name not in self._hash_dbs:
+            return np.empty(0, np.int64), np.empty(0, np.uint64)
+        with self._lock, self._read() as txn, txn.cursor(self._hash_dbs[name]) as cur:
+            raw = b"".join(k + v for k, v in cur)
+        rows = np.frombuffer(raw, dtype=[("rid", ">u8"), ("hash", "<u8")])
+        return rows["rid"].astype(np.int64), rows["hash"].astype(np.uint64)
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rids, float16 matrix rows) of every stored embedding, in rid order."""
+        dim = self.dim or 0
+        with self._lock, self._read() as txn, txn.cursor(self._dbs["emb"]) as cur:
+            raw = b"".join(k + v for k, v in cur)
+        rows = np.frombuffer(raw, dtype=[("rid", ">u8"), ("vec", "<f2", (dim,))])
+        return rows["rid"].astype(np.int64), rows["vec"].copy()
+
+    def export(self, method: str) -> Iterator[tuple[str, str | np.ndarray]]:
+        """imagededup-format encodings: (path, 16-digit hex) for a hash method, (path, vector) for "cnn"."""
+        for _, rec in self.iter_records():
+            if rec.encoding is None:
+                continue
+            if method == "cnn":
+                with_vec = self.get(rec.key.path, embedding=True)
+                if with_vec is not None and with_vec.encoding and with_vec.encoding.embedding is not None:
+                    yield rec.key.path, with_vec.encoding.embedding
+            elif method in rec.encoding.hashes:
+                yield rec.key.path, format(rec.encoding.hashes[method], "016x")
+
+    def seq(self) -> int:
+        """Sequence number of the last committed batch."""
+        with self._lock, self._read() as txn:
+            return self._meta(txn, "seq", 0)
+
+    def counts(self) -> dict[str, int]:
+        """Records per kind: "encoded" and "skipped:<reason>"."""
+        with self._lock, self._read() as txn:
+            return {k: v for k, v in self._meta(txn, "counts", {}).items() if v}
+
+    # ------------------------------------------------------------------ consistency
+    def check(self) -> list[str]:
+        """Every inconsistency between records and their secondary keys (empty when sound)."""
+        problems: list[str] = []
+        with self._lock, self._read() as txn:
+            db = self._dbs
+            expect: dict[str, set[tuple[bytes, bytes]]] = {n: set() for n in ("paths", "digests", "inodes", "emb")}
+            expect_hash: dict[str, set[bytes]] = {n: set() for n in self._hash_dbs}
+            for key, raw in txn.cursor(db["files"]):
+                rec, has_emb = _unpack_record(raw)
+                expect["paths"].add((_path_key(rec.key.path), key))
+                expect["inodes"].add((_DEVINO.pack(rec.key.dev, rec.key.inode), key))
+                if has_emb:
+                    expect["emb"].add((key, b""))
+                if rec.encoding is not None:
+                    expect["digests"].add((rec.encoding.digest, key))
+                    for name, value in rec.encoding.hashes.items():
+                        if txn.get(key, db=self._hash_dbs[name]) != int(value).to_bytes(8, "little"):
+                            problems.append(f"rid {int.from_bytes(key, 'big')}: hash {name} missing or wrong")
+                        expect_hash[name].add(key)
+            for name in ("paths", "digests", "inodes"):
+                actual = set(txn.cursor(db[name]))
+                if actual != expect[name]:
+                    problems.append(f"{name}: {len(actual - expect[name])} stray, {len(expect[name] - actual)} missing")
+            emb = {(k, b"") for k in txn.cursor(db["emb"]).iternext(values=False)}
+            if emb != expect["emb"]:
+                problems.append("emb: embeddings and records disagree")
+            for name, hdb in self._hash_dbs.items():
+                if set(txn.cursor(hdb).iternext(values=False)) != expect_hash[name]:
+                    problems.append(f"h:{name}: stray hash entries")
+            links = set(txn.cursor(db["links"]))
+            for key, value in links:
+                other, code, score = _LINK.unpack(value)
+                if (_rid_key(other), _LINK.pack(int.from_bytes(key, "big"), code, score)) not in links:
+                    problems.append(f"link {int.from_bytes(key, 'big')}->{other} has no reverse")
+                if txn.get(key, db=db["files"]) is None or txn.get(_rid_key(other), db=db["files"]) is None:
+                    problems.append(f"link {int.from_bytes(key, 'big')}->{other} to a missing record")
+        return problems
