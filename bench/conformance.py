@@ -22,16 +22,18 @@ import _peers
 
 type Hashes = dict[str, dict[str, str | None]]
 
-_DEDUPD: dict[str, Any] = {}
+_DEDUPD: dict[str, Any] = {}  # method -> dedupd hasher, filled before the pool forks
+
+
+def load_dedupd_hashers() -> None:
+    import dedupd.methods  # noqa: PLC0415 - imported here so a broken facade fails before the slow peer run
+
+    logging.getLogger("dedupd").setLevel(logging.ERROR)  # one warning per unreadable file otherwise
+    names = {"phash": "PHash", "ahash": "AHash", "dhash": "DHash", "whash": "WHash"}
+    _DEDUPD.update({m: getattr(dedupd.methods, names[m])(verbose=False) for m in _peers.HASH_METHODS})
 
 
 def _dedupd_hash_one(path: str) -> tuple[str, dict[str, str | None]]:
-    if not _DEDUPD:
-        import dedupd.methods  # noqa: PLC0415 - imported in the worker, after the fork
-
-        logging.getLogger("dedupd").setLevel(logging.ERROR)
-        names = {"phash": "PHash", "ahash": "AHash", "dhash": "DHash", "whash": "WHash"}
-        _DEDUPD.update({m: getattr(dedupd.methods, names[m])(verbose=False) for m in _peers.HASH_METHODS})
     return path, {method: hasher.encode_image(image_file=path) for method, hasher in _DEDUPD.items()}
 
 
@@ -77,6 +79,7 @@ def main() -> None:
         if not corpus.is_dir():
             parser.error(f"{corpus} is not a directory")
 
+    load_dedupd_hashers()
     files = corpus_files(args.corpora, args.limit)
     paths = list(files.values())
     reference: Hashes = _peers.run_imagededup("hashes", paths, str(args.jobs))
