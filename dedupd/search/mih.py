@@ -1,0 +1,178 @@
+"""Exact Hamming range search over 64-bit hashes by multi-index hashing (Norouzi et al., CVPR 2012).
+
+Why: at the default threshold (10 bits of 64) a BK-tree still visits a large share of its nodes, so a
+query costs about as much as a scan. Multi-index hashing splits each hash into m disjoint substrings;
+two hashes within distance r agree to within floor(r / m) bits on at least one substring (pigeonhole),
+so the candidates are the entries of the few buckets within that small radius of each query substring.
+Candidates are then checked exactly (XOR + popcount), so results are exact, never approximate.
+
+Layout: per substring a counting-sorted table (bucket start offsets + slots), all numpy. Inserts go to a
+pending tail that is scanned linearly and merged into the tables when it grows; deletes clear an alive
+flag and dead slots are dropped at the next merge. Keys must be inserted in increasing order (the
+store's record ids are), so a key is found by binary search without a per-key map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+
+import numpy as np
+
+_BITS = 64
+_SCAN_SHARE = 0.25  # a plan that would check more than this share of entries scans instead
+
+
+@cache
+def _masks(width: int, radius: int) -> np.ndarray:
+    """Every `width`-bit XOR mask with at most `radius` bits set."""
+    every = np.arange(1 << width, dtype=np.uint32)
+    return every[np.bitwise_count(every) <= radius]
+
+
+def chunk_count(n: int) -> int:
+    """Substrings to use for n entries: about 64 / log2(n) (Norouzi's rule), between 3 and 4."""
+    return 4 if n < 1 << 18 else 3
+
+
+def _expand_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    counts = counts.astype(np.int64)
+    total = int(counts.sum())
+    run_starts = np.cumsum(counts) - counts
+    return np.repeat(starts.astype(np.int64) - run_starts, counts) + np.arange(total)
+
+
+class MultiIndexHash:
+    """Key -> 64-bit hash with exact `query(value, threshold)`; see the module doc."""
+
+    def __init__(self, chunks: int | None = None) -> None:
+        self._fixed_chunks = chunks
+        self._n = 0  # slots used
+        self._live = 0
+        self._indexed = 0  # slots [0, _indexed) are in the substring tables
+        self._keys = np.empty(0, np.int64)
+        self._values = np.empty(0, np.uint64)
+        self._alive = np.empty(0, bool)
+        self._widths: list[int] = []
+        self._starts = np.empty(0, np.uint32)  # every table's bucket offsets, concatenated
+        self._slots = np.empty(0, np.uint32)  # every table's slots in bucket order, concatenated
+        self._bases: list[int] = []  # where each table's offsets begin in _starts
+
+    @classmethod
+    def from_arrays(
+        cls, keys: Sequence[int] | np.ndarray, values: Sequence[int] | np.ndarray, chunks: int | None = None
+    ) -> MultiIndexHash:
+        index = cls(chunks)
+        index.insert_many(keys, values)
+        if index._indexed < index._n:
+            index._rebuild()
+        return index
+
+    def __len__(self) -> int:
+        return self._live
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self._keys, self._values, self._alive, self._starts, self._slots))
+
+    # ------------------------------------------------------------------ updates
+    def insert(self, key: int, value: int) -> None:
+        """Add `key` (greater than every key inserted before) with hash `value`."""
+        self.insert_many([key], [value])
+
+    def insert_many(self, keys: Sequence[int] | np.ndarray, values: Sequence[int] | np.ndarray) -> None:
+        """Add keys (increasing, above every existing key) with their hashes."""
+        keys = np.asarray(keys, dtype=np.int64)
+        values = np.asarray(values, dtype=np.uint64)
+        if keys.shape != values.shape or keys.ndim != 1:
+            raise ValueError("keys and values must be 1-D and of equal length")
+        if not len(keys):
+            return
+        last = self._keys[self._n - 1] if self._n else -1
+        if keys[0] <= last or np.any(np.diff(keys) <= 0):
+            raise ValueError("keys must be inserted in increasing order")
+        end = self._n + len(keys)
+        if end > len(self._keys):
+            cap = max(end, 2 * len(self._keys), 1024)
+            self._keys, self._values, self._alive = (
+                np.concatenate([a[: self._n], np.zeros(cap - self._n, a.dtype)])
+                for a in (self._keys, self._values, self._alive)
+            )
+        self._keys[self._n : end] = keys
+        self._values[self._n : end] = values
+        self._alive[self._n : end] = True
+        self._n = end
+        self._live += len(keys)
+        if self._n - self._indexed > max(4096, self._indexed // 16):
+            self._rebuild()
+
+    def delete(self, key: int) -> bool:
+        """Remove `key`; False if it was not present."""
+        slot = int(np.searchsorted(self._keys[: self._n], key))
+        if slot == self._n or self._keys[slot] != key or not self._alive[slot]:
+            return False
+        self._alive[slot] = False
+        self._live -= 1
+        if self._n - self._live > max(4096, self._n // 4):
+            self._rebuild()
+        return True
+
+    def _rebuild(self) -> None:
+        """Drop dead slots and index every slot in fresh substring tables."""
+        live = self._alive[: self._n]
+        if not live.all():
+            self._keys, self._values = self._keys[: self._n][live], self._values[: self._n][live]
+            self._alive = np.ones(len(self._keys), bool)
+            self._n = len(self._keys)
+        n = self._n
+        m = self._fixed_chunks or chunk_count(n)
+        self._widths = [_BITS // m + (1 if i < _BITS % m else 0) for i in range(m)]
+        starts, slots, bases, shift = [], [], [], 0
+        for c, width in enumerate(self._widths):
+            sub = ((self._values[:n] >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.uint32)
+            order = np.argsort(sub, kind="stable").astype(np.uint32)
+            offsets = np.zeros((1 << width) + 1, np.uint32)
+            np.cumsum(np.bincount(sub, minlength=1 << width), out=offsets[1:])
+            bases.append(sum(len(s) for s in starts))
+            starts.append(offsets + np.uint32(c * n))
+            slots.append(order)
+            shift += width
+        self._starts = np.concatenate(starts)
+        self._slots = np.concatenate(slots)
+        self._bases = bases
+        self._indexed = n
+
+    # ------------------------------------------------------------------ queries
+    def query(self, value: int, threshold: int) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, distances) of every live entry within `threshold` bits (inclusive), in key order."""
+        q = np.uint64(value)
+        radius = threshold // max(len(self._widths), 1)
+        buckets = sum(len(_masks(w, radius)) if radius < w else 1 << w for w in self._widths)
+        expected = buckets * self._indexed / (1 << min(self._widths, default=1))
+        if not self._indexed or threshold >= _BITS or expected > _SCAN_SHARE * self._indexed:
+            slots, dists = self._scan(q, threshold, 0)
+        else:
+            slots, dists = self._probe(q, threshold, radius)
+            if self._n > self._indexed:
+                tail = self._scan(q, threshold, self._indexed)
+                slots, dists = np.concatenate([slots, tail[0]]), np.concatenate([dists, tail[1]])
+        return self._keys[slots], dists
+
+    def _scan(self, q: np.uint64, threshold: int, first: int) -> tuple[np.ndarray, np.ndarray]:
+        dists = np.bitwise_count(self._values[first : self._n] ^ q)
+        slots = np.flatnonzero((dists <= threshold) & self._alive[first : self._n]) + first
+        return slots, dists[slots - first].astype(np.int64)
+
+    def _probe(self, q: np.uint64, threshold: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
+        buckets, shift = [], 0
+        for width, base in zip(self._widths, self._bases, strict=True):
+            sub = (int(q) >> shift) & ((1 << width) - 1)
+            buckets.append((_masks(width, radius) ^ np.uint32(sub)).astype(np.int64) + base)
+            shift += width
+        at = np.concatenate(buckets)
+        begin = self._starts[at]
+        candidates = self._slots[_expand_ranges(begin, self._starts[at + 1] - begin)]
+        dists = np.bitwise_count(self._values[candidates] ^ q)
+        near = (dists <= threshold) & self._alive[candidates]
+        slots, first = np.unique(candidates[near], return_index=True)
+        return slots.astype(np.int64), dists[near][first].astype(np.int64)
