@@ -2,7 +2,7 @@
 
 Owns argument parsing and output formatting only (clear text by default, one JSON document with
 `--json`, a progress bar only when stderr is a terminal); the work is done by `dedupd.methods`
-(imagededup semantics, `--method`) and `dedupd.matcher` (dedupd's own matcher, the default).
+(imagededup semantics, `--method`) and `dedupd.matcher` and `dedupd.scan` (dedupd's own matcher, the default).
 """
 
 import argparse
@@ -81,15 +81,18 @@ def _plain_json(results: dict[str, list[Any]]) -> dict[str, list[Any]]:
 
 def _scan_with_matcher(args: argparse.Namespace) -> int:
     """dedupd's own matcher: exact digest, orientation-aware hashes, CNN; groups with how they matched."""
-    from dedupd.matcher import MatcherSettings, scan_directory
+    from dedupd.scan import scan_directory
+    from dedupd.search.matcher import MatcherSettings
 
     settings = MatcherSettings.defaults()
+    if args.no_cnn:
+        settings = settings.without_cnn()
     if args.threshold is not None:
         settings = settings.with_threshold(args.threshold)
     if args.min_similarity is not None:
         settings = settings.with_min_similarity(args.min_similarity)
     result = scan_directory(Path(args.dir), settings, recursive=args.recursive, workers=args.workers,
-                            progress=_show_progress())
+                            progress=_show_progress(), model=args.model)
     document = result.to_json(Path(args.dir))
     if args.outfile:
         with open(args.outfile, "w") as handle:
@@ -100,9 +103,8 @@ def _scan_with_matcher(args: argparse.Namespace) -> int:
     for number, group in enumerate(document["groups"], 1):
         print(f"group {number}:")
         for member in group:
-            how = ("" if member["method"] == "origin" else
-                   f"  [{member['method']} {member.get('distance', member.get('similarity'))}]")
-            print(f"  {member['path']}{how}")
+            score = member.get("distance", member.get("similarity"))
+            print(f"  {member['path']}  [{member['method']} {score}]")
     for skipped in document["skipped"]:
         print(f"skipped {skipped['path']}: {skipped['reason']}", file=sys.stderr)
     print(f"{len(document['groups'])} duplicate groups among {result.encoded} images "
@@ -167,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--json", action="store_true", help="print one JSON document")
     scan.add_argument("--outfile", help="also write the JSON result to this file")
     scan.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="encoding processes")
+    scan.add_argument("--no-cnn", action="store_true", help="matcher without the CNN (exact + strict pHash)")
+    scan.add_argument("--model", help="CNN model for the matcher: sscd-distilled (default), sscd, or an .onnx path")
     scan.set_defaults(handler=cmd_scan)
 
     encode = commands.add_parser("encode", help="print the encodings of a file or directory")

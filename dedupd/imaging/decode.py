@@ -10,6 +10,7 @@ reason. Two paths share it:
 * dedupd's own path (`open_image`): every format Pillow and pillow-heif read (HEIC/HEIF, AVIF).
 """
 
+import io
 import logging
 import os
 import warnings
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pillow_heif
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from dedupd.errors import Skipped, SkipReason
 
@@ -43,7 +44,7 @@ DEFAULT_MAX_PIXELS = 250_000_000
 _TRUNCATION_MARKERS = ("truncated", "broken data stream", "premature end", "unexpected end")
 
 
-def _skip_for_exception(exc: BaseException) -> Skipped:
+def skip_for_exception(exc: BaseException) -> Skipped:
     """Map an exception raised while opening or decoding to the reason users see in `status`."""
     if isinstance(exc, Skipped):
         return exc
@@ -65,24 +66,24 @@ def _skip_for_exception(exc: BaseException) -> Skipped:
 
 @contextmanager
 def open_image(
-    path: str | os.PathLike[str],
+    source: str | os.PathLike[str] | io.BytesIO,
     *,
     formats: frozenset[str] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Iterator[Image.Image]:
-    """Open `path` lazily (header only), check format and size, and close it afterwards.
+    """Open `source` (a path or bytes already read) lazily, check format and size, close it afterwards.
 
     Raises `Skipped` with the reason when the file is missing, unreadable, empty, of a format
     outside `formats` (None = anything Pillow can read), or larger than `max_pixels`.
     """
     try:
-        if os.stat(path).st_size == 0:
+        if not isinstance(source, io.BytesIO) and os.stat(source).st_size == 0:
             raise Skipped(SkipReason.TOO_SMALL, "empty file")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(source)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a counted Skip
-        raise _skip_for_exception(exc) from exc
+        raise skip_for_exception(exc) from exc
     try:
         if formats is not None and image.format not in formats:
             raise Skipped(SkipReason.UNSUPPORTED_FORMAT, f"Invalid image format {image.format}!")
@@ -116,7 +117,7 @@ def imagededup_rgb(
         try:
             rgb = _to_rgb(image)
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types while decoding
-            raise _skip_for_exception(exc) from exc
+            raise skip_for_exception(exc) from exc
         yield rgb
 
 
@@ -147,9 +148,77 @@ def load_image(
         try:
             return preprocess(rgb, target_size, grayscale)
         except Exception as exc:  # noqa: BLE001
-            raise _skip_for_exception(exc) from exc
+            raise skip_for_exception(exc) from exc
 
 
 def load_rgb(path: str | os.PathLike[str]) -> np.ndarray:
     """The full-resolution RGB uint8 array imagededup feeds its CNN (no EXIF, frame 0)."""
     return load_image(path)
+
+
+#: Shortest side dedupd's own path decodes to: enough for wHash's 256 px input and the CNN's.
+MATCH_MIN_SIDE = 256
+
+
+def _to_display_rgb(image: Image.Image) -> Image.Image:
+    """RGB as a viewer shows it: alpha composited on white, 16-bit and float images rescaled."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)).convert("RGB")
+    if image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        peak = max(float(values.max()), 1.0)
+        return Image.fromarray(np.clip(values * (255.0 / peak), 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _reduced(image: Image.Image, min_side: int) -> Image.Image:
+    """Decode at the smallest size whose short side is still >= min_side.
+
+    JPEG decodes at 1/2, 1/4 or 1/8 scale in the IDCT (`draft`), which is most of the speed-up;
+    other formats decode fully and are box-reduced by an integer factor before any resampling.
+    """
+    if image.format == "JPEG":
+        image.draft("RGB", (min_side, min_side))
+    image.load()
+    factor = min(image.size) // min_side
+    return image.reduce(factor) if factor >= 2 else image
+
+
+@contextmanager
+def open_for_matching(
+    data: bytes, *, min_side: int = MATCH_MIN_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Iterator[tuple[Image.Image, Image.Image, tuple[int, int]]]:
+    """dedupd's own decode of a file's bytes: every readable format, reduced size, frame 0.
+
+    Yields (stored RGB, EXIF-oriented RGB, full displayed size). The stored orientation serves
+    the imagededup-style hashes (imagededup never rotates); the oriented one serves the matcher.
+    """
+    if not data:
+        raise Skipped(SkipReason.TOO_SMALL, "empty file")
+    with open_image(io.BytesIO(data), max_pixels=max_pixels) as image:
+        try:
+            full_size = image.size
+            stored = _to_display_rgb(_reduced(image, min_side))
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+            transpose = _ORIENTATION_TRANSPOSE.get(orientation)
+            oriented = stored.transpose(transpose) if transpose is not None else stored
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types while decoding
+            raise skip_for_exception(exc) from exc
+        if orientation in (5, 6, 7, 8):
+            full_size = (full_size[1], full_size[0])
+        yield stored, oriented, full_size
+
+
+_ORIENTATION_TRANSPOSE: dict[int, Image.Transpose] = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}

@@ -72,6 +72,40 @@ def hash_int(method: str, gray: np.ndarray) -> int:
     return bits_to_int(HASH_BITS[method](gray))
 
 
+def dct_sign_bits(gray32: np.ndarray) -> np.ndarray:
+    """dedupd's orientation-aware hash: signs of the 8x8 low-frequency DCT block, DC bit cleared.
+
+    Signs instead of pHash's median split make every rotation and mirror an exact bit operation
+    (see `dihedral_variants`), so hamming distance is the same whichever file is the query.
+    """
+    bits = dct_block(gray32) > 0
+    bits[0, 0] = False
+    return bits
+
+
+_ODD_FREQUENCIES = np.arange(8) % 2 == 1
+
+
+def dihedral_variants(bits: np.ndarray) -> list[int]:
+    """The sign hash of the image under each of the 8 rotations and mirrors, from its bits alone.
+
+    A left-right mirror negates the coefficients of odd horizontal frequency, an up-down mirror
+    those of odd vertical frequency, and a transpose transposes the block. Index 0 is the image as is.
+    """
+    variants = []
+    for base in (bits, bits.T):
+        for flip_vertical in (False, True):
+            for flip_horizontal in (False, True):
+                variant = base.copy()
+                if flip_vertical:
+                    variant[_ODD_FREQUENCIES, :] ^= True
+                if flip_horizontal:
+                    variant[:, _ODD_FREQUENCIES] ^= True
+                variant[0, 0] = False
+                variants.append(bits_to_int(variant))
+    return variants
+
+
 def to_hex(value: int) -> str:
     """16 lowercase hex digits, imagededup's on-the-wire form."""
     return f"{value:016x}"
