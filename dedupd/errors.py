@@ -48,3 +48,7 @@ class Skipped(DedupdError):
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
+
+    def __reduce__(self) -> tuple[type["Skipped"], tuple[SkipReason, str]]:
+        """Survives pickling, so worker processes can hand a Skip back to the pipeline."""
+        return (Skipped, (self.reason, self.detail))

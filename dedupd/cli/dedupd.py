@@ -24,8 +24,7 @@ EXIT_USAGE = 2
 def _hasher(method: str, verbose: bool) -> Any:
     from dedupd import methods
 
-    return {"phash": methods.PHash, "ahash": methods.AHash, "dhash": methods.DHash, "whash": methods.WHash,
-            "cnn": methods.CNN}[method](verbose=verbose)
+    return getattr(methods, "CNN" if method == "cnn" else method[0].upper() + "Hash")(verbose=verbose)
 
 
 def _show_progress() -> bool:
@@ -124,15 +123,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     path = Path(args.path)
+    if not path.exists():
+        raise DedupdError(f"no such file or directory: {path}")
     hasher = _hasher(args.method, _show_progress())
     if path.is_dir():
         encodings = hasher.encode_images(path, recursive=args.recursive, **(
             {} if args.method == "cnn" else {"num_enc_workers": args.workers}))
-    elif path.exists():
+    else:
         value = hasher.encode_image(image_file=path)
         encodings = {path.name: value} if value is not None else {}
-    else:
-        raise DedupdError(f"no such file or directory: {path}")
     if args.method == "cnn":
         encodings = {name: vector.ravel().tolist() for name, vector in encodings.items()}
     if args.json:

@@ -1,0 +1,84 @@
+"""The `dedupd` command as a user runs it: a real subprocess, real files, JSON and exit codes."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from dedupd.methods import PHash
+
+
+def dedupd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dedupd", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory, photos: list[Path]) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    for index, source in enumerate(photos[:4]):
+        with Image.open(source) as image:
+            rgb = image.convert("RGB")
+        rgb.thumbnail((256, 256))
+        rgb.save(root / f"p{index}.jpg", quality=90)
+    shutil.copy(root / "p0.jpg", root / "p0_copy.jpg")
+    with Image.open(root / "p1.jpg") as image:
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(root / "p1_mirror.jpg", quality=90)
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return root
+
+
+def test_scan_with_method_prints_imagededups_dict(folder: Path) -> None:
+    run = dedupd("scan", str(folder), "--method", "phash", "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == PHash(verbose=False).find_duplicates(image_dir=folder, num_enc_workers=1)
+    assert "%|" not in run.stderr  # no progress bar when stderr is not a terminal
+
+
+def test_scan_with_method_and_scores(folder: Path) -> None:
+    run = dedupd("scan", str(folder), "--method", "phash", "--json", "--scores")
+    found = json.loads(run.stdout)
+    assert found["p0.jpg"] == [["p0_copy.jpg", 0]]
+
+
+def test_default_scan_groups_with_methods_and_skips(folder: Path, tmp_path: Path) -> None:
+    outfile = tmp_path / "result.json"
+    run = dedupd("scan", str(folder), "--json", "--outfile", str(outfile))
+    assert run.returncode == 0, run.stderr
+    document = json.loads(run.stdout)
+    assert json.loads(outfile.read_text()) == document
+    groups = [{Path(m["path"]).name: m["method"] for m in group} for group in document["groups"]]
+    assert {"p0.jpg": "exact", "p0_copy.jpg": "exact"} in groups
+    assert any(set(group) == {"p1.jpg", "p1_mirror.jpg"} for group in groups)
+    assert document["skipped"] == [
+        {"path": str(folder / "broken.jpg"), "reason": "truncated", "detail": document["skipped"][0]["detail"]}
+    ]
+
+
+def test_default_scan_text_output(folder: Path) -> None:
+    run = dedupd("scan", str(folder), "--no-cnn")
+    assert run.returncode == 0, run.stderr
+    assert "group 1:" in run.stdout and "p0_copy.jpg" in run.stdout
+    assert "skipped" in run.stderr and "broken.jpg" in run.stderr
+
+
+def test_encode_directory_json(folder: Path) -> None:
+    run = dedupd("encode", str(folder), "--json")
+    encodings = json.loads(run.stdout)
+    assert encodings == PHash(verbose=False).encode_images(folder, num_enc_workers=1)
+    assert "broken.jpg" not in encodings
+
+
+@pytest.mark.parametrize("args", [("scan", "/no/such/dir"), ("encode", "/no/such/file.jpg")])
+def test_missing_path_is_one_clear_line(args: tuple[str, ...]) -> None:
+    run = dedupd(*args)
+    assert run.returncode == 2
+    assert run.stderr.strip().count("\n") == 0 and "/no/such" in run.stderr
+
+
+def test_bad_threshold_is_a_usage_error(folder: Path) -> None:
+    run = dedupd("scan", str(folder), "--method", "phash", "--threshold", "70")
+    assert run.returncode == 2 and "between 0 and 64" in run.stderr

@@ -1,0 +1,120 @@
+"""Decoding (dedupd.imaging.decode): every failure is a Skip with a reason; formats; orientation."""
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dedupd.errors import Skipped, SkipReason
+from dedupd.imaging.decode import load_image, open_for_matching
+from dedupd.imaging.encode import encode_path, read_file
+
+
+def _photo_rgb(photos: list[Path], size: int = 320) -> Image.Image:
+    with Image.open(photos[0]) as image:
+        rgb = image.convert("RGB")
+    rgb.thumbnail((size, size))
+    return rgb.crop((0, 0, rgb.width, rgb.height * 3 // 4))  # landscape, so orientation shows
+
+
+@pytest.fixture
+def jpeg_bytes(photos: list[Path]) -> bytes:
+    buffer = io.BytesIO()
+    _photo_rgb(photos).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _reason(path: Path) -> SkipReason:
+    with pytest.raises(Skipped) as caught:
+        encode_path(path)
+    return caught.value.reason
+
+
+def test_truncated_jpeg(tmp_path: Path, jpeg_bytes: bytes) -> None:
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(jpeg_bytes[: len(jpeg_bytes) // 2])
+    assert _reason(path) == SkipReason.TRUNCATED
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.jpg"
+    path.touch()
+    assert _reason(path) == SkipReason.TOO_SMALL
+
+
+def test_text_named_jpg(tmp_path: Path) -> None:
+    path = tmp_path / "notes.jpg"
+    path.write_text("shopping list: milk, eggs\n")
+    assert _reason(path) == SkipReason.UNSUPPORTED_FORMAT
+
+
+def test_decompression_bomb_is_caught(tmp_path: Path) -> None:
+    """A tiny PNG that claims 40000x40000 pixels is refused before any pixel is decoded."""
+    path = tmp_path / "bomb.png"
+    Image.new("1", (40_000, 40_000)).save(path, optimize=True)
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(Skipped) as caught:
+        encode_path(path, max_pixels=100_000_000)
+    assert caught.value.reason == SkipReason.DECOMPRESSION_BOMB
+
+
+def test_vanished_file(tmp_path: Path) -> None:
+    assert _reason(tmp_path / "gone.jpg") == SkipReason.VANISHED
+
+
+def test_unreadable_path(tmp_path: Path) -> None:
+    """A symlink loop cannot be opened, even by root (who ignores permission bits)."""
+    loop = tmp_path / "loop.jpg"
+    os.symlink(loop, loop)
+    assert _reason(loop) == SkipReason.UNREADABLE
+    assert _reason(tmp_path) == SkipReason.UNREADABLE  # a directory
+
+
+def test_heic_and_avif_are_readable(tmp_path: Path, photos: list[Path]) -> None:
+    rgb = _photo_rgb(photos)
+    for name, fmt in (("p.heic", "HEIF"), ("p.avif", "AVIF")):
+        rgb.save(tmp_path / name, fmt, quality=90)
+        encoded = encode_path(tmp_path / name)
+        assert (encoded.encoding.width, encoded.encoding.height) == rgb.size
+
+
+def test_imagededup_path_rejects_formats_imagededup_rejects(tmp_path: Path, photos: list[Path]) -> None:
+    _photo_rgb(photos).save(tmp_path / "p.avif", "AVIF")
+    with pytest.raises(Skipped) as caught:
+        load_image(tmp_path / "p.avif")
+    assert caught.value.reason == SkipReason.UNSUPPORTED_FORMAT
+
+
+def test_exif_orientation_applied_only_on_the_matcher_path(tmp_path: Path, photos: list[Path]) -> None:
+    rgb = _photo_rgb(photos)
+    stored = rgb.transpose(Image.Transpose.ROTATE_90)  # stored sideways, displays upright with tag 6
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "sideways.jpg"
+    stored.save(path, "JPEG", quality=95, exif=exif)
+    assert load_image(path).shape[:2] == (stored.height, stored.width)  # imagededup: never rotated
+    with open_for_matching(read_file(path)) as (as_stored, oriented, size):
+        assert size == rgb.size
+        assert as_stored.size == stored.size
+        upright = np.asarray(oriented.resize(rgb.size), dtype=np.int16)
+    assert np.abs(upright - np.asarray(rgb, dtype=np.int16)).mean() < 8
+
+
+def test_multi_frame_uses_first_frame(tmp_path: Path) -> None:
+    frames = [Image.new("RGB", (64, 64), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    red = load_image(path)
+    assert tuple(red[0, 0]) == (255, 0, 0)
+
+
+def test_sixteen_bit_png_is_rescaled_on_the_matcher_path(tmp_path: Path) -> None:
+    ramp = (np.arange(256 * 256, dtype=np.uint32).reshape(256, 256) % 65536).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(ramp).save(path)
+    with open_for_matching(read_file(path)) as (stored, _, _):
+        pixels = np.asarray(stored)
+    assert pixels.max() > 200 and pixels.min() < 10  # imagededup would clip this nearly white
