@@ -2,6 +2,7 @@
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
@@ -51,3 +52,29 @@ class Match:
     method: str
     distance: int | None = None
     similarity: float | None = None
+
+
+class ChangeKind(StrEnum):
+    """What the watcher saw. File kinds carry a path; the others concern a whole root or subtree."""
+
+    CREATED = "created"  # a file appeared (creat, synthetic event, move-in from outside)
+    MODIFIED = "modified"  # data written, file maybe still open
+    CLOSED = "closed"  # closed after writing: safe to encode now
+    MOVED = "moved"  # file renamed inside the roots: `path` -> `dest`
+    DELETED = "deleted"  # file removed or moved out of every root
+    DIR_MOVED = "dir_moved"  # directory renamed inside the roots: re-key everything under it
+    DIR_DELETED = "dir_deleted"  # directory removed or moved out of every root
+    RESCAN = "rescan"  # events were or may have been lost under `path`: reconcile it with the store
+    ROOT_OFFLINE = "root_offline"  # the root vanished or stopped answering: keep its records, report nothing
+    ROOT_ONLINE = "root_online"  # the root is back: reconcile it
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One event from the watcher to the pipeline; paths are absolute."""
+
+    kind: ChangeKind
+    path: str
+    root: str
+    dest: str | None = None
+    reason: str = ""

@@ -50,7 +50,7 @@ def _bktree_rows(names: Sequence[str], hashes: Sequence[str], threshold: int) ->
     if not names:
         raise IndexError("list index out of range")
     values = _hashes_as_uint64(hashes)
-    tree = BKTree.from_values(values)
+    tree = BKTree.from_items(np.arange(len(values)), values)
     return {
         names[row]: [(names[key], int(dist)) for key, dist in tree.query(int(value), threshold) if key != row]
         for row, value in enumerate(values)
@@ -85,4 +85,3 @@ def files_to_remove(duplicates: Mapping[Hashable, Sequence[Any]]) -> list[Any]:
             continue
         marked.update(item[0] if isinstance(item, tuple) else item for item in found)
     return list(marked)
-
