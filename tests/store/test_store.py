@@ -1,0 +1,157 @@
+"""Store: records and secondary keys, moves and removals, versions, filesystems, map growth."""
+
+import multiprocessing
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dedupd.errors import SkipReason, StoreError, StoreVersionMismatch
+from dedupd.records import Encoding, FileKey, FileRecord
+from dedupd.store import Link, Move, Removal, Store, filesystem_type, refuse_network_filesystem
+
+
+def record(path: str, n: int, *, emb: np.ndarray | None = None, size: int = 100) -> FileRecord:
+    hashes = {"phash": (n * 0x9E3779B97F4A7C15) % 2**64, "dhash": n}
+    return FileRecord(FileKey(path, 7, 1000 + n, size, 10**18 + n), Encoding(n.to_bytes(16, "big"), 4, 3, hashes, emb))
+
+
+def all_paths(store: Store) -> set[str]:
+    return {rec.key.path for _, rec in store.iter_records()}
+
+
+def test_round_trip_and_secondary_keys(tmp_path: Path) -> None:
+    emb = np.linspace(-1, 1, 8)
+    with Store.open(tmp_path, model_id="m1", dim=8) as store:
+        commit = store.commit(
+            [
+                record("/p/a.jpg", 1, emb=emb),
+                record("/p/b.jpg", 2),
+                FileRecord(FileKey("/p/bad.jpg", 7, 5, 3, 4), skip=SkipReason.TRUNCATED),
+            ]
+        )
+        assert commit.seq == 1 and [rid for rid, _ in commit.added] == [1, 2, 3]
+        got = store.get("/p/a.jpg", embedding=True)
+        assert got is not None and got.encoding is not None
+        assert got.encoding.hashes == {"phash": 0x9E3779B97F4A7C15, "dhash": 1}
+        assert np.allclose(got.encoding.embedding, emb.astype(np.float16))
+        assert store.get("/p/bad.jpg") == FileRecord(FileKey("/p/bad.jpg", 7, 5, 3, 4), skip=SkipReason.TRUNCATED)
+        assert store.paths_for_digest((2).to_bytes(16, "big")) == ["/p/b.jpg"]
+        assert store.paths_for_inode(7, 1002) == ["/p/b.jpg"]
+        rids, hashes = store.hash_column("dhash")
+        assert rids.tolist() == [1, 2] and hashes.tolist() == [1, 2]
+        assert dict(store.export("dhash")) == {"/p/a.jpg": "0000000000000001", "/p/b.jpg": "0000000000000002"}
+        assert store.counts() == {"encoded": 2, "skipped:truncated": 1}
+        assert store.check() == []
+
+
+def test_replacing_a_path_gives_a_new_rid_and_drops_the_old_keys(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.commit([record("/p/a.jpg", 1), record("/p/b.jpg", 2)], link=lambda c: [Link(1, 2, "phash", 3)])
+        commit = store.commit([record("/p/a.jpg", 3)])
+        assert commit.removed == (1,) and commit.added[0][0] == 3
+        assert store.rids_for_digest((1).to_bytes(16, "big")) == []
+        assert store.links_of(2) == []
+        assert store.check() == []
+
+
+def test_moves_and_removals_cover_whole_directories(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.commit([record("/p/d/x.jpg", 1), record("/p/d/sub/y.jpg", 2), record("/p/dd.jpg", 3)])
+        commit = store.commit([Move("/p/d", "/q/e")])
+        assert sorted(commit.moved) == [(1, "/p/d/x.jpg", "/q/e/x.jpg"), (2, "/p/d/sub/y.jpg", "/q/e/sub/y.jpg")]
+        assert all_paths(store) == {"/q/e/x.jpg", "/q/e/sub/y.jpg", "/p/dd.jpg"}
+        commit = store.commit([Move("/p/dd.jpg", "/q/e/x.jpg")])  # rename over an existing file
+        assert commit.removed == (1,) and commit.moved == ((3, "/p/dd.jpg", "/q/e/x.jpg"),)
+        assert sorted(store.commit([Removal("/q/e")]).removed) == [2, 3]
+        assert all_paths(store) == set() and store.check() == []
+
+
+def test_a_record_added_and_moved_in_one_batch_is_reported_at_its_final_path(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        commit = store.commit(
+            [record("/p/a.jpg", 1), Move("/p/a.jpg", "/p/b.jpg"), record("/p/c.jpg", 2), Removal("/p/c.jpg")]
+        )
+        assert [(rid, rec.key.path) for rid, rec in commit.added] == [(1, "/p/b.jpg")]
+        assert commit.removed == () and commit.moved == ()
+
+
+def test_long_and_undecodable_paths(tmp_path: Path) -> None:
+    long_dir = "/p/" + "d" * 600
+    odd = os.fsdecode(b"/p/caf\xe9.jpg")
+    with Store.open(tmp_path) as store:
+        store.commit([record(long_dir + "/x.jpg", 1), record(long_dir + "/y.jpg", 2), record(odd, 3)])
+        assert store.get(long_dir + "/y.jpg") is not None and store.get(odd) is not None
+        store.commit([Move(long_dir, "/p/short")])
+        assert all_paths(store) == {"/p/short/x.jpg", "/p/short/y.jpg", odd}
+        assert store.check() == []
+
+
+def test_links_must_join_existing_records(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        with pytest.raises(StoreError):
+            store.commit([record("/p/a.jpg", 1)], link=lambda c: [Link(1, 99, "phash", 1)])
+        assert all_paths(store) == set() and store.seq() == 0  # the whole batch was rolled back
+
+
+def test_version_and_model_mismatches_name_both_sides(tmp_path: Path) -> None:
+    Store.open(tmp_path, encoder_version="enc-1", model_id="m1", dim=4).close()
+    with pytest.raises(StoreVersionMismatch, match="'enc-1'.*'enc-2'"):
+        Store.open(tmp_path, encoder_version="enc-2")
+    with pytest.raises(StoreVersionMismatch, match="'m1'.*'m2'"):
+        Store.open(tmp_path, model_id="m2", dim=4)
+    with Store.open(tmp_path, model_id="m1", dim=4) as store:
+        store.commit([record("/p/a.jpg", 1, emb=np.ones(4))])
+    with Store.open(tmp_path, model_id="m2", dim=8, drop_embeddings=True) as store:
+        rec = store.get("/p/a.jpg", embedding=True)
+        assert rec is not None and rec.encoding is not None and rec.encoding.embedding is None
+        assert store.embeddings()[0].size == 0 and store.check() == []
+
+
+def test_filesystem_type_from_mountinfo() -> None:
+    mountinfo = (
+        "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+        "40 22 0:50 / /srv/photo\\040share rw shared:9 - cifs //nas/photos rw\n"
+        "41 22 0:51 / /home/u/remote rw - fuse.sshfs u@h: rw\n"
+        "42 22 0:52 / /srv/photo\\040share/local rw - xfs /dev/sdb1 rw\n"
+    )
+    assert filesystem_type("/var/lib/dedupd", mountinfo) == "ext4"
+    assert filesystem_type("/srv/photo share/x", mountinfo) == "cifs"
+    assert filesystem_type("/srv/photo share/local/y", mountinfo) == "xfs"
+    assert filesystem_type("/srv/photo sharex", mountinfo) == "ext4"
+    assert filesystem_type("/home/u/remote/state", mountinfo) == "fuse.sshfs"
+
+
+def test_network_state_dir_is_refused(tmp_path: Path) -> None:
+    fake = tmp_path / "mountinfo"
+    fake.write_text(f"22 1 8:1 / / rw - ext4 /dev/sda1 rw\n40 22 0:50 / {tmp_path} rw - nfs4 srv:/x rw\n")
+    with pytest.raises(StoreError, match="network filesystem \\(nfs4\\)"):
+        refuse_network_filesystem(tmp_path / "state", mountinfo_path=str(fake))
+    refuse_network_filesystem(tmp_path)  # the real tmp dir is local
+
+
+def test_map_grows_from_one_mebibyte_without_losing_records(tmp_path: Path) -> None:
+    with Store.open(tmp_path, map_size=1 << 20) as store:
+        for start in range(0, 100_000, 5_000):
+            store.commit([record(f"/p/{n // 1000}/{n}.jpg", n + 1) for n in range(start, start + 5_000)])
+        assert store.map_size > 1 << 20
+    with Store.open(tmp_path, map_size=1 << 20) as store:
+        assert store.counts() == {"encoded": 100_000}
+        rids, hashes = store.hash_column("dhash")
+        assert np.array_equal(hashes, np.arange(1, 100_001, dtype=np.uint64))
+        assert store.get("/p/99/99999.jpg") is not None
+
+
+def _touch(_: int) -> int:
+    return os.getpid()
+
+
+def test_a_spawned_worker_pool_leaves_no_reader_slots(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.commit([record("/p/a.jpg", 1)])
+        with multiprocessing.get_context("spawn").Pool(2) as pool:
+            workers = set(pool.map(_touch, range(4)))
+        assert store.get("/p/a.jpg") is not None
+        assert store.reader_check() == 0
+        assert not workers & set(store.reader_pids())
