@@ -21,6 +21,7 @@ import numpy as np
 
 _BITS = 64
 _SCAN_SHARE = 0.25  # a plan that would check more than this share of entries scans instead
+_MIN_TABLES = 4096  # below this many entries a scan is as fast as the tables (unless chunks are fixed)
 
 
 @cache
@@ -46,6 +47,8 @@ class MultiIndexHash:
     """Key -> 64-bit hash with exact `query(value, threshold)`; see the module doc."""
 
     def __init__(self, chunks: int | None = None) -> None:
+        if chunks is not None and not 3 <= chunks <= 16:
+            raise ValueError("chunks must be between 3 (22-bit tables) and 16")
         self._fixed_chunks = chunks
         self._n = 0  # slots used
         self._live = 0
@@ -125,6 +128,10 @@ class MultiIndexHash:
             self._alive = np.ones(len(self._keys), bool)
             self._n = len(self._keys)
         n = self._n
+        if n < _MIN_TABLES and self._fixed_chunks is None:
+            self._widths, self._bases, self._indexed = [], [], 0
+            self._starts, self._slots = np.empty(0, np.uint32), np.empty(0, np.uint32)
+            return
         m = self._fixed_chunks or chunk_count(n)
         self._widths = [_BITS // m + (1 if i < _BITS % m else 0) for i in range(m)]
         starts, slots, bases, shift = [], [], [], 0

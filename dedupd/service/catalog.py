@@ -79,8 +79,8 @@ def _match(path: str, method: str, score: float) -> Match:
     return Match(path, method, distance=int(score))
 
 
-def _match_order(m: Match) -> tuple[float, str]:
-    return (m.distance if m.distance is not None else -(m.similarity or 0.0), m.path)
+def _match_order(m: Match) -> tuple[float, str, str]:
+    return (m.distance if m.distance is not None else -(m.similarity or 0.0), m.path, m.method)
 
 
 def _under(path: str, root: str) -> bool:
