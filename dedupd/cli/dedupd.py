@@ -1,4 +1,4 @@
-"""The `dedupd` command: one-shot `scan` and `encode`, and `model export`.
+"""The `dedupd` command: `run` (the daemon), one-shot `scan` and `encode`, and `model export`.
 
 Owns argument parsing and output formatting only (clear text by default, one JSON document with
 `--json`, a progress bar only when stderr is a terminal); the work is done by `dedupd.methods`
@@ -142,6 +142,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from dedupd.service.daemon import run
+
+    return run(Path(args.config) if args.config else None)
+
+
 def cmd_model_export(args: argparse.Namespace) -> int:
     from dedupd.imaging.export import export_mobilenet_v3_small
 
@@ -156,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dedupd {__version__}")
     parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="the daemon: watch the configured roots and report duplicates")
+    run.add_argument("--config", help="TOML config file (default: DEDUPD_CONFIG, then the user/system file)")
+    run.set_defaults(handler=cmd_run)
 
     scan = commands.add_parser("scan", help="find duplicates in a directory, once (no daemon)")
     scan.add_argument("dir")
