@@ -56,6 +56,15 @@ NETWORK_FILESYSTEMS = frozenset(
     }
 )  # fmt: skip
 
+_DBS = (
+    ("meta", False),
+    ("files", False),
+    ("paths", False),
+    ("digests", True),
+    ("inodes", True),
+    ("emb", False),
+    ("links", True),
+)  # (name, dupsort)
 _LINK = struct.Struct(">QBf")  # other rid, method code, score (distance or similarity)
 _DEVINO = struct.Struct(">QQ")
 
@@ -189,6 +198,7 @@ class Store:
 
     def __init__(self, env: lmdb.Environment, model_id: str | None, dim: int | None) -> None:
         self._env = env
+        self._open_env = lmdb.open  # replaced by open() with one that reopens this environment
         self._lock = threading.RLock()
         self.model_id = model_id
         self.dim = dim
@@ -196,13 +206,7 @@ class Store:
         if self.stale_readers_cleared:
             log.info("cleared %d stale LMDB reader slots", self.stale_readers_cleared)
         with env.begin(write=True) as txn:
-            self._dbs = {
-                name: env.open_db(name.encode(), txn=txn, dupsort=dup, dupfixed=dup)
-                for name, dup in (
-                    ("meta", False), ("files", False), ("paths", False), ("digests", True),
-                    ("inodes", True), ("emb", False), ("links", True),
-                )
-            }  # fmt: skip
+            self._dbs = {name: env.open_db(name.encode(), txn=txn, dupsort=dup, dupfixed=dup) for name, dup in _DBS}
             self._hash_dbs = {
                 name: env.open_db(f"h:{name}".encode(), txn=txn) for name in self._meta(txn, "hash_names", [])
             }
@@ -231,14 +235,19 @@ class Store:
         except OSError as e:
             raise StoreError(f"cannot create state dir {state}: {e.strerror}") from e
         refuse_network_filesystem(state)
-        try:
-            env = lmdb.open(
+
+        def open_env() -> lmdb.Environment:
+            return lmdb.open(
                 str(state / "store"), map_size=map_size, max_dbs=_MAX_DBS, max_readers=MAX_READERS,
                 sync=True, metasync=True, subdir=True, lock=True,
             )  # fmt: skip
+
+        try:
+            env = open_env()
         except lmdb.Error as e:
             raise StoreError(f"cannot open store in {state}: {e}") from e
         store = cls(env, model_id, dim)
+        store._open_env = open_env
         try:
             store._check_versions(encoder_version, drop_embeddings)
         except BaseException:
@@ -288,6 +297,21 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._env.close()
+
+    def unmap(self) -> None:
+        """Drop every page this process has mapped (they stay in the page cache), by reopening.
+
+        Why: a bulk read such as the index rebuild maps most of the file (the kernel maps neighbouring
+        cached pages on each fault, and every DB's pages are interleaved), which would otherwise stay in
+        the daemon's RSS although it never reads them again.
+        """
+        with self._lock:
+            self._env.close()
+            self._env = self._open_env()
+            with self._env.begin(write=True) as txn:
+                self._dbs = {name: self._env.open_db(name.encode(), txn=txn, dupsort=dup, dupfixed=dup)
+                             for name, dup in _DBS}  # fmt: skip
+                self._hash_dbs = {n: self._env.open_db(f"h:{n}".encode(), txn=txn) for n in self._hash_dbs}
 
     def __enter__(self) -> Store:
         return self

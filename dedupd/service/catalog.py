@@ -19,6 +19,7 @@ root are never proposed; when a group has some, they are its keepers and every o
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import threading
@@ -151,6 +152,8 @@ class Catalog:
         a, b, methods, codes, _ = self._store.links()
         active = np.isin(codes, [i for i, m in enumerate(methods) if m in wanted])
         self._groups = Groups.from_edges(a[active], b[active])
+        self._store.unmap()
+        _return_freed_memory()
 
     def _relink(self, method: str) -> list[Link]:
         """Every link of `method` among all stored records (slow: one search per record)."""
@@ -386,6 +389,14 @@ class Catalog:
                 "groups": len(self._groups),
                 "grouped_files": self._groups.grouped(),
             }
+
+
+def _return_freed_memory() -> None:
+    """Give the rebuild's freed temporaries back to the OS (glibc keeps them in its heap otherwise)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _keep_order(rec: FileRecord) -> tuple[int, int, int, str]:
