@@ -1,0 +1,446 @@
+"""The encode worker pool: `encode_path` in separate processes, one file per worker at a time.
+
+Owns the worker processes of the daemon's pipeline (DESIGN.md data flow step 3; requirements 15, 19).
+A file whose decoder hangs or crashes costs that one file, never the pipeline: a worker still busy after
+`timeout_s` is SIGKILLed and the file becomes `Skipped(DECODE_TIMEOUT)`; a worker that dies mid-file
+(segfault, `os._exit`, OOM kill) makes it `Skipped(DECODER_CRASH)`; either way a fresh worker takes its
+place and the other files keep flowing.
+
+Workers come from the `forkserver` context: they are forked from a small server process that was started
+by exec, so they never inherit the daemon's LMDB environment, ONNX sessions, threads or locks. The server
+preloads the encoder, so a replacement worker starts without importing numpy/Pillow/scipy again, and each
+worker lives for many files (no per-file start cost). `concurrent.futures` is not used: it cannot kill a
+hung task.
+
+One supervisor thread owns every worker. It hands queued files to idle workers, watches their pipes, exit
+sentinels and deadlines in one `multiprocessing.connection.wait`, and calls `on_result` for each outcome.
+
+Test hook (tests only): when the environment variable DEDUPD_TEST_DECODE_HOOK names a Python file as the
+pool starts, every worker loads that file and calls its `before_decode(path)` before each file, so tests
+can make chosen files hang or crash a worker (see tests/service/decode_hook.py).
+"""
+
+import importlib.util
+import logging
+import math
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from types import TracebackType
+from typing import Self
+
+from dedupd.errors import Skipped, SkipReason
+from dedupd.imaging.cnn import ModelSpec
+from dedupd.imaging.decode import DEFAULT_MAX_PIXELS
+from dedupd.imaging.encode import EncodedFile, encode_path
+
+log = logging.getLogger(__name__)
+
+type Outcome = EncodedFile | Skipped
+type Hook = Callable[[str], object]
+
+#: Test-only: path of a Python file whose `before_decode(path)` every worker calls before each file.
+TEST_HOOK_ENV = "DEDUPD_TEST_DECODE_HOOK"
+
+#: A worker that has not finished importing by then is killed and counted as a start failure.
+STARTUP_TIMEOUT_S = 60.0
+
+#: Longest pause between attempts to start a worker after failed starts (they back off from 0.5 s).
+MAX_START_BACKOFF_S = 30.0
+
+_READY = "ready"  # a worker's first message: imports done, waiting for files
+
+_CONTEXT = multiprocessing.get_context("forkserver")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Worker side
+
+
+def _load_hook(hook_path: str) -> Hook:
+    spec = importlib.util.spec_from_file_location("dedupd_test_decode_hook", hook_path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the decode hook {hook_path!r}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    hook: Hook = module.before_decode
+    return hook
+
+
+def encode_outcome(
+    path: str, *, cnn_spec: ModelSpec | None, max_pixels: int, before_decode: Hook | None = None
+) -> Outcome:
+    """`encode_path`, with every exception turned into a Skip: a task always has exactly one outcome."""
+    try:
+        if before_decode is not None:
+            before_decode(path)
+        return encode_path(path, cnn_spec=cnn_spec, max_pixels=max_pixels)
+    except Skipped as skip:
+        return skip
+    except Exception as exc:  # noqa: BLE001 - an encoder bug must cost one file, not the worker
+        log.exception("unexpected error encoding %s", path)
+        return Skipped(SkipReason.DECODE_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+def _worker_main(conn: Connection, cnn_spec: ModelSpec | None, max_pixels: int, hook_path: str | None) -> None:
+    """A worker's life: announce readiness, then encode one path per message until the pool hangs up."""
+    # Only the pool stops a worker (SIGKILL): a terminal's ^C or a service manager's SIGTERM sent to the
+    # whole group must not turn the file in hand into a `decoder_crash`.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    before_decode = _load_hook(hook_path) if hook_path else None
+    try:
+        conn.send(_READY)
+        while True:
+            path = conn.recv()
+            conn.send(encode_outcome(path, cnn_spec=cnn_spec, max_pixels=max_pixels, before_decode=before_decode))
+    except (EOFError, BrokenPipeError):
+        return  # the pool closed its end (or died): nothing left to do
+
+
+# --------------------------------------------------------------------------------------------------------
+# Pool side
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """'killed by SIGSEGV' / 'exited with code 3', for Skip details and logs."""
+    if exitcode is None:
+        return "vanished"
+    if exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exited with code {exitcode}"
+
+
+@dataclass(eq=False, slots=True)
+class _Worker[T]:
+    process: BaseProcess
+    conn: Connection
+    deadline: float  # time.monotonic() by which it must be ready, or done with `task`
+    ready: bool = False
+    task: tuple[T, str] | None = None
+
+
+class EncodePool[T]:
+    """Encodes files in `workers` processes; every submitted `(token, path)` yields exactly one outcome.
+
+    Outcomes (an `EncodedFile` or a `Skipped`) go to `on_result(token, outcome)`, always called from the
+    pool's one supervisor thread, in completion order. The callback must return reasonably fast (it holds
+    up the hand-out of further files) and must not call `submit` (it would wait on itself); an exception
+    it raises is logged and the pool carries on. At most `max_pending` tasks are in flight (submitted,
+    outcome not yet delivered): `submit` blocks beyond that, which bounds memory and pushes back on the
+    producer. `close()` abandons what is still queued or running: those tasks get no outcome.
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        on_result: Callable[[T, Outcome], object],
+        *,
+        timeout_s: float = 30.0,
+        cnn_spec: ModelSpec | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pending: int | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        self._size = workers
+        self._on_result = on_result
+        self._timeout_s = timeout_s
+        self._cnn_spec = cnn_spec
+        self._max_pixels = max_pixels
+        self._max_pending = 2 * workers if max_pending is None else max_pending
+        if self._max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {self._max_pending}")
+        # Guards everything below that other threads read or write; the worker list itself is only
+        # mutated by the supervisor (and by start() before the supervisor exists).
+        self._cond = threading.Condition()
+        self._state = "new"  # -> "running" -> "closed"
+        self._queue: deque[tuple[T, str]] = deque()
+        self._in_flight = 0
+        self._counts = dict.fromkeys(
+            ("encoded", "skipped", "timeouts", "crashes", "restarts", "start_failures", "abandoned"), 0
+        )
+        self._workers: list[_Worker[T]] = []
+        self._wake_r = self._wake_w = -1
+        self._thread: threading.Thread | None = None
+        self._hook_path: str | None = None
+        self._failed_starts_in_a_row = 0
+        self._next_start_at = 0.0
+
+    # --- public interface -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers and the supervisor; errors starting the first workers raise here."""
+        with self._cond:
+            if self._state != "new":
+                raise RuntimeError(f"encode pool cannot start: it is {self._state}")
+            self._state = "running"
+        self._hook_path = os.environ.get(TEST_HOOK_ENV) or None
+        if self._hook_path:
+            log.warning("%s is set: encode workers run the test hook %s", TEST_HOOK_ENV, self._hook_path)
+        # Read (and, in forked workers, shared copy-on-write) once by the fork server; no effect if the
+        # server is already running, which only costs each new worker its own imports.
+        _CONTEXT.set_forkserver_preload(["__main__", __name__])
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        try:
+            for _ in range(self._size):
+                self._add_worker()
+        except BaseException:
+            self._shutdown()
+            raise
+        self._thread = threading.Thread(target=self._supervise, name="dedupd-encode-pool", daemon=True)
+        self._thread.start()
+
+    def submit(self, token: T, path: str | os.PathLike[str]) -> None:
+        """Queue `path`; blocks while `max_pending` tasks are in flight. Raises RuntimeError once closed."""
+        with self._cond:
+            while self._state == "running" and self._in_flight >= self._max_pending:
+                if threading.current_thread() is self._thread:
+                    raise RuntimeError("submit() from on_result would wait for itself")
+                self._cond.wait()
+            if self._state != "running":
+                raise RuntimeError(f"encode pool is {self._state}")
+            self._in_flight += 1
+            self._queue.append((token, os.fspath(path)))
+            self._wake()
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until no task is in flight (or the pool closed); True when nothing is in flight."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._in_flight == 0 or self._state == "closed", timeout)
+            return self._in_flight == 0
+
+    def close(self) -> None:
+        """Kill the workers and stop the supervisor; queued and running tasks are abandoned. Idempotent.
+
+        Returns once no worker process is left, unless called from `on_result` (the supervisor then
+        finishes the shutdown right after the callback returns).
+        """
+        with self._cond:
+            never_started = self._state == "new"
+            self._state = "closed"
+            self._cond.notify_all()
+            if self._wake_w >= 0:
+                self._wake()
+        if never_started:
+            return
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def stats(self) -> dict[str, int]:
+        """Counters for `status`: decodes (= encoded + skipped, timeouts and crashes included), encoded,
+        skipped, timeouts, crashes, restarts (workers started to replace one), start_failures, abandoned
+        (tasks dropped by close), in_flight, queued, workers (live processes)."""
+        with self._cond:
+            return {
+                "decodes": self._counts["encoded"] + self._counts["skipped"],
+                **self._counts,
+                "in_flight": self._in_flight,
+                "queued": len(self._queue),
+                "workers": len(self._workers),
+            }
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers (diagnostics and tests)."""
+        with self._cond:
+            return [pid for worker in self._workers if (pid := worker.process.pid) is not None]
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- supervisor -------------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        """Interrupt the supervisor's wait (caller holds the lock, so the pipe is open)."""
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full of earlier wake-ups: the supervisor will look anyway
+
+    def _supervise(self) -> None:
+        try:
+            while self._step():
+                pass
+        except Exception:
+            log.exception("encode pool supervisor failed: encoding stops")
+        finally:
+            self._shutdown()
+
+    def _step(self) -> bool:
+        """One round: replace missing workers, hand out files, wait for something, react to it."""
+        with self._cond:
+            if self._state == "closed":
+                return False
+        now = time.monotonic()
+        self._replace_missing_workers(now)
+        self._dispatch(now)
+        conns = {worker.conn: worker for worker in self._workers}
+        sentinels = {worker.process.sentinel: worker for worker in self._workers}
+        ready = wait([self._wake_r, *conns, *sentinels], timeout=self._wait_timeout(now))
+        if self._wake_r in ready:
+            os.read(self._wake_r, 4096)
+        for conn in ready:
+            if conn in conns:  # read results first: a worker may answer and then die
+                self._receive(conns[conn])
+        for sentinel in ready:
+            if sentinel in sentinels and sentinels[sentinel] in self._workers:
+                self._on_death(sentinels[sentinel])
+        now = time.monotonic()
+        for worker in [w for w in self._workers if now >= w.deadline]:
+            self._on_deadline(worker, now)
+        return True
+
+    def _wait_timeout(self, now: float) -> float | None:
+        deadlines = [worker.deadline for worker in self._workers]
+        if len(self._workers) < self._size:
+            deadlines.append(self._next_start_at)
+        soonest = min(deadlines, default=math.inf)
+        return None if soonest == math.inf else max(0.0, soonest - now)
+
+    def _add_worker(self) -> None:
+        parent_conn, child_conn = _CONTEXT.Pipe()
+        process = _CONTEXT.Process(
+            target=_worker_main,
+            args=(child_conn, self._cnn_spec, self._max_pixels, self._hook_path),
+            name="dedupd-encode-worker",
+            daemon=True,
+        )
+        try:
+            process.start()
+        except BaseException:
+            parent_conn.close()
+            raise
+        finally:
+            child_conn.close()  # the worker's copy is its own: EOF on ours means it is gone
+        worker: _Worker[T] = _Worker(process, parent_conn, deadline=time.monotonic() + STARTUP_TIMEOUT_S)
+        with self._cond:
+            self._workers.append(worker)
+
+    def _replace_missing_workers(self, now: float) -> None:
+        while len(self._workers) < self._size and now >= self._next_start_at:
+            try:
+                self._add_worker()
+            except Exception as exc:  # noqa: BLE001 - e.g. out of fds: retry later, keep the pool up
+                self._start_failed(f"{type(exc).__name__}: {exc}", now)
+                return
+            with self._cond:
+                self._counts["restarts"] += 1
+
+    def _start_failed(self, detail: str, now: float) -> None:
+        """Back off so a worker that cannot start (broken install, bad hook) is not restarted in a loop."""
+        self._failed_starts_in_a_row += 1
+        delay = min(MAX_START_BACKOFF_S, 0.5 * 2 ** (self._failed_starts_in_a_row - 1))
+        self._next_start_at = now + delay
+        with self._cond:
+            self._counts["start_failures"] += 1
+        log.error("encode worker failed to start (%s); next try in %.1f s", detail, delay)
+
+    def _dispatch(self, now: float) -> None:
+        for worker in list(self._workers):
+            if not worker.ready or worker.task is not None:
+                continue
+            with self._cond:
+                if not self._queue:
+                    return
+                task = self._queue.popleft()
+            try:
+                worker.conn.send(task[1])
+            except OSError:  # it died while idle: the file was never started, so it goes back first
+                with self._cond:
+                    self._queue.appendleft(task)
+                self._on_death(worker)
+                continue
+            worker.task = task
+            worker.deadline = now + self._timeout_s
+
+    def _receive(self, worker: _Worker[T]) -> None:
+        try:
+            message = worker.conn.recv()
+        except (EOFError, OSError):
+            self._on_death(worker)  # it died, possibly halfway through sending
+            return
+        if not worker.ready:
+            worker.ready = True
+            worker.deadline = math.inf
+            self._failed_starts_in_a_row = 0
+            return
+        task, worker.task, worker.deadline = worker.task, None, math.inf
+        if task is not None:
+            self._finish(task, message)
+
+    def _on_death(self, worker: _Worker[T]) -> None:
+        self._remove(worker)
+        how = describe_exit(worker.process.exitcode)
+        if worker.task is not None:
+            log.warning("encode worker %s while decoding %s", how, worker.task[1])
+            with self._cond:
+                self._counts["crashes"] += 1
+            self._finish(worker.task, Skipped(SkipReason.DECODER_CRASH, f"decoder worker {how}"))
+        elif not worker.ready:
+            self._start_failed(f"worker {how}", time.monotonic())
+        else:
+            log.warning("idle encode worker %s; replacing it", how)
+
+    def _on_deadline(self, worker: _Worker[T], now: float) -> None:
+        self._remove(worker)
+        if worker.task is not None:
+            log.warning("decoding %s took over %g s; worker killed", worker.task[1], self._timeout_s)
+            with self._cond:
+                self._counts["timeouts"] += 1
+            detail = f"no result after {self._timeout_s:g} s; decoder worker killed"
+            self._finish(worker.task, Skipped(SkipReason.DECODE_TIMEOUT, detail))
+        else:
+            self._start_failed(f"not ready after {STARTUP_TIMEOUT_S:g} s", now)
+
+    def _remove(self, worker: _Worker[T]) -> None:
+        """SIGKILL (if still running) and reap a worker, and forget it."""
+        if worker.process.exitcode is None:
+            worker.process.kill()
+        worker.process.join()
+        worker.conn.close()
+        with self._cond:
+            self._workers.remove(worker)
+
+    def _finish(self, task: tuple[T, str], outcome: Outcome) -> None:
+        token, _path = task
+        with self._cond:
+            self._counts["encoded" if isinstance(outcome, EncodedFile) else "skipped"] += 1
+            self._in_flight -= 1
+            self._cond.notify_all()
+        try:
+            self._on_result(token, outcome)
+        except Exception:
+            log.exception("encode pool on_result failed for %r", token)
+
+    def _shutdown(self) -> None:
+        for worker in list(self._workers):
+            self._remove(worker)
+        with self._cond:
+            self._state = "closed"
+            self._counts["abandoned"] += self._in_flight
+            self._in_flight = 0
+            self._queue.clear()
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    os.close(fd)
+            self._wake_r = self._wake_w = -1
+            self._cond.notify_all()

@@ -1,0 +1,33 @@
+"""Test-only decode hook: run with DEDUPD_TEST_DECODE_HOOK=<this file> to make encode workers misbehave.
+
+Encode workers call `before_decode(path)` before each file. What happens depends on how the file's name
+starts (the file itself can be any image, so it encodes normally once let through):
+  hang*   the worker sleeps forever          -> the pool's timeout turns it into `decode_timeout`
+  crash*  the worker segfaults (SIGSEGV)     -> `decoder_crash`
+  exit*   the worker calls os._exit(3)       -> `decoder_crash`
+  raise*  RuntimeError in the worker         -> `decode_error`, the worker lives on
+  gate*   waits until "<path>.release" exists, then decodes normally (deterministic back-pressure tests)
+Any other name decodes normally. Shared by the encode-pool tests and the daemon end-to-end tests.
+"""
+
+import os
+import resource
+import signal
+import time
+
+
+def before_decode(path: str) -> None:
+    name = os.path.basename(path)
+    if name.startswith("hang"):
+        while True:
+            time.sleep(3600)
+    if name.startswith("crash"):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file from a deliberate segfault
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if name.startswith("exit"):
+        os._exit(3)
+    if name.startswith("raise"):
+        raise RuntimeError(f"decode hook raised for {name}")
+    if name.startswith("gate"):
+        while not os.path.exists(path + ".release"):
+            time.sleep(0.02)
