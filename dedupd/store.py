@@ -256,33 +256,36 @@ class Store:
         return store
 
     def _check_versions(self, encoder_version: str | None, drop_embeddings: bool) -> None:
-        with self._write() as txn:
-            schema = self._meta(txn, "schema")
-            if schema is None:
-                self._put_meta(txn, "schema", SCHEMA_VERSION)
-            elif schema != SCHEMA_VERSION:
-                raise StoreVersionMismatch(f"store schema version {schema} differs from this dedupd's {SCHEMA_VERSION}")
-            stored_encoder = self._meta(txn, "encoder")
-            if encoder_version is not None:
-                if stored_encoder is None:
-                    self._put_meta(txn, "encoder", encoder_version)
-                elif stored_encoder != encoder_version:
-                    raise StoreVersionMismatch(
-                        f"store was encoded by encoder {stored_encoder!r}, this dedupd is {encoder_version!r}"
-                    )
-            if self.model_id is None:
-                return
-            stored = (self._meta(txn, "model"), self._meta(txn, "dim"))
-            if stored[0] is not None and stored != (self.model_id, self.dim):
-                if not drop_embeddings:
-                    raise StoreVersionMismatch(
-                        f"store embeddings are from CNN model {stored[0]!r} (dim {stored[1]}), "
-                        f"configured model is {self.model_id!r} (dim {self.dim}); "
-                        "drop the old embeddings to switch models"
-                    )
-                self._drop_embeddings(txn)
-            self._put_meta(txn, "model", self.model_id)
-            self._put_meta(txn, "dim", self.dim)
+        self._retrying(lambda txn: self._check_versions_in(txn, encoder_version, drop_embeddings))
+
+    def _check_versions_in(self, txn: lmdb.Transaction, encoder_version: str | None, drop_embeddings: bool) -> None:
+        """Record versions in a new store; refuse (or, for the model, migrate) a mismatch."""
+        schema = self._meta(txn, "schema")
+        if schema is None:
+            self._put_meta(txn, "schema", SCHEMA_VERSION)
+        elif schema != SCHEMA_VERSION:
+            raise StoreVersionMismatch(f"store schema version {schema} differs from this dedupd's {SCHEMA_VERSION}")
+        stored_encoder = self._meta(txn, "encoder")
+        if encoder_version is not None:
+            if stored_encoder is None:
+                self._put_meta(txn, "encoder", encoder_version)
+            elif stored_encoder != encoder_version:
+                raise StoreVersionMismatch(
+                    f"store was encoded by encoder {stored_encoder!r}, this dedupd is {encoder_version!r}"
+                )
+        if self.model_id is None:
+            return
+        stored = (self._meta(txn, "model"), self._meta(txn, "dim"))
+        if stored[0] is not None and stored != (self.model_id, self.dim):
+            if not drop_embeddings:
+                raise StoreVersionMismatch(
+                    f"store embeddings are from CNN model {stored[0]!r} (dim {stored[1]}), "
+                    f"configured model is {self.model_id!r} (dim {self.dim}); "
+                    "drop the old embeddings to switch models"
+                )
+            self._drop_embeddings(txn)
+        self._put_meta(txn, "model", self.model_id)
+        self._put_meta(txn, "dim", self.dim)
 
     def _drop_embeddings(self, txn: lmdb.Transaction) -> None:
         log.warning("dropping all embeddings and CNN links (model changed)")
@@ -368,25 +371,33 @@ class Store:
         """
         with self._lock:
             self._ensure_hash_dbs(changes)
-            while True:
-                try:
-                    with self._write() as txn:
-                        return self._commit(txn, changes, link)
-                except lmdb.MapFullError:
-                    new_size = self.map_size * 2
-                    log.info("LMDB map full; growing to %d MiB and retrying the batch", new_size >> 20)
-                    self._env.set_mapsize(new_size)
+            return self._retrying(lambda txn: self._commit(txn, changes, link))
+
+    def _retrying[T](self, work: Callable[[lmdb.Transaction], T]) -> T:
+        """Run `work` in one write txn; on MapFullError grow the map and run it again from scratch."""
+        while True:
+            try:
+                with self._write() as txn:
+                    return work(txn)
+            except lmdb.MapFullError:
+                new_size = self.map_size * 2
+                log.info("LMDB map full; growing to %d MiB and retrying the transaction", new_size >> 20)
+                self._env.set_mapsize(new_size)
 
     def _ensure_hash_dbs(self, changes: Sequence[Change]) -> None:
-        """Create DBs for new hash names in their own txn: a DB opened in an aborted txn is unusable."""
+        """Create DBs for new hash names in their own txn, kept only once it committed (a DB opened in
+        an aborted txn is unusable)."""
         names = {n for c in changes if isinstance(c, FileRecord) and c.encoding for n in c.encoding.hashes}
         new = sorted(names - self._hash_dbs.keys())
         if not new:
             return
-        with self._write() as txn:
-            for name in new:
-                self._hash_dbs[name] = self._env.open_db(f"h:{name}".encode(), txn=txn)
-            self._put_meta(txn, "hash_names", sorted(self._hash_dbs))
+
+        def create(txn: lmdb.Transaction) -> dict[str, Any]:
+            opened = {name: self._env.open_db(f"h:{name}".encode(), txn=txn) for name in new}
+            self._put_meta(txn, "hash_names", sorted([*self._hash_dbs, *new]))
+            return opened
+
+        self._hash_dbs.update(self._retrying(create))
 
     def _commit(self, txn: lmdb.Transaction, changes: Sequence[Change], link: LinkFinder | None) -> Commit:
         added: dict[int, FileRecord] = {}
@@ -538,19 +549,17 @@ class Store:
 
     def replace_links(self, method: str, links: Iterable[Link], params: object) -> None:
         """Swap every link of `method` for `links`, computed with `params` (e.g. a new threshold)."""
+        links = list(links)
+
+        def replace(txn: lmdb.Transaction) -> None:
+            self._delete_links_of_method(txn, method)
+            self._put_links(txn, links)
+            stored = self._meta(txn, "link_params", {})
+            stored[method] = params
+            self._put_meta(txn, "link_params", stored)
+
         with self._lock:
-            links = list(links)
-            while True:
-                try:
-                    with self._write() as txn:
-                        self._delete_links_of_method(txn, method)
-                        self._put_links(txn, links)
-                        stored = self._meta(txn, "link_params", {})
-                        stored[method] = params
-                        self._put_meta(txn, "link_params", stored)
-                    return
-                except lmdb.MapFullError:
-                    self._env.set_mapsize(self.map_size * 2)
+            self._retrying(replace)
 
     def link_params(self) -> dict[str, Any]:
         """The parameters (thresholds) each method's stored links were computed with."""
