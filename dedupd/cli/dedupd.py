@@ -157,6 +157,21 @@ def cmd_model_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate the config the daemon would read and print the effective settings (file + environment)."""
+    from dedupd.config import load_settings
+    from dedupd.paths import find_config_file
+
+    settings = load_settings(args.config)
+    if args.json:
+        _print_json(settings.as_dict())
+        return 0
+    source = find_config_file(args.config)
+    print(f"# effective settings: {source or 'built-in defaults'}, then DEDUPD_* environment variables")
+    sys.stdout.write(settings.to_toml())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dedupd", description="Find duplicate images, once or live.")
     parser.add_argument("--version", action="version", version=f"dedupd {__version__}")
@@ -189,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--json", action="store_true")
     encode.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     encode.set_defaults(handler=cmd_encode)
+
+    check = commands.add_parser("check-config", help="validate the configuration and print the effective settings")
+    check.add_argument("--config", type=Path, help="config file (default: $DEDUPD_CONFIG, then the default location)")
+    check.add_argument("--json", action="store_true", help="print one JSON document")
+    check.set_defaults(handler=cmd_check_config)
 
     model = commands.add_parser("model", help="CNN model tools")
     model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
