@@ -1,0 +1,345 @@
+"""The `dedupctl` command: asks a running dedupd over its control socket and prints the answer.
+
+Owns argument parsing, the client side of the socket and output formatting (clear text by default, the
+result document as one JSON document with `--json`). Imports only `protocol`, `errors`, `paths` and the
+stdlib so it starts fast. Exit codes: 0 ok; 1 the daemon answered an error; 2 usage (or a bad config file);
+3 the daemon cannot be reached (said in one sentence).
+"""
+
+import argparse
+import io
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from dedupd import paths, protocol
+from dedupd.errors import DedupdError
+from dedupd.protocol import ProtocolError
+
+EXIT_OK = 0
+EXIT_DAEMON_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+_RECV_BYTES = 1 << 16
+
+
+class DaemonUnreachable(DedupdError):
+    """dedupd could not be asked: no socket, nobody listening, no permission, no answer. One plain sentence."""
+
+
+def _unreachable(socket_path: str, exc: OSError) -> DaemonUnreachable:
+    if isinstance(exc, FileNotFoundError):
+        return DaemonUnreachable(f"dedupd is not running (no socket at {socket_path}).")
+    if isinstance(exc, ConnectionRefusedError):
+        return DaemonUnreachable(f"dedupd is not running (nothing listens on {socket_path}).")
+    if isinstance(exc, PermissionError):
+        return DaemonUnreachable(f"cannot reach dedupd (permission denied on {socket_path}).")
+    return DaemonUnreachable(f"cannot reach dedupd at {socket_path} ({exc.strerror or exc}).")
+
+
+def call(socket_path: str, cmd: str, args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One request to the daemon; its result document.
+
+    The args are validated here first (ProtocolError "bad_args", as the daemon would answer). Raises
+    ProtocolError when the daemon answers an error, DaemonUnreachable when it cannot be asked. Waits for the
+    reply a little longer than the daemon's own time limit, so the daemon's "timeout" answer comes first.
+    """
+    checked = protocol.validate(cmd, args or {})
+    limit = protocol.time_limit(checked) + protocol.CLIENT_GRACE_S
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(limit)
+        try:
+            conn.connect(socket_path)
+            try:
+                conn.sendall(protocol.request_line(1, cmd, checked))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused at once ("busy", "forbidden"): the refusal is still there to read
+            chunks: list[bytes] = []
+            while not chunks or not chunks[-1].endswith(b"\n"):
+                chunk = conn.recv(_RECV_BYTES)
+                if not chunk:
+                    raise DaemonUnreachable(f"dedupd closed the connection without answering ({socket_path}).")
+                chunks.append(chunk)
+        except TimeoutError:
+            raise DaemonUnreachable(f"dedupd did not answer within {limit:g} s ({socket_path}).") from None
+        except OSError as exc:
+            raise _unreachable(socket_path, exc) from None
+    reply = protocol.parse_reply(b"".join(chunks))
+    if reply.error is not None:
+        raise reply.error
+    assert reply.result is not None
+    return reply.result
+
+
+# ---- text output ----
+
+def _table(rows: Sequence[Sequence[str]], indent: str = "") -> list[str]:
+    """Rows with left-aligned columns (the last column is not padded, so long paths do not widen others)."""
+    if not rows:
+        return []
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+    return [indent + "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]])
+            .rstrip() for row in rows]
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{seconds:.1f}s"
+
+
+def _score(match: Mapping[str, Any]) -> str:
+    if match.get("distance") is not None:
+        return f"distance {match['distance']}"
+    if match.get("similarity") is not None:
+        return f"similarity {match['similarity']:.3f}"
+    return ""
+
+
+def _match_rows(matches: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    return [[match.get("method") or "", _score(match), match["path"]] for match in matches]
+
+
+def _counted(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _root_rows(roots: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    rows = []
+    for root in roots:
+        flags = " ".join(flag for flag in ("recursive", "protected") if root.get(flag))
+        rows.append([root["path"], root["state"], flags, f"{root.get('watches', 0)} watches", root.get("detail") or ""])
+    return rows
+
+
+def _show_roots(result: Mapping[str, Any]) -> list[str]:
+    return _table(_root_rows(result["roots"])) or ["no roots"]
+
+
+def _show_status(result: Mapping[str, Any]) -> list[str]:
+    counts = result["counts"]
+    skipped = counts.get("skipped") or {}
+    skipped_text = str(sum(skipped.values()))
+    if skipped:
+        skipped_text += f" ({_counted(skipped)})"
+    if counts.get("skipped_by_extension"):
+        skipped_text += f"; by extension: {_counted(counts['skipped_by_extension'])}"
+    cnn = result.get("cnn") or {}
+    cnn_text = f"{cnn.get('model')} on {cnn.get('provider')} (dim {cnn.get('dim')})" if cnn.get("enabled") else "off"
+    scan = result.get("scan") or {}
+    scan_text = f"running, {scan.get('done', 0)} of {scan.get('total', 0)}" if scan.get("running") else "done"
+    rows = [
+        ["state:", result["state"]],
+        ["version:", f"{result['version']} (protocol {result['protocol']})"],
+        ["uptime:", _duration(result["uptime_s"])],
+        ["indexed:", str(counts["indexed"])],
+        ["pending:", str(counts["pending"])],
+        ["decodes:", str(counts.get("decodes", 0))],
+        ["duplicates:", f"{counts['duplicates']} groups, {counts.get('duplicate_files', 0)} files"],
+        ["skipped:", skipped_text],
+        ["index:", _counted(result.get("index") or {}) or "empty"],
+        ["cnn:", cnn_text],
+        ["scan:", scan_text],
+        ["roots:", "" if result["roots"] else "none"],
+    ]
+    return _table(rows) + _table(_root_rows(result["roots"]), indent="  ")
+
+
+def _show_wait_idle(result: Mapping[str, Any]) -> list[str]:
+    return [f"idle (waited {result['waited_s']:.1f} s)"]
+
+
+def _show_query(result: Mapping[str, Any]) -> list[str]:
+    matches = result["matches"]
+    lines = [f"{result['file']}: {len(matches) or 'no'} match{'' if len(matches) == 1 else 'es'}"]
+    lines += _table(_match_rows(matches), indent="  ")
+    if "explain" in result:
+        lines.append("explain:")
+        lines += _table([[str(method), json.dumps(value)] for method, value in result["explain"].items()], "  ")
+    return lines
+
+
+def _show_duplicates(result: Mapping[str, Any]) -> list[str]:
+    groups = result["groups"]
+    if not groups:
+        return ["no duplicates"]
+    lines = [f"{len(groups)} groups, {sum(len(group) for group in groups)} files"]
+    for number, group in enumerate(groups, 1):
+        lines += ["", f"group {number} ({len(group)} files)"]
+        lines += _table(_match_rows(group), indent="  ")
+    return lines
+
+
+def _show_to_remove(result: Mapping[str, Any]) -> list[str]:
+    return list(result["files"])
+
+
+def _show_rescan(result: Mapping[str, Any]) -> list[str]:
+    return [f"rescan scheduled: {path}" for path in result["scheduled"]] or ["nothing to rescan"]
+
+
+def _show_state(result: Mapping[str, Any]) -> list[str]:
+    return [f"state: {result['state']}"]
+
+
+def _show_reload(result: Mapping[str, Any]) -> list[str]:
+    changed = result["changed"]
+    return [f"reloaded; changed: {', '.join(changed)}" if changed else "reloaded; no setting changed"]
+
+
+def _show_export(result: Mapping[str, Any]) -> list[str]:
+    return [f"{value}  {path}" for path, value in sorted(result["encodings"].items())]
+
+
+def _show_needles(result: Mapping[str, Any]) -> list[str]:
+    lines = [f"{result['found']} of {result['total']} images already in the library"]
+    lines += _table([["ALL" if folder["all"] else "", f"{folder['in_library']} of {folder['images']}", folder["path"]]
+                     for folder in result["folders"]], indent="  ")
+    found = {path: matches for path, matches in sorted(result["files"].items()) if matches}
+    if found:
+        lines.append("in the library:")
+        lines += _table([[path, "=", matches[0]["path"], f"({matches[0].get('method')} {_score(matches[0])})"]
+                         for path, matches in found.items()], indent="  ")
+    return lines
+
+
+def _show_ignore(result: Mapping[str, Any]) -> list[str]:
+    return [f"ignored: {result['ignored']} (these files are no longer reported as duplicates of each other)"]
+
+
+# ---- arguments ----
+
+type ArgsBuilder = Callable[[argparse.Namespace], dict[str, Any]]
+type Formatter = Callable[[Mapping[str, Any]], list[str]]
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(path)
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The options the user gave (argparse leaves the others None); the daemon applies its defaults."""
+    return {name: value for name, value in values.items() if value is not None and value is not False}
+
+
+def _verb(commands: Any, name: str, help_text: str, cmd: str, build: ArgsBuilder, show: Formatter) -> Any:
+    parser = commands.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(cmd=cmd, build=build, show=show)
+    return parser
+
+
+def _method_option(parser: argparse.ArgumentParser, choices: Sequence[str] = protocol.METHODS) -> None:
+    parser.add_argument("--method", choices=choices, help="only this method (default: the daemon's matcher)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dedupctl", description="Ask a running dedupd. Exit codes: 0 ok, 1 the daemon answered an error, "
+                                     "2 usage, 3 the daemon cannot be reached.")
+    parser.add_argument("--socket", metavar="PATH", help=f"control socket (default: ${paths.SOCKET_ENV}, then the "
+                                                         "config's `socket`, then the user/system default)")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON document")
+    commands = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    no_args: ArgsBuilder = lambda ns: {}  # noqa: E731
+    _verb(commands, "status", "state, roots, counts, index sizes, CNN, uptime", "status", no_args, _show_status)
+    wait_idle = _verb(commands, "wait-idle", "return when nothing is pending", "wait-idle",
+                      lambda ns: _given(timeout=ns.timeout), _show_wait_idle)
+    wait_idle.add_argument("--timeout", type=float, metavar="S",
+                           help=f"give up after S seconds (default {protocol.WAIT_IDLE_DEFAULT_S:g})")
+    query = _verb(commands, "query", "near-duplicates of any file", "query",
+                  lambda ns: _given(path=_absolute(ns.file), method=ns.method, threshold=ns.threshold,
+                                    min_similarity=ns.min_similarity, explain=ns.explain), _show_query)
+    query.add_argument("file")
+    _method_option(query)
+    query.add_argument("--threshold", type=int, metavar="N", help="max hamming distance for hash methods (0-64)")
+    query.add_argument("--min-similarity", type=float, metavar="F", help="min cosine similarity for the CNN")
+    query.add_argument("--explain", action="store_true", help="also show each method's distance or similarity")
+    for name, show, help_text in (("duplicates", _show_duplicates, "current duplicate groups"),
+                                  ("to-remove", _show_to_remove, "files one would delete, keeping one per group")):
+        listing = _verb(commands, name, help_text, name,
+                        lambda ns: _given(method=ns.method, under=ns.under and _absolute(ns.under)), show)
+        _method_option(listing)
+        listing.add_argument("--under", metavar="DIR", help="only files under DIR")
+    rescan = _verb(commands, "rescan", "reconcile the store with the disk (PATH, or every root)", "rescan",
+                   lambda ns: _given(path=ns.path and _absolute(ns.path)), _show_rescan)
+    rescan.add_argument("path", nargs="?")
+    _verb(commands, "pause", "stop encoding (changes are still queued)", "pause", no_args, _show_state)
+    _verb(commands, "resume", "resume encoding", "resume", no_args, _show_state)
+    _verb(commands, "reload", "re-read the configuration", "reload", no_args, _show_reload)
+    watch = commands.add_parser("watch", help="list, add or remove watched roots")
+    actions = watch.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _verb(actions, "list", "the watched roots", "watch", lambda ns: {"action": "list"}, _show_roots)
+    for action in ("add", "remove"):
+        _verb(actions, action, f"{action} a watched root", "watch",
+              lambda ns: {"action": ns.action, "path": _absolute(ns.path)}, _show_roots).add_argument("path")
+    export = _verb(commands, "export", "imagededup-format encodings {path: hex} of the whole index", "export",
+                   lambda ns: _given(method=ns.method), _show_export)
+    _method_option(export, (*protocol.HASH_METHODS, "cnn"))
+    needles = _verb(commands, "needles", "which images of DIR (and which sub-folders, wholly) are in the library",
+                    "needles", lambda ns: {"dir": _absolute(ns.dir)}, _show_needles)
+    needles.add_argument("dir")
+    ignore = _verb(commands, "ignore", "mark files as not duplicates of each other; never reported again", "ignore",
+                   lambda ns: {"paths": [_absolute(path) for path in ns.paths]}, _show_ignore)
+    ignore.add_argument("paths", nargs="+", metavar="PATH", help="two or more files")
+    return parser
+
+
+def _print_json(document: Any) -> None:
+    json.dump(document, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"dedupctl: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.json and isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="surrogateescape")  # paths that are not UTF-8 print as their bytes
+    try:
+        request = protocol.validate(args.cmd, args.build(args))
+        socket_path = str(paths.control_socket(args.socket))
+    except DedupdError as exc:  # bad arguments, or a config file that cannot be read for its `socket`
+        return _fail(str(exc), EXIT_USAGE)
+    try:
+        result = call(socket_path, args.cmd, request)
+        if args.json:
+            _print_json(result)
+            return EXIT_OK
+        try:
+            lines = args.show(result)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            return _fail(f"unexpected answer from dedupd ({type(exc).__name__}: {exc})", EXIT_DAEMON_ERROR)
+        for line in lines:
+            print(line)
+        return EXIT_OK
+    except DaemonUnreachable as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ProtocolError as exc:
+        if args.json:
+            _print_json({"error": {"code": exc.code.value, "message": exc.message}})
+        return _fail(exc.message, EXIT_DAEMON_ERROR)
+    except BrokenPipeError:  # e.g. `dedupctl to-remove | head`: stop quietly, as other filters do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
