@@ -178,27 +178,37 @@ class ControlServer:
     def _bind(self) -> socket.socket:
         """A listening socket at self.path, created atomically with its final permissions."""
         path = Path(self.path)
-        if not path.parent.exists():
-            path.parent.mkdir(mode=0o700 if self._allowed_gid is None else 0o750, parents=True)
-            if self._allowed_gid is not None:
-                os.chown(path.parent, -1, self._allowed_gid)
-        self._lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-            raise DedupdError(f"another dedupd is already serving {path}") from None
+            self._lock_fd = self._lock(path)
+        except OSError as exc:
+            raise DedupdError(f"cannot create the control socket {path}: {exc.strerror or exc}") from None
         try:
             self._check_existing(path)
             listener = self._bind_temporary_then_rename(path)
+            st = os.lstat(path)
         except BaseException:
             os.close(self._lock_fd)
             self._lock_fd = None
             raise
-        st = os.lstat(path)
         self._bound_inode = (st.st_dev, st.st_ino)
         return listener
+
+    def _lock(self, path: Path) -> int:
+        """The locked `<socket>.lock` (its directory created if missing): only one server per socket path."""
+        try:
+            path.parent.mkdir(mode=0o700 if self._allowed_gid is None else 0o750, parents=True)
+        except FileExistsError:
+            pass
+        else:
+            if self._allowed_gid is not None:
+                os.chown(path.parent, -1, self._allowed_gid)
+        lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            raise DedupdError(f"another dedupd is already serving {path}") from None
+        return lock_fd
 
     @staticmethod
     def _check_existing(path: Path) -> None:
@@ -282,11 +292,11 @@ class ControlServer:
 
     def _serve_client(self, conn: socket.socket) -> None:
         try:
-            refusal = self._peer_refusal(conn)
-            if refusal is not None:
-                self._refuse(conn, ErrorCode.FORBIDDEN, refusal)
-                return
             with conn:
+                refusal = self._peer_refusal(conn)
+                if refusal is not None:
+                    self._refuse(conn, ErrorCode.FORBIDDEN, refusal)
+                    return
                 conn.settimeout(self._idle_timeout_s)
                 try:
                     for line in self._lines(conn):

@@ -337,6 +337,14 @@ def test_a_file_that_is_not_a_socket_is_not_replaced(serve, tmp_path):
     assert path.read_text() == "precious"
 
 
+@pytest.mark.parametrize("where", ["under a file", "too long for AF_UNIX"])
+def test_a_socket_that_cannot_be_created_is_one_clear_error(serve, tmp_path, where):
+    (tmp_path / "file").write_text("")
+    path = tmp_path / "file" / "control.sock" if where == "under a file" else tmp_path / ("d" * 120) / "control.sock"
+    with pytest.raises(DedupdError, match=f"cannot create the control socket {path}"):
+        serve(path)
+
+
 def test_a_second_server_on_the_same_socket_is_refused(serve, server):
     with pytest.raises(DedupdError, match=f"another dedupd is already serving {server.path}"):
         serve(Path(server.path))
