@@ -187,7 +187,8 @@ class EncodePool[T]:
             if self._state != "new":
                 raise RuntimeError(f"encode pool cannot start: it is {self._state}")
             self._state = "running"
-        self._hook_path = os.environ.get(TEST_HOOK_ENV) or None
+        hook = os.environ.get(TEST_HOOK_ENV)
+        self._hook_path = os.path.abspath(hook) if hook else None
         if self._hook_path:
             log.warning("%s is set: encode workers run the test hook %s", TEST_HOOK_ENV, self._hook_path)
         # Read (and, in forked workers, shared copy-on-write) once by the fork server; no effect if the
@@ -401,6 +402,10 @@ class EncodePool[T]:
             log.warning("idle encode worker %s; replacing it", how)
 
     def _on_deadline(self, worker: _Worker[T], now: float) -> None:
+        if worker.conn.poll():
+            # It answered while on_result held the supervisor up: a slow consumer is no decoder timeout.
+            self._receive(worker)
+            return
         self._remove(worker)
         if worker.task is not None:
             log.warning("decoding %s took over %g s; worker killed", worker.task[1], self._timeout_s)

@@ -233,6 +233,26 @@ def test_a_failing_callback_does_not_stop_the_pool(images: list[Path]) -> None:
     assert delivered == ["first", "second"]
 
 
+def test_a_slow_consumer_does_not_time_out_finished_files(tmp_path: Path, images: list[Path], hooked: None) -> None:
+    """The second file finishes while on_result holds the pool up past its deadline: still encoded."""
+    gate = Path(shutil.copy(images[1], tmp_path / "gate.jpg"))
+    results = Outcomes()
+
+    def slow_consumer(token: str, outcome: Outcome) -> None:
+        results(token, outcome)
+        if token == "first":
+            Path(f"{gate}.release").touch()
+            time.sleep(3)  # longer than timeout_s, while the gated file completes
+
+    with EncodePool[str](2, slow_consumer, timeout_s=2) as pool:
+        pool.submit("gated", gate)
+        pool.submit("first", images[0])
+        assert pool.drain()
+        assert pool.stats()["timeouts"] == 0
+    assert all(isinstance(outcome, EncodedFile) for outcome in results.by_token().values())
+    assert len(results.items) == 2
+
+
 def test_submit_blocks_while_max_pending_tasks_are_in_flight(tmp_path: Path, images: list[Path], hooked: None) -> None:
     gates = [Path(shutil.copy(images[i], tmp_path / f"gate{i}.jpg")) for i in range(2)]
     results = Outcomes()
