@@ -181,6 +181,9 @@ def measure(state: Path, seed: int, compare: bool) -> dict[str, object]:
     near = timed(lambda q: catalog.near(Encoding(b"\0" * 16, 1, 1, {"phash": q}), "phash"), qs[:200])
     after_queries = memory_mib()
     brute = timed(lambda q: np.flatnonzero(np.bitwise_count(values ^ np.uint64(q)) <= THRESHOLD), qs)
+    start = time.perf_counter()
+    listed = catalog.groups()
+    groups_s = time.perf_counter() - start
     result: dict[str, object] = {
         "n": len(values),
         "query_p50_ms": query[0],
@@ -196,6 +199,8 @@ def measure(state: Path, seed: int, compare: bool) -> dict[str, object]:
         "rss_file_mib": memory.get("RssFile"),
         "rss_after_queries_mib": after_queries["VmRSS"],
         "groups": stats["groups"],
+        "groups_listing_s": round(groups_s, 2),
+        "grouped_files": sum(len(g.paths) for g in listed),
         "mih_mib": round(live.nbytes / 2**20, 1),
     }
     if compare:

@@ -512,10 +512,12 @@ class Store:
                 for key, value in cur:
                     if not key.startswith(prefix):
                         break
-                    rid = int.from_bytes(value, "big")
-                    rec, _ = _unpack_record(txn.get(value, db=self._dbs["files"]))
-                    if _under(rec.key.path, path) and rec.key.path != path:
-                        found.append((rid, rec.key.path))
+                    if len(key) < _MAX_KEY:  # the key is the whole path
+                        found.append((int.from_bytes(value, "big"), os.fsdecode(key)))
+                        continue
+                    full = os.fsdecode(msgpack.unpackb(txn.get(value, db=self._dbs["files"]))[0])
+                    if _under(full, path) and full != path:
+                        found.append((int.from_bytes(value, "big"), full))
         return found
 
     # ------------------------------------------------------------------ links
@@ -608,12 +610,13 @@ class Store:
         with self._lock, self._read() as txn:
             out = {}
             for rid in rids:
-                if txn.get(_rid_key(rid), db=self._dbs["files"]) is not None:
-                    out[rid] = self._record(txn, _rid_key(rid), embedding)
+                raw = txn.get(_rid_key(rid), db=self._dbs["files"])
+                if raw is not None:
+                    out[rid] = self._record(txn, _rid_key(rid), embedding, raw)
             return out
 
-    def _record(self, txn: lmdb.Transaction, key: bytes, embedding: bool) -> FileRecord:
-        rec, has_emb = _unpack_record(txn.get(key, db=self._dbs["files"]))
+    def _record(self, txn: lmdb.Transaction, key: bytes, embedding: bool, raw: bytes | None = None) -> FileRecord:
+        rec, has_emb = _unpack_record(raw if raw is not None else txn.get(key, db=self._dbs["files"]))
         if embedding and has_emb:
             vec = np.frombuffer(txn.get(key, db=self._dbs["emb"]), dtype=np.float16).astype(np.float32)
             rec = replace(rec, encoding=replace(rec.encoding, embedding=vec))
@@ -661,8 +664,16 @@ class Store:
             return sorted(_unpack_record(txn.get(k, db=self._dbs["files"]))[0].key.path for k in keys)
 
     def paths(self, rids: Iterable[int]) -> dict[int, str]:
-        """Path of each given rid that still exists."""
-        return {rid: rec.key.path for rid, rec in self.records(rids).items()}
+        """Path of each given rid that still exists (decodes only the path: groups list many)."""
+        files = self._dbs["files"]
+        with self._lock, self._read() as txn:
+            raws = ((rid, txn.get(rid.to_bytes(8, "big"), db=files)) for rid in rids)
+            return {rid: os.fsdecode(msgpack.unpackb(raw)[0]) for rid, raw in raws if raw is not None}
+
+    def rids_under(self, path: str) -> dict[int, str]:
+        """rid -> path of the record at `path` and of every record below it (a prefix scan)."""
+        with self._lock, self._read() as txn:
+            return dict(self._rids_under(txn, path))
 
     def hash_names(self) -> list[str]:
         return sorted(self._hash_dbs)

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 EXACT = "exact"
 CNN = "cnn"
 
+type _RawLink = tuple[int, int, str, float]  # rid a, rid b, method, score
+
 
 @dataclass(frozen=True, slots=True)
 class IndexConfig:
@@ -322,28 +324,27 @@ class Catalog:
             matches = [_match(paths[k], method, s) for k, s in hits if k != own and k in paths]
             return sorted(matches, key=_match_order)
 
-    def _group_records(
-        self, under: str | None, method: str | None
-    ) -> list[tuple[list[tuple[int, FileRecord]], list[Link]]]:
-        """Current groups as (members, links among them), restricted to members under `under`."""
+    def _current_groups(self, under: str | None, method: str | None) -> list[tuple[list[int], list[_RawLink]]]:
+        """Current groups as (member rids, links among them), keeping only members under `under`."""
         a, b, methods, codes, scores = self._store.links()
         if method is None:
-            groups: Iterable[frozenset[int]] = self._groups
             keep = np.isin(codes, [i for i, m in enumerate(methods) if m in self._config.link_params()])
+            groups = [sorted(g) for g in self._groups]
         else:
             keep = codes == (methods.index(method) if method in methods else -1)
-            groups = Groups.from_edges(a[keep], b[keep])
-        groups = list(groups)
-        records = self._store.records(r for g in groups for r in g)
+            groups = [sorted(g) for g in Groups.from_edges(a[keep], b[keep])]
+        if under is not None:
+            inside = self._store.rids_under(under)
+            groups = [kept for g in groups if len(kept := [r for r in g if r in inside]) > 1]
         group_of = {r: i for i, g in enumerate(groups) for r in g}
-        out: list[tuple[list[tuple[int, FileRecord]], list[Link]]] = [([], []) for _ in groups]
-        for i, g in enumerate(groups):
-            out[i][0].extend((r, records[r]) for r in sorted(g) if under is None or _under(records[r].key.path, under))
-        for x, y, code, s in zip(
+        links: list[list[_RawLink]] = [[] for _ in groups]
+        for x, y, code, score in zip(
             a[keep].tolist(), b[keep].tolist(), codes[keep].tolist(), scores[keep].tolist(), strict=True
         ):
-            out[group_of[x]][1].append(Link(x, y, methods[code], s))
-        return [(members, links) for members, links in out if len(members) > 1]
+            i = group_of.get(x)
+            if i is not None and group_of.get(y) == i:
+                links[i].append((x, y, methods[code], score))
+        return list(zip(groups, links, strict=True))
 
     def groups(self, under: str | None = None, method: str | None = None) -> list[Group]:
         """Duplicate groups (all configured methods together, or one), each with >= 2 members.
@@ -351,17 +352,13 @@ class Catalog:
         With `under`, only the members under that directory are shown (groups left with one are not).
         """
         with self._lock:
+            current = self._current_groups(under, method)
+            path = self._store.paths(r for members, _ in current for r in members)
             result = []
-            for members, links in self._group_records(under, method):
-                path = {rid: rec.key.path for rid, rec in members}
-                shown = [
-                    (path[ln.a], _match(path[ln.b], ln.method, ln.score))
-                    for ln in links
-                    if ln.a in path and ln.b in path
-                ]
-                result.append(
-                    Group(tuple(sorted(path.values())), tuple(sorted(shown, key=lambda x: (x[0], _match_order(x[1])))))
-                )
+            for members, links in current:
+                shown = [(path[x], _match(path[y], m, score)) for x, y, m, score in links]
+                shown.sort(key=lambda link: (link[0], _match_order(link[1])))
+                result.append(Group(tuple(sorted(path[r] for r in members)), tuple(shown)))
             return sorted(result, key=lambda g: g.paths)
 
     def to_remove(
@@ -371,11 +368,13 @@ class Catalog:
         protected = tuple(protected_roots)
         proposed: list[str] = []
         with self._lock:
-            for members, _ in self._group_records(under, method):
-                recs = sorted((rec for _, rec in members), key=_keep_order)
+            current = self._current_groups(under, method)
+            records = self._store.records(r for members, _ in current for r in members)
+            for members, _ in current:
+                recs = sorted((records[r] for r in members), key=_keep_order)
                 guarded = [r for r in recs if any(_under(r.key.path, p) for p in protected)]
                 keepers = guarded or recs[:1]
-                proposed += [r.key.path for r in recs if r not in keepers and r not in guarded]
+                proposed += [r.key.path for r in recs if r not in keepers]
         return sorted(proposed)
 
     def stats(self) -> dict[str, object]:
