@@ -3,8 +3,11 @@
 Owns the worker processes of the daemon's pipeline (DESIGN.md data flow step 3; requirements 15, 19).
 A file whose decoder hangs or crashes costs that one file, never the pipeline: a worker still busy after
 `timeout_s` is SIGKILLed and the file becomes `Skipped(DECODE_TIMEOUT)`; a worker that dies mid-file
-(segfault, `os._exit`, OOM kill) makes it `Skipped(DECODER_CRASH)`; either way a fresh worker takes its
-place and the other files keep flowing.
+(segfault, abort, `os._exit`, OOM kill) makes it `Skipped(DECODER_CRASH)`; either way a fresh worker takes
+its place and the other files keep flowing. A worker stopped from outside (SIGTERM, SIGHUP, SIGINT: a
+service manager or terminal signalling the whole group) is not the file's fault: the file is retried once
+instead of being remembered as broken. Each worker also arms an alarm per file (`timeout_s` plus a grace;
+SIGALRM's default action ends the process), so a worker orphaned by a dead daemon cannot hang forever.
 
 Workers come from the `forkserver` context: they are forked from a small server process that was started
 by exec, so they never inherit the daemon's LMDB environment, ONNX sessions, threads or locks. The server
@@ -20,6 +23,7 @@ pool starts, every worker loads that file and calls its `before_decode(path)` be
 can make chosen files hang or crash a worker (see tests/service/decode_hook.py).
 """
 
+import atexit
 import importlib.util
 import logging
 import math
@@ -34,7 +38,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+from weakref import WeakSet
 
 from dedupd.errors import Skipped, SkipReason
 from dedupd.imaging.cnn import ModelSpec
@@ -54,6 +59,15 @@ STARTUP_TIMEOUT_S = 60.0
 
 #: Longest pause between attempts to start a worker after failed starts (they back off from 0.5 s).
 MAX_START_BACKOFF_S = 30.0
+
+#: A worker still on one file this long after `timeout_s` kills itself (SIGALRM), pool or no pool.
+SELF_DESTRUCT_GRACE_S = 2
+
+#: Exit codes of workers stopped from outside, by a signal that says nothing about the file in hand.
+_STOPPED_FROM_OUTSIDE = frozenset(-sig for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT))
+
+#: How often a file is retried after its worker was stopped from outside, before it counts as a crash.
+_MAX_RETRIES = 1
 
 _READY = "ready"  # a worker's first message: imports done, waiting for files
 
@@ -89,18 +103,25 @@ def encode_outcome(
         return Skipped(SkipReason.DECODE_ERROR, f"{type(exc).__name__}: {exc}")
 
 
-def _worker_main(conn: Connection, cnn_spec: ModelSpec | None, max_pixels: int, hook_path: str | None) -> None:
+def _worker_main(
+    conn: Connection, cnn_spec: ModelSpec | None, max_pixels: int, timeout_s: float, hook_path: str | None
+) -> None:
     """A worker's life: announce readiness, then encode one path per message until the pool hangs up."""
-    # Only the pool stops a worker (SIGKILL): a terminal's ^C or a service manager's SIGTERM sent to the
-    # whole group must not turn the file in hand into a `decoder_crash`.
+    # ^C in a terminal reaches the whole process group; the daemon handles it by closing the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The kernel's kill switch, even for a decoder spinning in C with the GIL held: an alarm at SIGALRM's
+    # default action ends a worker stuck on one file after the pool itself has died.
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    self_destruct_s = math.ceil(timeout_s) + SELF_DESTRUCT_GRACE_S
     before_decode = _load_hook(hook_path) if hook_path else None
     try:
         conn.send(_READY)
         while True:
             path = conn.recv()
-            conn.send(encode_outcome(path, cnn_spec=cnn_spec, max_pixels=max_pixels, before_decode=before_decode))
+            signal.alarm(self_destruct_s)
+            outcome = encode_outcome(path, cnn_spec=cnn_spec, max_pixels=max_pixels, before_decode=before_decode)
+            signal.alarm(0)
+            conn.send(outcome)
     except (EOFError, BrokenPipeError):
         return  # the pool closed its end (or died): nothing left to do
 
@@ -122,12 +143,29 @@ def describe_exit(exitcode: int | None) -> str:
 
 
 @dataclass(eq=False, slots=True)
+class _Task[T]:
+    token: T
+    path: str
+    retries: int = 0  # times its worker was stopped from outside while on it
+
+
+@dataclass(eq=False, slots=True)
 class _Worker[T]:
     process: BaseProcess
     conn: Connection
     deadline: float  # time.monotonic() by which it must be ready, or done with `task`
     ready: bool = False
-    task: tuple[T, str] | None = None
+    task: _Task[T] | None = None
+
+
+#: Pools to close at interpreter exit, before multiprocessing's own exit handler joins their workers.
+_LIVE_POOLS: "WeakSet[EncodePool[Any]]" = WeakSet()
+
+
+@atexit.register
+def _close_live_pools() -> None:
+    for pool in list(_LIVE_POOLS):
+        pool.close()
 
 
 class EncodePool[T]:
@@ -167,10 +205,10 @@ class EncodePool[T]:
         # mutated by the supervisor (and by start() before the supervisor exists).
         self._cond = threading.Condition()
         self._state = "new"  # -> "running" -> "closed"
-        self._queue: deque[tuple[T, str]] = deque()
+        self._queue: deque[_Task[T]] = deque()
         self._in_flight = 0
         self._counts = dict.fromkeys(
-            ("encoded", "skipped", "timeouts", "crashes", "restarts", "start_failures", "abandoned"), 0
+            ("encoded", "skipped", "timeouts", "crashes", "retries", "restarts", "start_failures", "abandoned"), 0
         )
         self._workers: list[_Worker[T]] = []
         self._wake_r = self._wake_w = -1
@@ -196,6 +234,7 @@ class EncodePool[T]:
         _CONTEXT.set_forkserver_preload(["__main__", __name__])
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
+        _LIVE_POOLS.add(self)
         try:
             for _ in range(self._size):
                 self._add_worker()
@@ -215,7 +254,7 @@ class EncodePool[T]:
             if self._state != "running":
                 raise RuntimeError(f"encode pool is {self._state}")
             self._in_flight += 1
-            self._queue.append((token, os.fspath(path)))
+            self._queue.append(_Task(token, os.fspath(path)))
             self._wake()
 
     def drain(self, timeout: float | None = None) -> bool:
@@ -243,8 +282,9 @@ class EncodePool[T]:
 
     def stats(self) -> dict[str, int]:
         """Counters for `status`: decodes (= encoded + skipped, timeouts and crashes included), encoded,
-        skipped, timeouts, crashes, restarts (workers started to replace one), start_failures, abandoned
-        (tasks dropped by close), in_flight, queued, workers (live processes)."""
+        skipped, timeouts, crashes, retries (files put back after their worker was stopped from outside),
+        restarts (workers started to replace one), start_failures, abandoned (tasks dropped by close),
+        in_flight, queued, workers (live processes)."""
         with self._cond:
             return {
                 "decodes": self._counts["encoded"] + self._counts["skipped"],
@@ -321,7 +361,7 @@ class EncodePool[T]:
         parent_conn, child_conn = _CONTEXT.Pipe()
         process = _CONTEXT.Process(
             target=_worker_main,
-            args=(child_conn, self._cnn_spec, self._max_pixels, self._hook_path),
+            args=(child_conn, self._cnn_spec, self._max_pixels, self._timeout_s, self._hook_path),
             name="dedupd-encode-worker",
             daemon=True,
         )
@@ -364,7 +404,7 @@ class EncodePool[T]:
                     return
                 task = self._queue.popleft()
             try:
-                worker.conn.send(task[1])
+                worker.conn.send(task.path)
             except OSError:  # it died while idle: the file was never started, so it goes back first
                 with self._cond:
                     self._queue.appendleft(task)
@@ -390,16 +430,27 @@ class EncodePool[T]:
 
     def _on_death(self, worker: _Worker[T]) -> None:
         self._remove(worker)
-        how = describe_exit(worker.process.exitcode)
-        if worker.task is not None:
-            log.warning("encode worker %s while decoding %s", how, worker.task[1])
+        exitcode = worker.process.exitcode
+        how = describe_exit(exitcode)
+        task = worker.task
+        if task is None:
+            if worker.ready:
+                log.warning("idle encode worker %s; replacing it", how)
+            else:
+                self._start_failed(f"worker {how}", time.monotonic())
+        elif exitcode == -signal.SIGALRM:
+            self._timed_out(task)  # its own kill switch went off first
+        elif exitcode in _STOPPED_FROM_OUTSIDE and task.retries < _MAX_RETRIES:
+            log.warning("encode worker %s while decoding %s; retrying the file", how, task.path)
+            task.retries += 1
+            with self._cond:
+                self._counts["retries"] += 1
+                self._queue.appendleft(task)
+        else:
+            log.warning("encode worker %s while decoding %s", how, task.path)
             with self._cond:
                 self._counts["crashes"] += 1
-            self._finish(worker.task, Skipped(SkipReason.DECODER_CRASH, f"decoder worker {how}"))
-        elif not worker.ready:
-            self._start_failed(f"worker {how}", time.monotonic())
-        else:
-            log.warning("idle encode worker %s; replacing it", how)
+            self._finish(task, Skipped(SkipReason.DECODER_CRASH, f"decoder worker {how}"))
 
     def _on_deadline(self, worker: _Worker[T], now: float) -> None:
         if worker.conn.poll():
@@ -408,13 +459,16 @@ class EncodePool[T]:
             return
         self._remove(worker)
         if worker.task is not None:
-            log.warning("decoding %s took over %g s; worker killed", worker.task[1], self._timeout_s)
-            with self._cond:
-                self._counts["timeouts"] += 1
-            detail = f"no result after {self._timeout_s:g} s; decoder worker killed"
-            self._finish(worker.task, Skipped(SkipReason.DECODE_TIMEOUT, detail))
+            self._timed_out(worker.task)
         else:
             self._start_failed(f"not ready after {STARTUP_TIMEOUT_S:g} s", now)
+
+    def _timed_out(self, task: _Task[T]) -> None:
+        log.warning("decoding %s took over %g s; worker killed", task.path, self._timeout_s)
+        with self._cond:
+            self._counts["timeouts"] += 1
+        detail = f"no result after {self._timeout_s:g} s; decoder worker killed"
+        self._finish(task, Skipped(SkipReason.DECODE_TIMEOUT, detail))
 
     def _remove(self, worker: _Worker[T]) -> None:
         """SIGKILL (if still running) and reap a worker, and forget it."""
@@ -425,20 +479,20 @@ class EncodePool[T]:
         with self._cond:
             self._workers.remove(worker)
 
-    def _finish(self, task: tuple[T, str], outcome: Outcome) -> None:
-        token, _path = task
+    def _finish(self, task: _Task[T], outcome: Outcome) -> None:
         with self._cond:
             self._counts["encoded" if isinstance(outcome, EncodedFile) else "skipped"] += 1
             self._in_flight -= 1
             self._cond.notify_all()
         try:
-            self._on_result(token, outcome)
+            self._on_result(task.token, outcome)
         except Exception:
-            log.exception("encode pool on_result failed for %r", token)
+            log.exception("encode pool on_result failed for %r", task.token)
 
     def _shutdown(self) -> None:
         for worker in list(self._workers):
             self._remove(worker)
+        _LIVE_POOLS.discard(self)
         with self._cond:
             self._state = "closed"
             self._counts["abandoned"] += self._in_flight

@@ -6,7 +6,8 @@ starts (the file itself can be any image, so it encodes normally once let throug
   crash*  the worker segfaults (SIGSEGV)     -> `decoder_crash`
   exit*   the worker calls os._exit(3)       -> `decoder_crash`
   raise*  RuntimeError in the worker         -> `decode_error`, the worker lives on
-  gate*   waits until "<path>.release" exists, then decodes normally (deterministic back-pressure tests)
+  gate*   creates "<path>.started", waits until "<path>.release" exists, then decodes normally (lets a
+          test know a worker holds the file, and choose when it is done)
 Any other name decodes normally. Shared by the encode-pool tests and the daemon end-to-end tests.
 """
 
@@ -29,5 +30,6 @@ def before_decode(path: str) -> None:
     if name.startswith("raise"):
         raise RuntimeError(f"decode hook raised for {name}")
     if name.startswith("gate"):
+        open(path + ".started", "w").close()
         while not os.path.exists(path + ".release"):
             time.sleep(0.02)

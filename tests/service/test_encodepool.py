@@ -6,10 +6,13 @@ Hangs and crashes come from the test-only decode hook (tests/service/decode_hook
 import io
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lmdb
@@ -86,6 +89,25 @@ def descendants(pid: int) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Poll for an event another process causes; the cap only keeps a broken build from hanging the run."""
+    for _ in range(3000):
+        if condition():
+            return
+        time.sleep(0.02)
+    pytest.fail(f"never happened: {what}")
+
+
+def started(gate: Path) -> Path:
+    """The file the decode hook creates once a worker holds `gate*` file."""
+    return Path(f"{gate}.started")
+
+
+def release(gate: Path) -> None:
+    """Let the worker holding a `gate*` file go on with it."""
+    Path(f"{gate}.release").touch()
 
 
 def open_files(pid: int) -> Iterator[str]:
@@ -241,7 +263,7 @@ def test_a_slow_consumer_does_not_time_out_finished_files(tmp_path: Path, images
     def slow_consumer(token: str, outcome: Outcome) -> None:
         results(token, outcome)
         if token == "first":
-            Path(f"{gate}.release").touch()
+            release(gate)
             time.sleep(3)  # longer than timeout_s, while the gated file completes
 
     with EncodePool[str](2, slow_consumer, timeout_s=2) as pool:
@@ -264,9 +286,9 @@ def test_submit_blocks_while_max_pending_tasks_are_in_flight(tmp_path: Path, ima
         third.join(timeout=0.5)
         assert third.is_alive()  # blocked: two tasks in flight
         assert pool.stats()["in_flight"] == 2 and results.items == []
-        Path(f"{gates[0]}.release").touch()
+        release(gates[0])
         third.join()  # the first gate's outcome makes room
-        Path(f"{gates[1]}.release").touch()
+        release(gates[1])
         assert pool.drain()
     assert set(results.by_token()) == {"gate0.jpg", "gate1.jpg", "third"}
     assert all(isinstance(outcome, EncodedFile) for _, outcome in results.items)
@@ -327,3 +349,77 @@ def test_workers_never_inherit_an_open_lmdb_environment(tmp_path: Path, images: 
     reading.abort()
     assert env.reader_check() == 0
     env.close()
+
+
+def test_a_worker_stopped_from_outside_retries_its_file_once(tmp_path: Path, images: list[Path], hooked: None) -> None:
+    """SIGTERM to a worker (a service manager stopping the group) is not the file's fault, once."""
+    retried, crashed = (Path(shutil.copy(images[i], tmp_path / f"gate{i}.jpg")) for i in range(2))
+    results = Outcomes()
+    with EncodePool[str](1, results) as pool:
+
+        def stop_the_worker_holding(gate: Path) -> None:
+            wait_until(started(gate).exists, f"a worker holds {gate.name}")
+            started(gate).unlink()
+            [pid] = pool.worker_pids()
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: not pids_alive([pid]), "the stopped worker is gone")
+
+        pool.submit("retried", retried)
+        stop_the_worker_holding(retried)
+        release(retried)  # its second worker lets it through
+        assert pool.drain()
+        pool.submit("crashed", crashed)
+        stop_the_worker_holding(crashed)
+        stop_the_worker_holding(crashed)  # the second time it counts as a crash
+        assert pool.drain()
+        stats = pool.stats()
+    got = results.by_token()
+    assert isinstance(got["retried"], EncodedFile)
+    outcome = got["crashed"]
+    assert isinstance(outcome, Skipped) and outcome.reason == SkipReason.DECODER_CRASH
+    assert "SIGTERM" in outcome.detail
+    assert stats["retries"] == 2 and stats["crashes"] == 1 and stats["restarts"] == 3
+
+
+def test_a_worker_killed_by_its_own_alarm_is_a_timeout(tmp_path: Path, images: list[Path], hooked: None) -> None:
+    gate = Path(shutil.copy(images[0], tmp_path / "gate.jpg"))
+    results = Outcomes()
+    with EncodePool[str](1, results, timeout_s=600) as pool:
+        pool.submit("gate", gate)
+        wait_until(started(gate).exists, "a worker holds the file")
+        os.kill(pool.worker_pids()[0], signal.SIGALRM)  # what the worker's kill switch delivers
+        assert pool.drain()
+        assert pool.stats()["timeouts"] == 1
+    outcome = results.by_token()["gate"]
+    assert isinstance(outcome, Skipped) and outcome.reason == SkipReason.DECODE_TIMEOUT
+
+
+ORPHANING_DAEMON = """
+import sys, time
+from dedupd.service.encodepool import EncodePool
+
+if __name__ == "__main__":
+    pool = EncodePool(1, print, timeout_s=1)
+    pool.start()
+    print(pool.worker_pids()[0], flush=True)
+    pool.submit(0, sys.argv[1])
+    time.sleep(3600)
+"""
+
+
+def test_a_stuck_worker_outlives_a_killed_daemon_only_briefly(tmp_path: Path, images: list[Path], hooked: None) -> None:
+    """SIGKILL the process owning the pool while its worker is stuck on a file: the worker still ends."""
+    gate = Path(shutil.copy(images[0], tmp_path / "gate.jpg"))  # never released: stuck for good
+    script = tmp_path / "daemon.py"
+    script.write_text(ORPHANING_DAEMON)
+    daemon = subprocess.Popen([sys.executable, str(script), str(gate)], stdout=subprocess.PIPE, text=True)
+    assert daemon.stdout is not None
+    worker = int(daemon.stdout.readline())
+    try:
+        wait_until(started(gate).exists, "the worker holds the file")
+        daemon.kill()
+        daemon.wait()
+        wait_until(lambda: not pids_alive([worker]), "the orphaned worker ends itself")
+    finally:
+        if pids_alive([worker]):
+            os.kill(worker, signal.SIGKILL)
