@@ -196,9 +196,9 @@ def _under(path: str, root: str) -> bool:
 class Store:
     """Durable records, secondary keys, embeddings and links in one LMDB environment (see module doc)."""
 
-    def __init__(self, env: lmdb.Environment, model_id: str | None, dim: int | None) -> None:
-        self._env = env
-        self._open_env = lmdb.open  # replaced by open() with one that reopens this environment
+    def __init__(self, open_env: Callable[[], lmdb.Environment], model_id: str | None, dim: int | None) -> None:
+        self._open_env = open_env
+        self._env = env = open_env()
         self._lock = threading.RLock()
         self.model_id = model_id
         self.dim = dim
@@ -243,11 +243,9 @@ class Store:
             )  # fmt: skip
 
         try:
-            env = open_env()
+            store = cls(open_env, model_id, dim)
         except lmdb.Error as e:
             raise StoreError(f"cannot open store in {state}: {e}") from e
-        store = cls(env, model_id, dim)
-        store._open_env = open_env
         try:
             store._check_versions(encoder_version, drop_embeddings)
         except BaseException:
@@ -449,9 +447,10 @@ class Store:
         if (enc is None) == (rec.skip is None):
             raise StoreError(f"record for {rec.key.path} needs exactly one of encoding or skip reason")
         key = _rid_key(rid)
-        has_emb = enc is not None and enc.embedding is not None
-        if has_emb:
-            emb = np.asarray(enc.embedding, dtype=np.float16).ravel()
+        vector = enc.embedding if enc is not None else None
+        has_emb = vector is not None
+        if vector is not None:
+            emb = np.asarray(vector, dtype=np.float16).ravel()
             if self.model_id is None or emb.size != self.dim:
                 raise StoreError(
                     f"embedding of {rec.key.path} has dimension {emb.size}; store is set up for "
@@ -617,7 +616,7 @@ class Store:
 
     def _record(self, txn: lmdb.Transaction, key: bytes, embedding: bool, raw: bytes | None = None) -> FileRecord:
         rec, has_emb = _unpack_record(raw if raw is not None else txn.get(key, db=self._dbs["files"]))
-        if embedding and has_emb:
+        if embedding and has_emb and rec.encoding is not None:
             vec = np.frombuffer(txn.get(key, db=self._dbs["emb"]), dtype=np.float16).astype(np.float32)
             rec = replace(rec, encoding=replace(rec.encoding, embedding=vec))
         return rec
@@ -748,8 +747,8 @@ class Store:
                 if set(txn.cursor(hdb).iternext(values=False)) != expect_hash[name]:
                     problems.append(f"h:{name}: stray hash entries")
             links = set(txn.cursor(db["links"]))
-            for key, value in links:
-                other, code, score = _LINK.unpack(value)
+            for key, packed in links:
+                other, code, score = _LINK.unpack(packed)
                 if (_rid_key(other), _LINK.pack(int.from_bytes(key, "big"), code, score)) not in links:
                     problems.append(f"link {int.from_bytes(key, 'big')}->{other} has no reverse")
                 if txn.get(key, db=db["files"]) is None or txn.get(_rid_key(other), db=db["files"]) is None:

@@ -56,7 +56,8 @@ class Groups:
         if ga is None and gb is None:
             self._add({a, b})
         elif ga is None or gb is None:
-            gid, node = (gb, a) if ga is None else (ga, b)
+            gid, node = (ga, b) if gb is None else (gb, a)
+            assert gid is not None  # one of the two is grouped
             self._members[gid].add(node)
             self._group_of[node] = gid
         elif ga != gb:

@@ -136,7 +136,10 @@ class MultiIndexHash:
             return
         m = self._fixed_chunks or chunk_count(n)
         self._widths = [_BITS // m + (1 if i < _BITS % m else 0) for i in range(m)]
-        starts, slots, bases, shift = [], [], [], 0
+        starts: list[np.ndarray] = []
+        slots: list[np.ndarray] = []
+        bases: list[int] = []
+        shift = 0
         for c, width in enumerate(self._widths):
             sub = ((self._values[:n] >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.uint32)
             # order within a bucket does not matter: numpy's radix sort wins on 16-bit keys, its
