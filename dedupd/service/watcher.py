@@ -178,7 +178,8 @@ class _PathPolicy:
         self._include_name = _compile(include_names, re.IGNORECASE)
         self._include_path = _compile(include_paths, re.IGNORECASE)
 
-    def _relative(self, path: str) -> str | None:
+    def relative(self, path: str) -> str | None:
+        """`path` relative to the root, None unless strictly below it."""
         return path[len(self._prefix) :] if path.startswith(self._prefix) and len(path) > len(self._prefix) else None
 
     def _excluded(self, relative: str) -> bool:
@@ -190,11 +191,11 @@ class _PathPolicy:
 
     def keeps_dir(self, path: str) -> bool:
         """A directory strictly below the root whose files belong to it."""
-        relative = self._relative(path)
+        relative = self.relative(path)
         return relative is not None and self.recursive and not self._excluded(relative)
 
     def keeps_file(self, path: str) -> bool:
-        relative = self._relative(path)
+        relative = self.relative(path)
         if relative is None or ("/" in relative and not self.recursive):
             return False
         name = relative.rsplit("/", 1)[-1]
@@ -254,17 +255,24 @@ def _is_dir(entry: os.DirEntry[str], follow_symlinks: bool) -> bool:
 
 
 def scan(
-    spec: RootSpec | object, on_error: Callable[[str, OSError], None] | None = None
+    spec: RootSpec | object, on_error: Callable[[str, OSError], None] | None = None, *, under: str | None = None
 ) -> Iterator[tuple[str, os.stat_result]]:
     """(path, stat) of every regular file of a root, with the watcher's policy (excludes, include, hidden files,
-    symlinks, recursion), in no particular order.
+    symlinks, recursion), in no particular order. `under`: only the subtree below this directory of the root
+    (a partial rescan), still with the root's policy (ValueError if it is not in the root; nothing if excluded).
 
-    Raises OSError when the root itself cannot be listed: the caller must treat the root as offline, never as
-    empty. A subdirectory that cannot be listed is skipped and passed to `on_error` (default: one warning at the
-    end); its files are then missing from the scan, so a reconcile should not delete records below it.
+    Raises OSError when the root (or `under`) cannot be listed: the caller must treat it as offline or gone, never
+    as empty. A subdirectory that cannot be listed is skipped and passed to `on_error` (default: one warning at
+    the end); its files are then missing from the scan, so a reconcile should not delete records below it.
     """
     spec = RootSpec.of(spec)
     policy = _PathPolicy(spec)
+    top = spec.path if under is None else os.path.normpath(under)
+    if top != spec.path:
+        if policy.relative(top) is None:
+            raise ValueError(f"{top} is not inside the root {spec.path}")
+        if not policy.keeps_dir(top):
+            return
     unreadable: list[str] = []
 
     def note(directory: str, exc: OSError) -> None:
@@ -272,7 +280,7 @@ def scan(
         if on_error is not None:
             on_error(directory, exc)
 
-    for _directory, entries in _walk(spec.path, policy, note):
+    for _directory, entries in _walk(top, policy, note):
         for entry in entries:
             try:
                 st = entry.stat(follow_symlinks=policy.follow_symlinks)

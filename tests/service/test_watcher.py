@@ -168,6 +168,14 @@ def test_scan_applies_excludes_hidden_files_include_and_symlink_policy(tmp_path:
         everything | {"link.jpg"},
         everything - under_sub | {"link.jpg"} | {p.replace("sub/", "linkdir/") for p in under_sub},
     )
+    subtree = RootSpec(root, exclude=(*DEFAULT_EXCLUDE, "sub/c.txt"))  # a path glob stays anchored at the root
+    assert {os.path.relpath(p, root) for p, _st in scan(subtree, under=str(tmp_path / "sub"))} == {
+        "sub/b.JPG",
+        "sub/deep/d.png",
+    }
+    assert list(scan(RootSpec(root), under=str(tmp_path / "sub/@eaDir"))) == []
+    with pytest.raises(ValueError):
+        list(scan(RootSpec(root), under=str(tmp_path.parent)))
     stats = dict(scan(RootSpec(root)))
     assert stats[str(tmp_path / "a.jpg")].st_size == (tmp_path / "a.jpg").stat().st_size
 
