@@ -137,6 +137,15 @@ class Catalog:
     def store(self) -> Store:
         return self._store
 
+    def reconfigure(self, config: IndexConfig) -> None:
+        """Switch to new thresholds (a reload): relinks the methods whose parameters changed, as at open."""
+        with self._lock:
+            if config.cnn_min_similarity is not None and not self._store.dim:
+                raise StoreError("a CNN similarity is configured but the store has no CNN model/dimension")
+            self._config = config
+            self._hashes, self._vectors = {}, None
+            self._rebuild()
+
     # ------------------------------------------------------------------ rebuild
     def _rebuild(self) -> None:
         """Load every index structure from the store; relink methods whose parameters changed."""

@@ -115,6 +115,9 @@ def test_rebuild_at_open_and_relink_when_thresholds_change(tmp_path: Path) -> No
         assert catalog.groups(method="phash")[0].paths == ("/p/a", "/p/b", "/p/c")
     with Catalog.open(tmp_path, IndexConfig({"phash": 1}, exact=False)) as catalog:
         assert shown(catalog) == set()
+        catalog.reconfigure(IndexConfig({"phash": 2}, exact=False))  # a reload, without reopening
+        assert shown(catalog) == {frozenset({"/p/a", "/p/b"})}
+        assert catalog.stats()["index"] == {"phash": 3}
 
 
 def test_cnn_links_and_search(tmp_path: Path) -> None:
