@@ -640,3 +640,27 @@ def test_roots_can_be_added_and_removed_while_running(tmp_path: Path, watching) 
     assert [s["path"] for s in watcher.roots_status()] == [str(first)]
     with pytest.raises(KeyError):
         watcher.remove_root(str(second))
+
+
+def test_stop_leaves_no_thread_or_inotify_instance_even_after_restarts(tmp_path: Path) -> None:
+    before_fds, before_threads = inotify_fds(), set(threading.enumerate())
+    failures = []
+
+    def fragile(change: Change) -> None:
+        if change.path.endswith("boom.jpg") and len(failures) < 2:
+            failures.append(change)
+            raise RuntimeError("a bug in the consumer")
+
+    watcher = Watcher([RootSpec(str(tmp_path)), RootSpec(str(tmp_path / "polled"), polling=True)], fragile)
+    watcher.start()
+    for attempt in range(2):
+        write(tmp_path / "boom.jpg")
+        deadline = time.monotonic() + DEADLINE_S
+        while len(failures) <= attempt and time.monotonic() < deadline:
+            time.sleep(0.02)
+        watcher.check_health()  # restarts the dead emitter: a new reader and inotify instance
+        (tmp_path / "boom.jpg").unlink()
+    assert len(failures) == 2 and watcher.check_health()
+    watcher.stop()
+    assert inotify_fds() == before_fds
+    assert not [t for t in set(threading.enumerate()) - before_threads if t.is_alive()]
