@@ -157,3 +157,13 @@ def test_random_batches_against_the_oracle(tmp_path: Path) -> None:
         final = shown(catalog)
     with Catalog.open(tmp_path, CONFIG) as catalog:
         assert shown(catalog) == final
+
+
+def test_a_failed_commit_changes_neither_store_nor_index(tmp_path: Path) -> None:
+    with Catalog.open(tmp_path, CONFIG) as catalog:
+        catalog.apply([rec("/p/a", 0)])
+        broken = FileRecord(FileKey("/p/bad", 1, 2, 3, 4), rec("/p/x", 1).encoding, SkipReason.TRUNCATED)
+        with pytest.raises(StoreError):
+            catalog.apply([rec("/p/b", 1), broken])  # b would match a, but the batch cannot commit
+        assert catalog.store.get("/p/b") is None and catalog.near("/p/a", "phash") == []
+        assert shown(catalog) == set() and catalog.stats()["index"] == {"phash": 1, "dhash": 1}
