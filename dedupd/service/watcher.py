@@ -82,10 +82,14 @@ from watchdog.observers.inotify_move_event_grouper import (
     PathedInotifyEvent,
 )
 from watchdog.utils.dirsnapshot import DirectorySnapshot, DirectorySnapshotDiff
+from watchdog.version import VERSION_INFO as WATCHDOG_VERSION
 
 from dedupd.records import Change, ChangeKind
 
 log = logging.getLogger(__name__)
+
+if WATCHDOG_VERSION[:2] != (7, 1):  # the classes below override watchdog 7.1's private inotify internals
+    raise ImportError(f"dedupd.service.watcher is written against watchdog 7.1, found {WATCHDOG_VERSION}")
 
 #: Synology thumbnails, desktop thumbnail caches, per-user trash, Synology/QNAP recycle bins, git metadata.
 DEFAULT_EXCLUDE: tuple[str, ...] = ("@eaDir", ".thumbnails", ".Trash-*", "#recycle", ".git")
@@ -550,6 +554,11 @@ class _WatchGroup(InotifyWatchGroup):
 
 class _InotifyReader(InotifyFD):
     """watchdog's inotify instance and reader thread; one per root, so an overflow concerns exactly one root."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # watchdog's inotify_init() fd is inheritable: a forked worker would keep the root's watches alive.
+        os.set_inheritable(self._inotify_fd, False)
 
     def run(self) -> None:
         _run_logged(super().run, "inotify reader thread")
