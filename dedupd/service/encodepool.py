@@ -4,16 +4,17 @@ Owns the worker processes of the daemon's pipeline (DESIGN.md data flow step 3; 
 A file whose decoder hangs or crashes costs that one file, never the pipeline: a worker still busy after
 `timeout_s` is SIGKILLed and the file becomes `Skipped(DECODE_TIMEOUT)`; a worker that dies mid-file
 (segfault, abort, `os._exit`, OOM kill) makes it `Skipped(DECODER_CRASH)`; either way a fresh worker takes
-its place and the other files keep flowing. A worker stopped from outside (SIGTERM, SIGHUP, SIGINT: a
-service manager or terminal signalling the whole group) is not the file's fault: the file is retried once
+its place and the other files keep flowing. A worker stopped from outside (SIGTERM, SIGHUP: a service
+manager or terminal signalling the whole group) is not the file's fault: the file is retried once
 instead of being remembered as broken. Each worker also arms an alarm per file (`timeout_s` plus a grace;
 SIGALRM's default action ends the process), so a worker orphaned by a dead daemon cannot hang forever.
 
-Workers come from the `forkserver` context: they are forked from a small server process that was started
-by exec, so they never inherit the daemon's LMDB environment, ONNX sessions, threads or locks. The server
-preloads the encoder, so a replacement worker starts without importing numpy/Pillow/scipy again, and each
-worker lives for many files (no per-file start cost). `concurrent.futures` is not used: it cannot kill a
-hung task.
+Workers are started with the `spawn` context (fork + exec of a fresh interpreter, only their pipe's fd
+passed on), so they never inherit the daemon's LMDB environment, ONNX sessions, threads or locks. Each
+worker lives for many files: the start cost (~0.5 s of imports) is paid at pool start and after a crash or
+timeout, never per file. Not `forkserver`: its server stands between the pool and the workers, and when a
+group-wide SIGTERM kills it before it has reported a worker's death, that worker's exit status reads 255,
+so a crash could not be told from a stop. Not `concurrent.futures`: it cannot kill a hung task.
 
 One supervisor thread owns every worker. It hands queued files to idle workers, watches their pipes, exit
 sentinels and deadlines in one `multiprocessing.connection.wait`, and calls `on_result` for each outcome.
@@ -64,14 +65,14 @@ MAX_START_BACKOFF_S = 30.0
 SELF_DESTRUCT_GRACE_S = 2
 
 #: Exit codes of workers stopped from outside, by a signal that says nothing about the file in hand.
-_STOPPED_FROM_OUTSIDE = frozenset(-sig for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT))
+_STOPPED_FROM_OUTSIDE = frozenset(-sig for sig in (signal.SIGTERM, signal.SIGHUP))
 
 #: How often a file is retried after its worker was stopped from outside, before it counts as a crash.
 _MAX_RETRIES = 1
 
 _READY = "ready"  # a worker's first message: imports done, waiting for files
 
-_CONTEXT = multiprocessing.get_context("forkserver")
+_CONTEXT = multiprocessing.get_context("spawn")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -88,7 +89,7 @@ def _load_hook(hook_path: str) -> Hook:
     return hook
 
 
-def encode_outcome(
+def _encode_outcome(
     path: str, *, cnn_spec: ModelSpec | None, max_pixels: int, before_decode: Hook | None = None
 ) -> Outcome:
     """`encode_path`, with every exception turned into a Skip: a task always has exactly one outcome."""
@@ -119,7 +120,7 @@ def _worker_main(
         while True:
             path = conn.recv()
             signal.alarm(self_destruct_s)
-            outcome = encode_outcome(path, cnn_spec=cnn_spec, max_pixels=max_pixels, before_decode=before_decode)
+            outcome = _encode_outcome(path, cnn_spec=cnn_spec, max_pixels=max_pixels, before_decode=before_decode)
             signal.alarm(0)
             conn.send(outcome)
     except (EOFError, BrokenPipeError):
@@ -130,7 +131,7 @@ def _worker_main(
 # Pool side
 
 
-def describe_exit(exitcode: int | None) -> str:
+def _describe_exit(exitcode: int | None) -> str:
     """'killed by SIGSEGV' / 'exited with code 3', for Skip details and logs."""
     if exitcode is None:
         return "vanished"
@@ -201,8 +202,8 @@ class EncodePool[T]:
         self._max_pending = 2 * workers if max_pending is None else max_pending
         if self._max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {self._max_pending}")
-        # Guards everything below that other threads read or write; the worker list itself is only
-        # mutated by the supervisor (and by start() before the supervisor exists).
+        # Guards everything below that other threads read or write. The worker list is changed only by
+        # the supervisor (and by start() before the supervisor exists), under this lock for stats().
         self._cond = threading.Condition()
         self._state = "new"  # -> "running" -> "closed"
         self._queue: deque[_Task[T]] = deque()
@@ -229,9 +230,6 @@ class EncodePool[T]:
         self._hook_path = os.path.abspath(hook) if hook else None
         if self._hook_path:
             log.warning("%s is set: encode workers run the test hook %s", TEST_HOOK_ENV, self._hook_path)
-        # Read (and, in forked workers, shared copy-on-write) once by the fork server; no effect if the
-        # server is already running, which only costs each new worker its own imports.
-        _CONTEXT.set_forkserver_preload(["__main__", __name__])
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         _LIVE_POOLS.add(self)
@@ -431,7 +429,7 @@ class EncodePool[T]:
     def _on_death(self, worker: _Worker[T]) -> None:
         self._remove(worker)
         exitcode = worker.process.exitcode
-        how = describe_exit(exitcode)
+        how = _describe_exit(exitcode)
         task = worker.task
         if task is None:
             if worker.ready:
