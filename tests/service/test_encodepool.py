@@ -110,7 +110,7 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
 
 
 def started(gate: Path) -> Path:
-    """The file the decode hook creates once a worker holds `gate*` file."""
+    """The marker the decode hook creates once a worker holds the `gate*` file."""
     return Path(f"{gate}.started")
 
 
@@ -311,7 +311,7 @@ def test_close_with_tasks_in_flight_leaves_no_worker(tmp_path: Path, images: lis
     pids = pool.worker_pids()
     assert len(pids) == 2 and pids_alive(pids) == pids
     for path in [*hangs, images[0]]:
-        pool.submit(path.name, path)  # two hang in the workers, one waits in the queue
+        pool.submit(path.name, path)  # the workers hang on two, the third waits in the queue
     blocked_submit_error: list[BaseException] = []
 
     def submit_more() -> None:
@@ -323,8 +323,7 @@ def test_close_with_tasks_in_flight_leaves_no_worker(tmp_path: Path, images: lis
 
     producer = threading.Thread(target=submit_more)
     producer.start()  # fills max_pending (4), then blocks until close
-    while pool.stats()["in_flight"] < 4:
-        time.sleep(0.01)
+    wait_until(lambda: pool.stats()["in_flight"] == 4, "the producer fills max_pending")
     pool.close()
     producer.join()
     pool.close()  # idempotent
