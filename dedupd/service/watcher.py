@@ -21,8 +21,8 @@ pipeline to reconcile. An empty directory in place of the root we knew (an unmou
 
 Network filesystems (`polling = "auto"`, see NETWORK_FILESYSTEMS) and `polling = true` roots are polled: a stat
 snapshot of the tree (excluded trees never walked) every `poll_interval_s`, diffed with watchdog's
-DirectorySnapshotDiff. A poll that loses more than half of the root's files at once (and at least
-MASS_DELETION_MIN_FILES) is an outage, not deletions. Polled roots get no CLOSED events.
+DirectorySnapshotDiff. A poll that loses more than `mass_deletion_guard` (default half) of the root's files at
+once, and at least MASS_DELETION_MIN_FILES, is an outage, not deletions. Polled roots get no CLOSED events.
 
 What the sink receives (`dedupd.records.Change`, absolute paths under the configured root path, `root` = that path):
 - CREATED (creat(), a synthetic event for a file inside a new directory, a file moved in from outside the root or
@@ -659,8 +659,9 @@ def _root_answers(path: str) -> bool:
 class _PollingEmitter(EventEmitter):
     """Stat snapshot of the root every poll_interval_s (excluded trees never walked), diffed into events."""
 
-    def __init__(self, spec: RootSpec, policy: _PathPolicy, outlet: _Outlet) -> None:
+    def __init__(self, spec: RootSpec, policy: _PathPolicy, outlet: _Outlet, mass_deletion_guard: float) -> None:
         super().__init__(EventQueue(), ObservedWatch(spec.path, recursive=spec.recursive), timeout=spec.poll_interval_s)
+        self._guard = mass_deletion_guard
         self._policy = policy
         self._outlet = outlet
         self._reference: DirectorySnapshot | None = None
@@ -693,7 +694,7 @@ class _PollingEmitter(EventEmitter):
             return
         diff = DirectorySnapshotDiff(self._reference, snapshot)
         lost, before = len(diff.files_deleted), _file_count(self._reference)
-        if lost >= MASS_DELETION_MIN_FILES and 2 * lost > before:
+        if lost >= MASS_DELETION_MIN_FILES and lost > self._guard * before:
             self._outlet.gone(f"{lost} of {before} files vanished in one poll: treated as an outage, not deletions")
             self.stop()
             return
@@ -794,12 +795,13 @@ class _Root:
     retired emitter can never report after the Change that retired it.
     """
 
-    def __init__(self, spec: RootSpec, sink: Callable[[Change], None], backlog: int) -> None:
+    def __init__(self, spec: RootSpec, sink: Callable[[Change], None], backlog: int, guard: float) -> None:
         self.spec = spec
         self.policy = _PathPolicy(spec)
         self.prober = _Prober(spec.path)
         self._sink = sink
         self._backlog = backlog
+        self._guard = guard
         self._lock = threading.Lock()
         self._epoch = 0
         self._begun = False  # start() made its first transition: check() may act from now on
@@ -947,7 +949,7 @@ class _Root:
         fstype = _filesystem_type(outlet.watched_root)
         self._polled = spec.polling is True or (spec.polling == "auto" and fstype in NETWORK_FILESYSTEMS)
         if self._polled:
-            poller = _PollingEmitter(spec, self.policy, outlet)
+            poller = _PollingEmitter(spec, self.policy, outlet, self._guard)
             poller.start()
             why = f" ({fstype}: inotify misses other hosts' changes)" if spec.polling == "auto" else ""
             return _Machine((poller,)), POLLING, f"polled every {spec.poll_interval_s:g} s{why}"
@@ -1036,6 +1038,7 @@ class Watcher:
 
     `backlog`: events per root held in memory before the inotify reader waits for the sink.
     `probe_timeout_s`: how long check_health() waits for a root to answer before calling it offline.
+    `mass_deletion_guard`: the share of a polled root's files that, lost in one poll, means an outage.
     """
 
     def __init__(
@@ -1045,9 +1048,11 @@ class Watcher:
         *,
         backlog: int = DEFAULT_BACKLOG,
         probe_timeout_s: float = 2.0,
+        mass_deletion_guard: float = 0.5,
     ) -> None:
         self._sink = sink
         self._backlog = backlog
+        self._guard = mass_deletion_guard
         self._probe_timeout_s = probe_timeout_s
         self._lock = threading.Lock()
         self._health_lock = threading.Lock()
@@ -1055,7 +1060,7 @@ class Watcher:
         self._roots: dict[str, _Root] = {}
         for root in roots:
             spec = RootSpec.of(root)
-            self._roots[spec.path] = _Root(spec, sink, backlog)
+            self._roots[spec.path] = _Root(spec, sink, backlog, mass_deletion_guard)
 
     def start(self) -> None:
         """Adds the watches (or takes the first snapshot of polled roots) for every root, so that every change
@@ -1093,7 +1098,7 @@ class Watcher:
             old = self._roots.get(new_spec.path)
             if old is not None and old.spec == new_spec:
                 return
-            root = self._roots[new_spec.path] = _Root(new_spec, self._sink, self._backlog)
+            root = self._roots[new_spec.path] = _Root(new_spec, self._sink, self._backlog, self._guard)
             started = self._started
         if old is not None:
             old.stop()

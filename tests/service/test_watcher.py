@@ -612,6 +612,16 @@ def test_polled_root_losing_most_files_at_once_is_an_outage(tmp_path: Path, watc
     assert not rec.of(ChangeKind.DELETED) and not rec.of(ChangeKind.DIR_DELETED)
 
 
+def test_the_mass_deletion_guard_is_configurable(tmp_path: Path, watching) -> None:
+    for i in range(20):
+        write(tmp_path / f"photos/{i}.jpg")
+    write(tmp_path / "other/keep.jpg", b"")
+    watcher, rec = watching(RootSpec(str(tmp_path), polling=True, poll_interval_s=0.05), mass_deletion_guard=0.99)
+    shutil.rmtree(tmp_path / "photos")  # 20 of 21 files: below the 99 % guard, so real deletions
+    rec.wait_for(lambda _c: len(rec.of(ChangeKind.DELETED)) == 20)
+    assert rec.paths(ChangeKind.DIR_DELETED) == {str(tmp_path / "photos")} and not rec.of(ChangeKind.ROOT_OFFLINE)
+
+
 def test_auto_polling_picks_inotify_on_a_local_filesystem(tmp_path: Path, watching) -> None:
     watcher, _rec = watching(RootSpec(str(tmp_path), polling="auto"))
     assert watcher.roots_status()[0]["state"] == "watching"
