@@ -380,6 +380,7 @@ def test_a_worker_stopped_from_outside_retries_its_file_once(tmp_path: Path, ima
         stop_the_worker_holding(crashed)
         stop_the_worker_holding(crashed)  # the second time it counts as a crash
         assert pool.drain()
+        wait_until(lambda: pool.stats()["workers"] == 1, "the last stopped worker is replaced")
         stats = pool.stats()
     got = results.by_token()
     assert isinstance(got["retried"], EncodedFile)
