@@ -172,6 +172,33 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_install_unit(args: argparse.Namespace) -> int:
+    """Write the systemd units for this environment (or print them with --dry-run); systemctl only with --enable."""
+    import shlex
+
+    from dedupd import paths
+    from dedupd.service import install
+
+    system = paths.is_system() if args.system is None else args.system
+    plan = install.plan_install(system, socket=args.socket, unit_dir=args.unit_dir, executable=args.executable)
+    if args.dry_run:
+        for unit in plan.files:
+            print(f"# {unit.path}\n{unit.text}")
+    else:
+        install.write(plan)
+        for unit in plan.files:
+            print(f"wrote {unit.path}")
+    for note in plan.notes:
+        print(note, file=sys.stderr)
+    if args.enable and not args.dry_run:
+        install.enable(plan)
+    else:
+        print("then run:" if not args.dry_run else "# then run:")
+        for command in plan.commands:
+            print(f"  {shlex.join(command)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dedupd", description="Find duplicate images, once or live.")
     parser.add_argument("--version", action="version", version=f"dedupd {__version__}")
@@ -209,6 +236,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, help="config file (default: $DEDUPD_CONFIG, then the default location)")
     check.add_argument("--json", action="store_true", help="print one JSON document")
     check.set_defaults(handler=cmd_check_config)
+
+    units = commands.add_parser("install-unit", help="install the systemd units (a user unit, or as root the system "
+                                "unit) pointing at this environment's dedupd")
+    scope = units.add_mutually_exclusive_group()
+    scope.add_argument("--user", dest="system", action="store_false", help="the user unit (default unless root)")
+    scope.add_argument("--system", dest="system", action="store_true", help="the system unit (default as root)")
+    units.add_argument("--socket", action="store_true", help="also install dedupd.socket (socket activation)")
+    units.add_argument("--dry-run", action="store_true", help="print the files and commands; write nothing")
+    units.add_argument("--enable", action="store_true", help="then run systemctl daemon-reload and enable --now")
+    units.add_argument("--unit-dir", type=Path, help="where to write the units (default: /etc/systemd/system, "
+                       "or ~/.config/systemd/user)")
+    units.add_argument("--executable", type=Path, help="the program ExecStart= runs (default: this environment's "
+                       "dedupd)")
+    units.set_defaults(handler=cmd_install_unit, system=None)
 
     model = commands.add_parser("model", help="CNN model tools")
     model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
