@@ -42,7 +42,9 @@ type RGB = tuple[float, float, float]
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-_PROVIDER_ALIASES = {"cpu": CPU, "cuda": CUDA, "tensorrt": "TensorrtExecutionProvider"}
+TENSORRT = "TensorrtExecutionProvider"
+_NEEDS_CUDA = frozenset({CUDA, TENSORRT})
+_PROVIDER_ALIASES = {"cpu": CPU, "cuda": CUDA, "tensorrt": TENSORRT}
 
 #: Named normalisations for float32 inputs: (mean, std) applied to pixels scaled to [0, 1].
 NORMALISATIONS: dict[str, tuple[RGB, RGB]] = {
@@ -275,12 +277,17 @@ def _provider_name(name: str) -> str:
 def choose_providers(available: Collection[str], cuda_ok: bool, requested: Sequence[str] | None = None) -> list[str]:
     """The providers to open a session with, best first; CPU always closes the list.
 
-    `requested` (config `cnn.providers`, short names `cuda`/`cpu` allowed) None means automatic:
-    CUDA when ONNX Runtime offers it and the machine can run it, then CPU. onnxruntime-gpu offers CUDA
+    `requested` (config `cnn.providers`, short names `cuda`/`tensorrt`/`cpu` allowed) None means
+    automatic: CUDA when ONNX Runtime offers it and the machine can run it, then CPU. TensorRT is only
+    used when asked for, and like CUDA only where `cuda_ok`. onnxruntime-gpu offers CUDA
     even on machines without a GPU, so `cuda_ok` (from `cuda_usable`) decides, not `available` alone.
     """
     wanted = [CUDA, CPU] if requested is None else [_provider_name(name) for name in requested]
-    chosen = [name for name in dict.fromkeys(wanted) if name in available and name != CPU and (name != CUDA or cuda_ok)]
+    chosen = [
+        name
+        for name in dict.fromkeys(wanted)
+        if name in available and name != CPU and (cuda_ok or name not in _NEEDS_CUDA)
+    ]
     return [*chosen, CPU]
 
 
@@ -342,7 +349,7 @@ class Encoder:
         self._intra_op_threads = intra_op_threads
         spec = resolve_model(model)
         available = onnxruntime.get_available_providers()
-        wants_cuda = CUDA in choose_providers(available, cuda_ok=True, requested=providers)
+        wants_cuda = not _NEEDS_CUDA.isdisjoint(choose_providers(available, cuda_ok=True, requested=providers))
         self._session = self._open(spec.path, choose_providers(available, wants_cuda and cuda_usable(), providers))
         self.spec = self._checked_spec(spec)
         self.dim: int = self.spec.dim  # type: ignore[assignment]  # _checked_spec fills it in

@@ -235,6 +235,7 @@ GPU_BUILD = ["TensorrtExecutionProvider", CUDA, CPU]
         (GPU_BUILD, True, ["cuda"], [CUDA, CPU]),  # CPU always stays as the fallback
         (GPU_BUILD, False, ["cuda", "cpu"], [CPU]),
         (GPU_BUILD, True, ["tensorrt", "cuda"], ["TensorrtExecutionProvider", CUDA, CPU]),
+        (GPU_BUILD, False, ["tensorrt", "cuda"], [CPU]),
         (GPU_BUILD, True, ["CUDAExecutionProvider", "cuda"], [CUDA, CPU]),
         ([CPU], True, ["rocm"], [CPU]),
     ],
