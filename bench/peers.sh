@@ -67,7 +67,7 @@ mkdir -p "$bench_dir"
 
 make_venv peers311 3.11 \
     'import torch, torchvision, imagehash; from imagededup.methods.hashing import PHash; PHash()' \
-    torch==2.14.1 torchvision==0.29.1 imagededup imagehash
+    torch==2.14.1 torchvision==0.29.1 imagededup imagehash onnx onnxscript
 
 make_venv peers312 3.12 \
     'import immaculate' \

@@ -5,7 +5,7 @@ imagededup-spec.md §8-§9), self-exclusion, sorting, and the removal choice (§
 of names to hex strings in, dicts/lists out. Memory stays O(N): one query row at a time.
 """
 
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,7 +77,7 @@ def find_hash_duplicates(
     return results
 
 
-def files_to_remove(duplicates: Mapping[Hashable, Sequence[Any]]) -> list[Any]:
+def files_to_remove(duplicates: Mapping[Any, Sequence[Any]]) -> list[Any]:
     """imagededup's removal rule: walk keys in order; a key not yet marked marks all its duplicates."""
     marked: set[Any] = set()
     for key, found in duplicates.items():
