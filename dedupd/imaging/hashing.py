@@ -26,6 +26,11 @@ def bits_to_int(bits: np.ndarray) -> int:
     return int(np.packbits(bits.astype(bool).ravel()).view(">u8")[0])
 
 
+def int_to_bits(value: int) -> np.ndarray:
+    """The boolean 8x8 matrix `bits_to_int` packed into `value` (its inverse): stored hashes back to bits."""
+    return np.unpackbits(np.array([value], dtype=">u8").view(np.uint8)).astype(bool).reshape(8, 8)
+
+
 def dct_block(gray32: np.ndarray) -> np.ndarray:
     """The top-left 8x8 block of the unnormalised 2-D DCT-II (rows: vertical frequency)."""
     coefficients = dct(dct(gray32.astype(np.float64), axis=0), axis=1)
