@@ -22,6 +22,7 @@ import numpy as np
 _BITS = 64
 _SCAN_SHARE = 0.25  # a plan that would check more than this share of entries scans instead
 _MIN_TABLES = 4096  # below this many entries a scan is as fast as the tables (unless chunks are fixed)
+_BLOCK_CELLS = 1 << 20  # candidate checks per block of a many-query search: bounds its temporaries (~30 MiB)
 
 
 @cache
@@ -48,10 +49,13 @@ def _expand_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
 class MultiIndexHash:
     """Key -> 64-bit hash with exact `query(value, threshold)`; see the module doc."""
 
-    def __init__(self, chunks: int | None = None) -> None:
+    def __init__(self, chunks: int | None = None, *, tables: bool = True) -> None:
+        """`tables=False` keeps a plain column that every query scans: half the memory, ~1 ms per query at
+        1M entries, for hashes that are searched rarely."""
         if chunks is not None and not 3 <= chunks <= 16:
             raise ValueError("chunks must be between 3 (22-bit tables) and 16")
         self._fixed_chunks = chunks
+        self._tables = tables
         self._n = 0  # slots used
         self._live = 0
         self._indexed = 0  # slots [0, _indexed) are in the substring tables
@@ -65,11 +69,16 @@ class MultiIndexHash:
 
     @classmethod
     def from_arrays(
-        cls, keys: Sequence[int] | np.ndarray, values: Sequence[int] | np.ndarray, chunks: int | None = None
+        cls,
+        keys: Sequence[int] | np.ndarray,
+        values: Sequence[int] | np.ndarray,
+        chunks: int | None = None,
+        *,
+        tables: bool = True,
     ) -> MultiIndexHash:
-        index = cls(chunks)
+        index = cls(chunks, tables=tables)
         index.insert_many(keys, values)
-        if index._indexed < index._n:
+        if tables and index._indexed < index._n:
             index._rebuild()
         return index
 
@@ -108,7 +117,7 @@ class MultiIndexHash:
         self._alive[self._n : end] = True
         self._n = end
         self._live += len(keys)
-        if self._n - self._indexed > max(4096, self._indexed // 16):
+        if self._tables and self._n - self._indexed > max(4096, self._indexed // 16):
             self._rebuild()
 
     def delete(self, key: int) -> bool:
@@ -130,7 +139,7 @@ class MultiIndexHash:
             self._alive = np.ones(len(self._keys), bool)
             self._n = len(self._keys)
         n = self._n
-        if n < _MIN_TABLES and self._fixed_chunks is None:
+        if not self._tables or (n < _MIN_TABLES and self._fixed_chunks is None):
             self._widths, self._bases, self._indexed = [], [], 0
             self._starts, self._slots = np.empty(0, np.uint32), np.empty(0, np.uint32)
             return
@@ -158,36 +167,73 @@ class MultiIndexHash:
         self._indexed = n
 
     # ------------------------------------------------------------------ queries
+    def items(self) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, hashes) of every live entry, in key order."""
+        live = self._alive[: self._n]
+        return self._keys[: self._n][live], self._values[: self._n][live]
+
+    def values_of(self, keys: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The hashes stored for live `keys` (KeyError naming one that is not live)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        slots = np.minimum(np.searchsorted(self._keys[: self._n], keys), max(self._n - 1, 0))
+        found = (self._keys[slots] == keys) & self._alive[slots] if self._n else np.zeros(len(keys), bool)
+        if not found.all():
+            raise KeyError(int(keys[~found][0]))
+        return self._values[slots]
+
     def query(self, value: int, threshold: int) -> tuple[np.ndarray, np.ndarray]:
         """(keys, distances) of every live entry within `threshold` bits (inclusive), in key order."""
-        q = np.uint64(value)
+        _, keys, dists = self.query_many([value], threshold)
+        return keys, dists
+
+    def query_many(
+        self, values: Sequence[int] | np.ndarray, threshold: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(query positions, keys, distances) of every (query, live entry) pair within `threshold` bits,
+        ordered by query then key. One numpy pass per block of queries: a file's 8 orientation variants,
+        a batch, or a whole relink cost a few array operations instead of a Python call per hash."""
+        values = np.asarray(values, dtype=np.uint64).ravel()
         radius = threshold // max(len(self._widths), 1)
         buckets = sum(len(_masks(w, radius)) if radius < w else 1 << w for w in self._widths)
         expected = buckets * self._indexed / (1 << min(self._widths, default=1))
-        if not self._indexed or threshold >= _BITS or expected > _SCAN_SHARE * self._indexed:
-            slots, dists = self._scan(q, threshold, 0)
-        else:
-            slots, dists = self._probe(q, threshold, radius)
-            if self._n > self._indexed:
-                tail = self._scan(q, threshold, self._indexed)
-                slots, dists = np.concatenate([slots, tail[0]]), np.concatenate([dists, tail[1]])
-        return self._keys[slots], dists
+        probe = bool(self._widths) and threshold < _BITS and expected <= _SCAN_SHARE * self._indexed
+        per_query = expected + self._n - self._indexed if probe else self._n
+        block = max(1, int(_BLOCK_CELLS // max(per_query, 1)))
+        parts = []
+        for first in range(0, len(values), block):
+            q = values[first : first + block]
+            found = [self._scan(q, threshold, self._indexed if probe else 0)]
+            if probe:
+                found.insert(0, self._probe(q, threshold, radius))
+            owners = np.concatenate([f[0] for f in found])
+            slots = np.concatenate([f[1] for f in found])
+            dists = np.concatenate([f[2] for f in found])
+            order = np.lexsort((slots, owners))  # table hits come before the tail's: restore key order
+            parts.append((owners[order] + first, slots[order], dists[order]))
+        if not parts:
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
+        owners, slots, dists = (np.concatenate(column) for column in zip(*parts, strict=True))
+        return owners, self._keys[slots], dists
 
-    def _scan(self, q: np.uint64, threshold: int, first: int) -> tuple[np.ndarray, np.ndarray]:
-        dists = np.bitwise_count(self._values[first : self._n] ^ q)
-        slots = np.flatnonzero((dists <= threshold) & self._alive[first : self._n]) + first
-        return slots, dists[slots - first].astype(np.int64)
+    def _scan(self, q: np.ndarray, threshold: int, first: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every (query, slot >= first) pair within `threshold`, by brute force."""
+        dists = np.bitwise_count(self._values[first : self._n][None, :] ^ q[:, None])
+        owners, offsets = np.nonzero((dists <= threshold) & self._alive[first : self._n][None, :])
+        return owners, offsets + first, dists[owners, offsets].astype(np.int64)
 
-    def _probe(self, q: np.uint64, threshold: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    def _probe(self, q: np.ndarray, threshold: int, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates from the buckets within `radius` of each query substring, verified exactly."""
         buckets, shift = [], 0
         for width, base in zip(self._widths, self._bases, strict=True):
-            sub = (int(q) >> shift) & ((1 << width) - 1)
-            buckets.append((_masks(width, radius) ^ np.uint32(sub)).astype(np.int64) + base)
+            sub = ((q >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.uint32)
+            buckets.append((_masks(width, radius)[None, :] ^ sub[:, None]).astype(np.int64) + base)
             shift += width
-        at = np.concatenate(buckets)
-        begin = self._starts[at]
-        candidates = self._slots[_expand_ranges(begin, self._starts[at + 1] - begin)]
-        dists = np.bitwise_count(self._values[candidates] ^ q)
+        at = np.concatenate(buckets, axis=1)  # (queries, buckets per query)
+        begin = self._starts[at.ravel()]
+        counts = self._starts[at.ravel() + 1] - begin
+        candidates = self._slots[_expand_ranges(begin, counts)].astype(np.int64)
+        owners = np.repeat(np.repeat(np.arange(len(q)), at.shape[1]), counts)
+        dists = np.bitwise_count(self._values[candidates] ^ q[owners])
         near = (dists <= threshold) & self._alive[candidates]
-        slots, first = np.unique(candidates[near], return_index=True)
-        return slots.astype(np.int64), dists[near][first].astype(np.int64)
+        unique, first = np.unique(owners[near] * max(self._n, 1) + candidates[near], return_index=True)
+        return unique // max(self._n, 1), unique % max(self._n, 1), dists[near][first].astype(np.int64)

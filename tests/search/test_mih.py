@@ -65,3 +65,30 @@ def test_keys_must_increase() -> None:
     with pytest.raises(ValueError):
         index.insert(5, 0)
     assert MultiIndexHash().query(0, 10)[0].size == 0
+
+
+@pytest.mark.parametrize(("n", "tables"), [(500, True), (20_000, True), (20_000, False)])
+def test_query_many_is_query_per_value(n: int, tables: bool) -> None:
+    """Small (scanned), indexed with a pending tail, and a plain column."""
+    rng = np.random.default_rng(5)
+    values = rng.integers(0, 2**64, n, dtype=np.uint64)
+    values[1::2] = values[::2] ^ (np.uint64(1) << rng.integers(0, 64, n // 2).astype(np.uint64))
+    index = MultiIndexHash.from_arrays(np.arange(n - 300) * 3, values[:-300], tables=tables)
+    index.insert_many(np.arange(n - 300, n) * 3, values[-300:])
+    for key in range(0, 3 * n, 21):
+        index.delete(key)
+    queries = np.concatenate([values[rng.integers(0, n, 40)], rng.integers(0, 2**64, 10, dtype=np.uint64)])
+    owners, keys, dists = index.query_many(queries, 6)
+    for i, query in enumerate(queries.tolist()):
+        one_keys, one_dists = index.query(query, 6)
+        assert keys[owners == i].tolist() == one_keys.tolist() and dists[owners == i].tolist() == one_dists.tolist()
+    assert index.values_of(keys[:5]).tolist() == values[keys[:5] // 3].tolist()
+    live_keys, live_values = index.items()
+    assert live_keys.tolist() == [k for k in range(0, 3 * n, 3) if k % 21]
+    assert live_values.tolist() == values[live_keys // 3].tolist()
+    with pytest.raises(KeyError):
+        index.values_of([21])
+    brute_force = np.bitwise_count(values[None, :] ^ queries[:, None]) <= 6
+    brute_force[:, ::7] = False  # the deleted keys 0, 21, 42, ... are every 7th value
+    expected = sorted(zip(*np.nonzero(brute_force), strict=True))
+    assert sorted(zip(owners.tolist(), (keys // 3).tolist(), strict=True)) == expected
