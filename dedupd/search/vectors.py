@@ -81,6 +81,15 @@ class EmbeddingIndex:
         self._n = self._live = len(live)
 
     # ------------------------------------------------------------------ queries
+    def rows_of(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(float16 rows, found): the rows of the live `keys`, zeros where a key has none."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if not self._n:
+            return np.zeros((len(keys), self.dim), np.float16), np.zeros(len(keys), bool)
+        slots = np.minimum(np.searchsorted(self._keys[: self._n], keys), self._n - 1)
+        found = (self._keys[slots] == keys) & self._alive[slots]
+        return np.where(found[:, None], self._rows[slots], np.float16(0)), found
+
     def similarities(self, queries: np.ndarray) -> np.ndarray:
         """Cosine similarity of each (normalised) query row to every slot: shape (len(queries), slots), float64."""
         queries = np.asarray(queries, dtype=np.float32).reshape(-1, self.dim)

@@ -51,3 +51,13 @@ def test_keys_must_increase() -> None:
     with pytest.raises(ValueError):
         index.insert_many(np.array([2]), np.ones((1, 4)))
     assert index.search(np.ones(4), 0.5)[0].tolist() == [3]
+
+
+def test_rows_of_live_keys() -> None:
+    rows = unit(np.random.default_rng(5), 10, 8).astype(np.float16)
+    index = EmbeddingIndex.from_arrays(np.arange(10) * 2, rows)
+    index.delete(4)
+    got, found = index.rows_of(np.array([18, 0, 4, 5]))
+    assert found.tolist() == [True, True, False, False]
+    assert np.array_equal(got[:2], rows[[9, 0]]) and not got[2:].any()
+    assert EmbeddingIndex(8).rows_of(np.array([1]))[1].tolist() == [False]
