@@ -11,6 +11,10 @@ Layout (one environment in `<state_dir>/store/`, named databases):
 - ``h:<name>``    rid -> u64 per hash method: a column read in one pass when the index is rebuilt.
 - ``links``       rid -> (other rid, method code, score) (dupsort, both directions): the match graph the
                   catalog computed when a record arrived, so duplicate groups rebuild without re-searching.
+                  Meta ``link_rule`` holds the rule (thresholds) the links were computed with.
+- ``ignored``     rid -> other rid (dupsort, both directions): pairs the user declared not duplicates. Keyed
+                  by rid, so a move keeps a pair and a changed file (new rid) drops it; a file re-encoded
+                  with the same content digest keeps its pairs.
 
 A record id (rid) is never reused: replacing a path's record allocates a new rid, so the in-memory index
 (keyed by rid, appended in rid order) never sees a key change value. A move keeps the rid.
@@ -64,6 +68,7 @@ _DBS = (
     ("inodes", True),
     ("emb", False),
     ("links", True),
+    ("ignored", True),
 )  # (name, dupsort)
 _LINK = struct.Struct(">QBf")  # other rid, method code, score (distance or similarity)
 _DEVINO = struct.Struct(">QQ")
@@ -105,6 +110,7 @@ class Commit:
     added: tuple[tuple[int, FileRecord], ...]
     removed: tuple[int, ...]
     moved: tuple[tuple[int, str, str], ...]
+    ignored: tuple[tuple[int, int], ...] = ()  # ignored pairs (a < b) of added records, kept from their old rid
 
 
 type LinkFinder = Callable[[Commit], Iterable[Link]]
@@ -286,14 +292,15 @@ class Store:
         self._put_meta(txn, "dim", self.dim)
 
     def _drop_embeddings(self, txn: lmdb.Transaction) -> None:
-        log.warning("dropping all embeddings and CNN links (model changed)")
+        log.warning("dropping all embeddings and duplicate links (model changed): they are recomputed")
         txn.drop(self._dbs["emb"], delete=False)
         with txn.cursor(self._dbs["files"]) as cur:
             for key, raw in list(cur):
                 rec, has_emb = _unpack_record(raw)
                 if has_emb:
                     txn.put(key, _pack_record(rec, False), db=self._dbs["files"])
-        self._delete_links_of_method(txn, "cnn")
+        txn.drop(self._dbs["links"], delete=False)  # the CNN confirmed or decided every near link
+        txn.delete(b"link_rule", db=self._dbs["meta"])
 
     def close(self) -> None:
         with self._lock:
@@ -412,10 +419,13 @@ class Store:
         for change in changes:
             if isinstance(change, FileRecord):
                 old = txn.get(_path_key(change.key.path), db=self._dbs["paths"])
+                kept: list[int] = []
                 if old is not None:
+                    kept = self._ignores_kept(txn, int.from_bytes(old, "big"), change)
                     drop(int.from_bytes(old, "big"))
                 rid, next_rid = next_rid, next_rid + 1
                 self._put_record(txn, rid, change, counts)
+                self._put_ignored(txn, [(rid, other) for other in kept])
                 added[rid] = change
             elif isinstance(change, Removal):
                 for rid, _ in self._rids_under(txn, change.path):
@@ -437,7 +447,8 @@ class Store:
         self._put_meta(txn, "seq", seq)
         self._put_meta(txn, "next_rid", next_rid)
         self._put_meta(txn, "counts", counts)
-        commit = Commit(seq, tuple(added.items()), tuple(removed), tuple(moved))
+        ignored = sorted({(min(r, o), max(r, o)) for r in added for o in self._ignored_of(txn, r)})
+        commit = Commit(seq, tuple(added.items()), tuple(removed), tuple(moved), tuple(ignored))
         if link is not None:
             self._put_links(txn, link(commit))
         return commit
@@ -487,6 +498,9 @@ class Store:
                     other, code, score = _LINK.unpack(value)
                     txn.delete(_rid_key(other), _LINK.pack(rid, code, score), db=links)
                 txn.delete(key, db=links)
+        for other in self._ignored_of(txn, rid):
+            txn.delete(_rid_key(other), key, db=self._dbs["ignored"])
+        txn.delete(key, db=self._dbs["ignored"])
         kind = "encoded" if rec.encoding is not None else f"skipped:{rec.skip}"
         counts[kind] -= 1
 
@@ -538,34 +552,22 @@ class Store:
             txn.put(_rid_key(ln.a), _LINK.pack(ln.b, code, ln.score), db=db)
             txn.put(_rid_key(ln.b), _LINK.pack(ln.a, code, ln.score), db=db)
 
-    def _delete_links_of_method(self, txn: lmdb.Transaction, method: str) -> None:
-        methods: list[str] = self._meta(txn, "methods", [])
-        if method not in methods:
-            return
-        code = methods.index(method)
-        with txn.cursor(self._dbs["links"]) as cur:
-            doomed = [(k, v) for k, v in cur if v[8] == code]
-        for k, v in doomed:
-            txn.delete(k, v, db=self._dbs["links"])
-
-    def replace_links(self, method: str, links: Iterable[Link], params: object) -> None:
-        """Swap every link of `method` for `links`, computed with `params` (e.g. a new threshold)."""
+    def replace_links(self, links: Iterable[Link], rule: dict[str, Any]) -> None:
+        """Swap every stored link for `links`, computed with `rule` (the matcher's thresholds)."""
         links = list(links)
 
         def replace(txn: lmdb.Transaction) -> None:
-            self._delete_links_of_method(txn, method)
+            txn.drop(self._dbs["links"], delete=False)
             self._put_links(txn, links)
-            stored = self._meta(txn, "link_params", {})
-            stored[method] = params
-            self._put_meta(txn, "link_params", stored)
+            self._put_meta(txn, "link_rule", rule)
 
         with self._lock:
             self._retrying(replace)
 
-    def link_params(self) -> dict[str, Any]:
-        """The parameters (thresholds) each method's stored links were computed with."""
+    def link_rule(self) -> dict[str, Any] | None:
+        """The rule the stored links were computed with; None before any `replace_links`."""
         with self._lock, self._read() as txn:
-            return self._meta(txn, "link_params", {})
+            return self._meta(txn, "link_rule")
 
     def links(self) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]:
         """Every link once (a < b) as arrays: a, b, method names, method code per link, score."""
@@ -588,6 +590,54 @@ class Store:
                 if not cur.set_key(_rid_key(rid)):
                     return []
                 return [(other, methods[code], score) for other, code, score in map(_LINK.unpack, cur.iternext_dup())]
+
+    # ------------------------------------------------------------------ ignored pairs
+    def _ignored_of(self, txn: lmdb.Transaction, rid: int) -> list[int]:
+        with txn.cursor(self._dbs["ignored"]) as cur:
+            if not cur.set_key(_rid_key(rid)):
+                return []
+            return [int.from_bytes(v, "big") for v in cur.iternext_dup()]
+
+    def _ignores_kept(self, txn: lmdb.Transaction, old: int, new: FileRecord) -> list[int]:
+        """The ignored partners of record `old` that its replacement keeps: those of an unchanged file."""
+        before = _unpack_record(txn.get(_rid_key(old), db=self._dbs["files"]))[0].encoding
+        same = before is not None and new.encoding is not None and before.digest == new.encoding.digest
+        return self._ignored_of(txn, old) if same else []
+
+    def _put_ignored(self, txn: lmdb.Transaction, pairs: Iterable[tuple[int, int]]) -> int:
+        added = 0
+        for a, b in pairs:
+            added += txn.put(_rid_key(a), _rid_key(b), db=self._dbs["ignored"], dupdata=False)
+            txn.put(_rid_key(b), _rid_key(a), db=self._dbs["ignored"], dupdata=False)
+        return added
+
+    def ignore(self, pairs: Iterable[tuple[int, int]]) -> int:
+        """Declare pairs of records not duplicates: stored, and their links deleted, in one transaction.
+
+        Returns how many pairs were not ignored before. Unknown or identical rids raise StoreError.
+        """
+        pairs = [(min(a, b), max(a, b)) for a, b in pairs]
+
+        def store(txn: lmdb.Transaction) -> int:
+            files, links = self._dbs["files"], self._dbs["links"]
+            for a, b in pairs:
+                if a == b or txn.get(_rid_key(a), db=files) is None or txn.get(_rid_key(b), db=files) is None:
+                    raise StoreError(f"cannot ignore a pair of missing or identical records: {a}, {b}")
+                for mine, other in ((a, b), (b, a)):
+                    with txn.cursor(links) as cur:
+                        doomed = [v for v in cur.iternext_dup() if _LINK.unpack(v)[0] == other] \
+                            if cur.set_key(_rid_key(mine)) else []  # fmt: skip
+                    for value in doomed:
+                        txn.delete(_rid_key(mine), value, db=links)
+            return self._put_ignored(txn, pairs)
+
+        with self._lock:
+            return self._retrying(store)
+
+    def ignored(self) -> list[tuple[int, int]]:
+        """Every ignored pair once, as (a, b) with a < b."""
+        with self._lock, self._read() as txn, txn.cursor(self._dbs["ignored"]) as cur:
+            return [(a, b) for a, b in ((int.from_bytes(k, "big"), int.from_bytes(v, "big")) for k, v in cur) if a < b]
 
     # ------------------------------------------------------------------ reads
     def get(self, path: str, *, embedding: bool = False) -> FileRecord | None:
@@ -649,6 +699,14 @@ class Store:
             if not cur.set_key(digest):
                 return []
             return [int.from_bytes(v, "big") for v in cur.iternext_dup()]
+
+    def exact_groups(self) -> list[list[int]]:
+        """Records sharing a content digest, as rid lists (two or more each), in one pass."""
+        with self._lock, self._read() as txn, txn.cursor(self._dbs["digests"]) as cur:
+            by_digest: dict[bytes, list[int]] = {}
+            for digest, rid in cur:
+                by_digest.setdefault(digest, []).append(int.from_bytes(rid, "big"))
+        return [rids for rids in by_digest.values() if len(rids) > 1]
 
     def paths_for_digest(self, digest: bytes) -> list[str]:
         """Paths whose content digest is `digest`."""
@@ -753,4 +811,11 @@ class Store:
                     problems.append(f"link {int.from_bytes(key, 'big')}->{other} has no reverse")
                 if txn.get(key, db=db["files"]) is None or txn.get(_rid_key(other), db=db["files"]) is None:
                     problems.append(f"link {int.from_bytes(key, 'big')}->{other} to a missing record")
+            ignored = set(txn.cursor(db["ignored"]))
+            for key, other in ignored:
+                rid = int.from_bytes(key, "big")
+                if (other, key) not in ignored:
+                    problems.append(f"ignored pair {rid}->{int.from_bytes(other, 'big')} has no reverse")
+                if txn.get(key, db=db["files"]) is None:
+                    problems.append(f"ignored pair of a missing record {rid}")
         return problems

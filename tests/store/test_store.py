@@ -2,6 +2,7 @@
 
 import multiprocessing
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +156,35 @@ def test_a_spawned_worker_pool_leaves_no_reader_slots(tmp_path: Path) -> None:
         assert store.get("/p/a.jpg") is not None
         assert store.reader_check() == 0
         assert not workers & set(store.reader_pids())
+
+
+def test_ignored_pairs_follow_record_ids(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        links = [Link(1, 2, "phash", 3), Link(1, 3, "exact", 0), Link(2, 3, "cnn", 0.9)]
+        store.commit([record(f"/p/{n}.jpg", n) for n in range(1, 5)], link=lambda c: links)
+        assert store.ignore([(2, 1), (1, 3)]) == 2 and store.ignore([(1, 2)]) == 0
+        assert store.ignored() == [(1, 2), (1, 3)] and store.links_of(1) == []
+        assert store.links_of(2) == [(3, "cnn", pytest.approx(0.9))]
+        with pytest.raises(StoreError):
+            store.ignore([(1, 99)])
+        store.commit([Move("/p/1.jpg", "/q/1.jpg")])  # a move keeps the rid, so the pairs
+        assert store.ignored() == [(1, 2), (1, 3)]
+        same = record("/q/1.jpg", 1)
+        commit = store.commit([replace(same, key=replace(same.key, mtime_ns=5))])  # re-encoded, same content
+        assert commit.added[0][0] == 5 and commit.ignored == ((2, 5), (3, 5)) and store.ignored() == [(2, 5), (3, 5)]
+        commit = store.commit([record("/p/2.jpg", 9)])  # changed content: a new rid without the pairs
+        assert commit.ignored == () and store.ignored() == [(3, 5)]
+        store.commit([Removal("/p/3.jpg")])
+        assert store.ignored() == [] and store.check() == []
+
+
+def test_links_are_replaced_with_their_rule(tmp_path: Path) -> None:
+    with Store.open(tmp_path, model_id="m1", dim=4) as store:
+        store.commit([record("/p/a.jpg", 1, emb=np.ones(4)), record("/p/b.jpg", 2), record("/p/c.jpg", 1)],
+                     link=lambda c: [Link(1, 2, "phash", 3)])  # fmt: skip
+        assert store.link_rule() is None and store.exact_groups() == [[1, 3]]
+        store.replace_links([Link(2, 3, "cnn", 0.7)], {"hash_threshold": 10})
+        assert store.link_rule() == {"hash_threshold": 10} and store.links_of(1) == []
+        assert store.links_of(3) == [(2, "cnn", pytest.approx(0.7))]
+    with Store.open(tmp_path, model_id="m2", dim=4, drop_embeddings=True) as store:  # the CNN decided those links
+        assert store.link_rule() is None and store.links()[0].size == 0
