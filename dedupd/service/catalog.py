@@ -1,16 +1,35 @@
 """Keeps the store and the live index in step: durable before visible, under one lock.
 
-The live index is rebuilt from the store at open and then follows every committed batch:
-- one MultiIndexHash per configured hash method (exact Hamming range queries; faster than a BK-tree at
-  these thresholds, see BENCHMARKS.md "Index and store"),
-- the embedding matrix (when a CNN threshold is configured),
-- exact duplicates through the store's digest map (LMDB, not duplicated in memory),
-- duplicate groups: connected components of the stored match links.
+Duplicates are decided by `dedupd.search.matcher.decide`, the rule `dedupd scan` uses: equal content
+digests ("exact", distance 0); else the orientation-aware distance of the "dct" sign hashes (the smallest
+over the 8 rotations and mirrors of either file) within `hash_threshold` with the CNN similarity at least
+`hash_confirm_similarity` ("phash", score = distance); else the CNN similarity alone at least
+`cnn_min_similarity` ("cnn", score = similarity). Without the CNN, or for a pair where either file has no
+embedding, only "exact" and a distance within `hash_only_threshold` remain.
 
-`apply(changes)` finds the links of the new records against the index as it was before the batch plus
+The live index finds the candidate pairs the rule can accept; it is rebuilt from the store at open and
+then follows every committed batch:
+- a MultiIndexHash over the "dct" hash, queried with each of a file's 8 dihedral variants (exact Hamming
+  range queries; faster than a BK-tree at these thresholds, see BENCHMARKS.md "Index and store"),
+- the embedding matrix, when the CNN is on,
+- exact duplicates through the store's digest map (LMDB, not duplicated in memory),
+- duplicate groups: connected components of the stored links.
+Every candidate pair is then judged on its whole evidence: the oriented distance and the dot product of
+the two embeddings as stored (float16), so a pair gets the same decision whichever file came first,
+whether both arrived in one batch, and after a relink.
+
+`apply(changes)` finds the links of the new records against the index as it was before the batch and
 among the batch itself, commits records and links in one store transaction (so groups rebuild at open
-without searching again), and only then updates the index. Links are computed with the configured
-thresholds; when the configuration changes, the affected method's links are recomputed at open.
+without searching again), and only then updates the index. One link per duplicate pair, with the method
+and score that decided it. The store remembers the rule its links were computed with; a different rule at
+open or through `set_matcher` relinks: when the new rule is stricter in every threshold only the stored
+links are judged again (fast), otherwise every record is searched again (slow: one index search per
+record, minutes at 1M records, longer with the CNN; the lock is held meanwhile).
+
+`ignore(paths)` records that those files are not duplicates of each other: the pairs are stored by record
+id (a move keeps them, a changed file drops them, a file re-encoded with the same content keeps them),
+their links are deleted and they are never linked again. Groups are unions, so two ignored files still
+share a group when a third file matches both.
 
 Keep policy of `to_remove` (deterministic, documented for users): in each group keep the file with the
 most pixels, then the largest file, then the oldest mtime, then the smallest path. Files under a protected
@@ -20,44 +39,51 @@ root are never proposed; when a group has some, they are its keepers and every o
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from functools import cache
 
 import numpy as np
 
-from dedupd.errors import StoreError
+from dedupd.errors import StoreError, StoreVersionMismatch
+from dedupd.imaging.encode import ORIENTED_HASH
+from dedupd.imaging.hashing import dihedral_variants, int_to_bits
 from dedupd.records import Encoding, FileRecord, Match
 from dedupd.search.groups import Groups
+from dedupd.search.matcher import PAIR_CHUNK_CELLS, MatcherSettings, decide, oriented_distances
 from dedupd.search.mih import MultiIndexHash
 from dedupd.search.vectors import EmbeddingIndex
 from dedupd.store import DEFAULT_MAP_SIZE, Change, Commit, Link, Store
 
 log = logging.getLogger(__name__)
 
-EXACT = "exact"
-CNN = "cnn"
+EXACT, PHASH, CNN = "exact", "phash", "cnn"
+_DECISIONS = (EXACT, PHASH, CNN)  # decision code k + 1 (0: not duplicates)
+#: imagededup-style hashes every encoding stores (reduced-decode approximations), searchable with `near`.
+IMAGEDEDUP_HASHES = ("phash", "ahash", "dhash", "whash")
+#: `near`'s default distance for them: imagededup's default `max_distance_threshold`.
+IMAGEDEDUP_THRESHOLD = 10
+NEAR_METHODS = (EXACT, *IMAGEDEDUP_HASHES, ORIENTED_HASH, CNN)
+#: Embedding candidates are searched this far below the threshold, then judged on exact dot products:
+#: the float16 search kernel rounds differently, and must not lose a pair the rule accepts.
+_SEARCH_MARGIN = 0.01
+_PAIR_BLOCK = 8192  # pairs judged at once: bounds the gathered embedding rows (2 x 8 MiB at 512-d)
+_RELINK_BLOCK = 4096  # records searched at once by a relink
+_RANK = {EXACT: 0, PHASH: 1, CNN: 2}
 
 type _RawLink = tuple[int, int, str, float]  # rid a, rid b, method, score
+type _Keep = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (query positions, rids) -> which candidates to judge
 
 
 @dataclass(frozen=True, slots=True)
 class IndexConfig:
-    """What the live index links: hash methods with their max distance, CNN min similarity, exact."""
+    """What the live index links: the fused duplicate rule (exact digests are always linked)."""
 
-    hash_thresholds: Mapping[str, int] = field(default_factory=lambda: {"phash": 10})
-    cnn_min_similarity: float | None = None
-    exact: bool = True
-
-    def link_params(self) -> dict[str, float | bool]:
-        params: dict[str, float | bool] = {m: t for m, t in self.hash_thresholds.items()}
-        if self.exact:
-            params[EXACT] = True
-        if self.cnn_min_similarity is not None:
-            params[CNN] = self.cnn_min_similarity
-        return params
+    matcher: MatcherSettings = MatcherSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +96,64 @@ class Group:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """A committed batch: its sequence number and, per newly added path, what it matched."""
+    """A committed batch: its sequence number and, per newly added path that duplicates an older file,
+    what it matched. Each duplicate pair appears once, under its newer file (for a pair inside the batch,
+    the later one in batch order), so one arriving duplicate is one report."""
 
     seq: int
     matches: Mapping[str, list[Match]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Files:
+    """The evidence of some files, one row each: what judging a pair needs from either side."""
+
+    hashes: np.ndarray  # (n,) uint64 "dct" sign hash of the file as stored
+    rows: np.ndarray | None  # (n, dim) float16 embeddings, zero rows where `has_row` is False; None: CNN off
+    has_row: np.ndarray  # (n,) bool
+
+    def variants(self) -> np.ndarray:
+        """(n, 8) uint64: the hash under each rotation and mirror (column 0 the file as is)."""
+        return oriented_variants(self.hashes)
+
+
+@cache
+def _variant_basis() -> tuple[np.ndarray, np.ndarray]:
+    """`dihedral_variants` is affine over GF(2) (a bit permutation, XOR with fixed bit sets, the DC bit
+    cleared): the variants of 0, and what each single bit adds to them."""
+    offset = np.array(dihedral_variants(int_to_bits(0)), np.uint64)
+    basis = np.array([dihedral_variants(int_to_bits(1 << bit)) for bit in range(64)], np.uint64) ^ offset
+    return offset, basis
+
+
+def oriented_variants(hashes: np.ndarray) -> np.ndarray:
+    """`dihedral_variants` of many 64-bit sign hashes at once: (n,) -> (n, 8) uint64 (~100x faster than
+    one call per hash, which matters when a relink covers every record)."""
+    offset, basis = _variant_basis()
+    hashes = np.asarray(hashes, np.uint64)
+    variants = np.tile(offset, (len(hashes), 1))
+    for bit in range(64):
+        variants[(hashes >> np.uint64(bit)) & np.uint64(1) == 1] ^= basis[bit]
+    return variants
+
+
+def link_rule(settings: MatcherSettings) -> dict[str, object]:
+    """The thresholds links depend on, as the store keeps them beside the links (a store whose links
+    were made by another rule is relinked at open): without the CNN only the hash-only one."""
+    if not settings.cnn_enabled:
+        return {"cnn_enabled": False, "hash_only_threshold": settings.hash_only_threshold}
+    return asdict(settings)
+
+
+def _within(new: MatcherSettings, old: MatcherSettings) -> bool:
+    """Does every pair `new` accepts also pass `old`? Then relinking only judges the stored links again."""
+    if new.cnn_enabled != old.cnn_enabled or new.hash_only_threshold > old.hash_only_threshold:
+        return False
+    return not new.cnn_enabled or (
+        new.hash_threshold <= old.hash_threshold
+        and new.hash_confirm_similarity >= old.hash_confirm_similarity
+        and new.cnn_min_similarity >= old.cnn_min_similarity
+    )
 
 
 def _match(path: str, method: str, score: float) -> Match:
@@ -82,8 +162,10 @@ def _match(path: str, method: str, score: float) -> Match:
     return Match(path, method, distance=int(score))
 
 
-def _match_order(m: Match) -> tuple[float, str, str]:
-    return (m.distance if m.distance is not None else -(m.similarity or 0.0), m.path, m.method)
+def _strength(m: Match) -> tuple[int, float, str]:
+    """Best first: exact, then smaller distance, then higher similarity; ties by path."""
+    score = -m.similarity if m.similarity is not None else float(m.distance or 0)
+    return (_RANK.get(m.method, len(_RANK)), score, m.path)
 
 
 def _under(path: str, root: str) -> bool:
@@ -91,19 +173,178 @@ def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root + "/")
 
 
+def _pair_key(a: int, b: int) -> tuple[int, int]:
+    return (a, b) if a < b else (b, a)
+
+
+class _LiveIndex:
+    """One rule and the in-memory structures that find and judge its candidate pairs."""
+
+    def __init__(
+        self, settings: MatcherSettings, dct: MultiIndexHash, vectors: EmbeddingIndex | None, store: Store
+    ) -> None:
+        self.settings = settings
+        self.dct = dct
+        self.vectors = vectors if settings.cnn_enabled else None
+        self._store = store
+
+    @property
+    def hash_threshold(self) -> int:
+        """The largest oriented distance the rule can accept (the hash-only one covers files without embeddings)."""
+        s = self.settings
+        return max(s.hash_threshold, s.hash_only_threshold) if self.vectors is not None else s.hash_only_threshold
+
+    # ------------------------------------------------------------------ evidence
+    def files(self, encodings: Sequence[Encoding]) -> _Files:
+        """Evidence of encodings as they would be stored (embeddings rounded to float16)."""
+        hashes = np.array([enc.hashes[ORIENTED_HASH] for enc in encodings], np.uint64)
+        has = np.array([enc.embedding is not None for enc in encodings], bool)
+        if self.vectors is None:
+            return _Files(hashes, None, has)
+        rows = np.zeros((len(encodings), self.vectors.dim), np.float16)
+        for i, enc in enumerate(encodings):
+            if enc.embedding is not None:
+                rows[i] = np.asarray(enc.embedding, np.float16).ravel()
+        return _Files(hashes, rows, has)
+
+    def stored(self, rids: np.ndarray) -> _Files:
+        """Evidence of stored records, from the live index."""
+        hashes = self.dct.values_of(rids)
+        if self.vectors is None:
+            return _Files(hashes, None, np.zeros(len(rids), bool))
+        rows, has = self.vectors.rows_of(rids)
+        return _Files(hashes, rows, has)
+
+    def judge(
+        self, a: _Files, b: _Files, ia: np.ndarray, ib: np.ndarray, exact: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rule on pairs (a[ia[k]], b[ib[k]]): decision codes (0: not duplicates, c: _DECISIONS[c - 1]),
+        oriented distances, similarities (NaN where a file has no embedding or the CNN is off)."""
+        variants = a.variants()
+        distances = np.zeros(len(ia), np.int64)
+        similarities = np.full(len(ia), np.nan)
+        for first in range(0, len(ia), _PAIR_BLOCK):
+            x, y = ia[first : first + _PAIR_BLOCK], ib[first : first + _PAIR_BLOCK]
+            distances[first : first + len(x)] = np.bitwise_count(variants[x] ^ b.hashes[y][:, None]).min(axis=1)
+            if a.rows is not None and b.rows is not None:
+                # float16 products are exact in float32, summed in float64: the same value in every path
+                dots = (a.rows[x].astype(np.float32) * b.rows[y].astype(np.float32)).sum(axis=1, dtype=np.float64)
+                similarities[first : first + len(x)] = np.where(a.has_row[x] & b.has_row[y], dots, np.nan)
+        codes = np.zeros(len(ia), np.int8)
+        with_cnn = ~np.isnan(similarities)
+        for mask, sims in ((with_cnn, similarities), (~with_cnn, None)):
+            verdicts = decide(exact[mask], distances[mask], None if sims is None else sims[mask], self.settings)
+            codes[mask] = np.select(verdicts, [1, 2, 3], 0)
+        return codes, distances, similarities
+
+    # ------------------------------------------------------------------ candidates
+    def candidates(self, files: _Files, exact: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(query positions, rids, is exact) of every live record the rule could accept for each file.
+
+        `exact[i]` lists the records with the same digest as file i (the digest map is not in memory)."""
+        positions = [np.repeat(np.arange(len(exact)), [len(r) for r in exact])]
+        rids = [np.fromiter(itertools.chain.from_iterable(exact), np.int64)]
+        flags = [np.ones(len(rids[0]), bool)]
+        owners, keys, _ = self.dct.query_many(files.variants().ravel(), self.hash_threshold)
+        positions.append(owners // 8)
+        rids.append(keys)
+        if self.vectors is not None and files.rows is not None and files.has_row.any():
+            have = np.flatnonzero(files.has_row)
+            found = self.vectors.search_many(files.rows[have], self.settings.cnn_min_similarity - _SEARCH_MARGIN)
+            positions += [np.full(len(k), i) for i, (k, _) in zip(have.tolist(), found, strict=True)]
+            rids += [k for k, _ in found]
+        flags += [np.zeros(sum(len(p) for p in positions[1:]), bool)]
+        pos, rid, flag = np.concatenate(positions), np.concatenate(rids), np.concatenate(flags)
+        order = np.lexsort((~flag, rid, pos))  # per pair, an exact sighting first
+        pos, rid, flag = pos[order], rid[order], flag[order]
+        first = np.ones(len(pos), bool)
+        first[1:] = (pos[1:] != pos[:-1]) | (rid[1:] != rid[:-1])
+        return pos[first], rid[first], flag[first]
+
+    def among(self, files: _Files, digests: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(later, earlier, is exact) positions of every pair among `files` the rule could accept."""
+        ids = {d: i for i, d in enumerate(digests)}
+        digest_ids = np.array([ids[d] for d in digests], np.int64)
+        variants, count = files.variants(), len(digests)
+        rows = files.rows.astype(np.float32) if files.rows is not None else None
+        found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        step = max(1, PAIR_CHUNK_CELLS // max(count, 1))
+        for start in range(0, count, step):
+            stop = min(count, start + step)
+            same = digest_ids[start:stop, None] == digest_ids[None, :]
+            near = same | (oriented_distances(variants[start:stop], files.hashes) <= self.hash_threshold)
+            if rows is not None:
+                sims = rows[start:stop] @ rows.T >= self.settings.cnn_min_similarity - _SEARCH_MARGIN
+                near |= sims & files.has_row[start:stop, None] & files.has_row[None, :]
+            near &= np.arange(count)[None, :] < np.arange(start, stop)[:, None]
+            later, earlier = np.nonzero(near)
+            found.append((later + start, earlier, same[later, earlier]))
+        later, earlier, same = (np.concatenate(column) for column in zip(*found, strict=True))
+        return later, earlier, same
+
+    # ------------------------------------------------------------------ links
+    def links(
+        self, rids: np.ndarray, a: _Files, b: _Files, ia: np.ndarray, ib: np.ndarray, others: np.ndarray,
+        exact: np.ndarray,
+    ) -> list[Link]:  # fmt: skip
+        """Links of the pairs (rids[ia[k]], others[k]) the rule accepts, judged as (a[ia], b[ib])."""
+        codes, distances, similarities = self.judge(a, b, ia, ib, exact)
+        links = []
+        for k in np.flatnonzero(codes).tolist():
+            method = _DECISIONS[codes[k] - 1]
+            score = similarities[k] if method == CNN else distances[k]
+            links.append(Link(int(rids[ia[k]]), int(others[k]), method, float(score)))
+        return links
+
+    def against_index(self, rids: np.ndarray, files: _Files, exact: Sequence[Sequence[int]], keep: _Keep) -> list[Link]:
+        """Links of the files (stored or about to be, as `rids`) to live records; `keep` chooses the
+        candidates worth judging."""
+        pos, others, is_exact = self.candidates(files, exact)
+        chosen = keep(pos, others)
+        pos, others, is_exact = pos[chosen], others[chosen], is_exact[chosen]
+        unique, ib = np.unique(others, return_inverse=True)
+        return self.links(rids, files, self.stored(unique), pos, ib, others, is_exact)
+
+    def relink(self, ignored: set[tuple[int, int]]) -> list[Link]:
+        """Every link among the live records, searching the index once per record (slow)."""
+        group_of = {rid: group for group in self._store.exact_groups() for rid in group}
+        all_rids, _ = self.dct.items()
+        links: list[Link] = []
+        for first in range(0, len(all_rids), _RELINK_BLOCK):
+            rids = all_rids[first : first + _RELINK_BLOCK]
+            exact = [[r for r in group_of.get(rid, ()) if r != rid] for rid in rids.tolist()]
+
+            def keep(pos: np.ndarray, others: np.ndarray, rids: np.ndarray = rids) -> np.ndarray:
+                return others > rids[pos]
+
+            found = self.against_index(rids, self.stored(rids), exact, keep)
+            links += [ln for ln in found if (ln.a, ln.b) not in ignored]
+        return links
+
+    def rejudge(self, store_links: tuple[np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]) -> list[Link]:
+        """The stored links that a stricter rule still accepts, with its method and score."""
+        a, b, methods, codes, _ = store_links
+        exact = codes == (methods.index(EXACT) if EXACT in methods else -1)
+        links: list[Link] = []
+        for first in range(0, len(a), _PAIR_BLOCK):
+            block = slice(first, first + _PAIR_BLOCK)
+            each = np.arange(len(a[block]))
+            links += self.links(a[block], self.stored(a[block]), self.stored(b[block]), each, each, b[block],
+                                exact[block])  # fmt: skip
+        return links
+
+
 class Catalog:
     """The store plus its live index; all operations are serialised by one lock."""
 
     def __init__(self, store: Store, config: IndexConfig) -> None:
-        if config.cnn_min_similarity is not None and not store.dim:
-            raise StoreError("a CNN similarity is configured but the store has no CNN model/dimension")
         self._store = store
-        self._config = config
         self._lock = threading.RLock()
-        self._hashes: dict[str, MultiIndexHash] = {}
-        self._vectors: EmbeddingIndex | None = None
+        self._columns: dict[str, MultiIndexHash] = {}  # imagededup-style hashes, loaded by the first `near`
+        self._ignored: set[tuple[int, int]] = set()
         self._groups = Groups()
-        self._rebuild()
+        self._check_cnn(config.matcher)
+        self._index = self._rebuild(config.matcher)
 
     @classmethod
     def open(
@@ -116,6 +357,7 @@ class Catalog:
         dim: int | None = None,
         map_size: int = DEFAULT_MAP_SIZE,
     ) -> Catalog:
+        """Open the store (refusing another encoder's or model's records) and rebuild the index."""
         store = Store.open(state_dir, map_size=map_size, encoder_version=encoder_version, model_id=model_id, dim=dim)
         try:
             return cls(store, config)
@@ -137,161 +379,194 @@ class Catalog:
     def store(self) -> Store:
         return self._store
 
-    def reconfigure(self, config: IndexConfig) -> None:
-        """Switch to new thresholds (a reload): relinks the methods whose parameters changed, as at open."""
-        with self._lock:
-            if config.cnn_min_similarity is not None and not self._store.dim:
-                raise StoreError("a CNN similarity is configured but the store has no CNN model/dimension")
-            self._config = config
-            self._hashes, self._vectors = {}, None
-            self._rebuild()
+    @property
+    def matcher(self) -> MatcherSettings:
+        return self._index.settings
 
-    # ------------------------------------------------------------------ rebuild
-    def _rebuild(self) -> None:
-        """Load every index structure from the store; relink methods whose parameters changed."""
-        for method in self._config.hash_thresholds:
-            self._hashes[method] = MultiIndexHash.from_arrays(*self._store.hash_column(method))
-        if self._config.cnn_min_similarity is not None:
-            self._vectors = EmbeddingIndex.from_arrays(*self._store.embeddings())
-        wanted, stored = self._config.link_params(), self._store.link_params()
-        for method in sorted(set(wanted) | {m for m, p in stored.items() if p is not None}):
-            if stored.get(method) != wanted.get(method):
-                if self._store.counts().get("encoded"):
-                    log.warning("link parameters of %s changed (%s -> %s): relinking every record",
-                                method, stored.get(method), wanted.get(method))  # fmt: skip
-                self._store.replace_links(method, self._relink(method), wanted.get(method))
-        a, b, methods, codes, _ = self._store.links()
-        active = np.isin(codes, [i for i, m in enumerate(methods) if m in wanted])
-        self._groups = Groups.from_edges(a[active], b[active])
+    def _check_cnn(self, settings: MatcherSettings) -> None:
+        if settings.cnn_enabled and not self._store.dim:
+            raise StoreError("the duplicate rule uses the CNN but the store was opened without a CNN model")
+
+    # ------------------------------------------------------------------ rebuild and relink
+    def _rebuild(self, settings: MatcherSettings) -> _LiveIndex:
+        """Load the index from the store; relink when the stored links were made by another rule."""
+        rids, hashes = self._store.hash_column(ORIENTED_HASH)
+        encoded = self._store.counts().get("encoded", 0)
+        if len(rids) != encoded:
+            raise StoreVersionMismatch(
+                f"{encoded - len(rids)} of {encoded} stored encodings have no {ORIENTED_HASH!r} hash: they were "
+                "written by an older encoder; move the state directory away to re-encode"
+            )
+        vectors = EmbeddingIndex.from_arrays(*self._store.embeddings()) if settings.cnn_enabled else None
+        index = _LiveIndex(settings, MultiIndexHash.from_arrays(rids, hashes), vectors, self._store)
+        self._ignored = set(self._store.ignored())
+        self._relink(index)
+        self._regroup()
         self._store.unmap()
         _return_freed_memory()
+        return index
 
-    def _relink(self, method: str) -> list[Link]:
-        """Every link of `method` among all stored records (slow: one search per record)."""
-        links: list[Link] = []
-        if method == EXACT and self._config.exact:
-            by_digest: dict[bytes, list[int]] = {}
-            for rid, rec in self._store.iter_records():
-                if rec.encoding is not None:
-                    by_digest.setdefault(rec.encoding.digest, []).append(rid)
-            links = [Link(r[0], x, EXACT, 0.0) for r in by_digest.values() for x in r[1:]]
-        elif method in self._hashes:
-            threshold = self._config.hash_thresholds[method]
-            for rid, value in zip(*self._store.hash_column(method), strict=True):
-                keys, dists = self._hashes[method].query(int(value), threshold)
-                links += [
-                    Link(int(rid), k, method, d) for k, d in zip(keys.tolist(), dists.tolist(), strict=True) if k > rid
-                ]
-        elif method == CNN and self._vectors is not None:
-            rids, rows = self._store.embeddings()
-            found = self._vectors.search_many(rows, self._config.cnn_min_similarity or 1.0)
-            for rid, (keys, sims) in zip(rids.tolist(), found, strict=True):
-                links += [Link(rid, k, CNN, s) for k, s in zip(keys.tolist(), sims.tolist(), strict=True) if k > rid]
-        return links
+    def _relink(self, index: _LiveIndex) -> bool:
+        """Make the stored links those of `index`'s rule; False when they already were."""
+        rule, stored = link_rule(index.settings), self._store.link_rule()
+        if rule == stored:
+            return False
+        if stored is not None and _within(index.settings, MatcherSettings(**stored)):  # type: ignore[arg-type]
+            log.info("duplicate rule is stricter (%s -> %s): judging the stored links again", stored, rule)
+            links = index.rejudge(self._store.links())
+        else:
+            if len(index.dct):
+                log.warning("duplicate rule changed (%s -> %s): searching all %d records again",
+                            stored, rule, len(index.dct))  # fmt: skip
+            links = index.relink(self._ignored)
+        self._store.replace_links(links, rule)
+        return True
+
+    def _regroup(self) -> None:
+        a, b, *_ = self._store.links()
+        self._groups = Groups.from_edges(a, b)
+
+    def set_matcher(self, settings: MatcherSettings) -> None:
+        """Switch to a new rule (a reload): links and groups follow it; nothing changes if it is refused."""
+        with self._lock:
+            self._check_cnn(settings)
+            current = self._index
+            if settings.cnn_enabled and current.vectors is None:
+                vectors: EmbeddingIndex | None = EmbeddingIndex.from_arrays(*self._store.embeddings())
+            else:
+                vectors = current.vectors if settings.cnn_enabled else None
+            index = _LiveIndex(settings, current.dct, vectors, self._store)
+            if self._relink(index):
+                self._regroup()
+            self._index = index
 
     # ------------------------------------------------------------------ updates
     def apply(self, changes: Sequence[Change]) -> Applied:
         """Commit `changes` with their links (one transaction), then update the live index."""
         with self._lock:
+            for change in changes:
+                if isinstance(change, FileRecord) and change.encoding and ORIENTED_HASH not in change.encoding.hashes:
+                    raise StoreError(f"encoding of {change.key.path} has no {ORIENTED_HASH!r} hash (an older encoder)")
             found: list[Link] = []
 
             def find(commit: Commit) -> list[Link]:
-                found[:] = self._find_links(commit)
+                found[:] = self._batch_links(commit)
                 return found
 
             commit = self._store.commit(changes, link=find)
             self._follow(commit, found)
-            return Applied(commit.seq, self._matches_of_added(commit, found))
+            return Applied(commit.seq, self._matches_of_added(found))
 
-    def _find_links(self, commit: Commit) -> list[Link]:
+    def _batch_links(self, commit: Commit) -> list[Link]:
         """Links of the batch's new records: to records before the batch (minus removed) and among them."""
         new = [(rid, rec.encoding) for rid, rec in commit.added if rec.encoding is not None]
         if not new:
             return []
-        removed = set(commit.removed)
+        index = self._index
         rids = np.array([rid for rid, _ in new], np.int64)
-        links: list[Link] = []
+        files = index.files([enc for _, enc in new])
+        removed = np.array(commit.removed, np.int64)
+        exact = [self._store.rids_for_digest(enc.digest) for _, enc in new]
 
-        def add(method: str, i: int, old: Iterable[tuple[int, float]], batch: Iterable[tuple[int, float]]) -> None:
-            links.extend(Link(int(rids[i]), k, method, s) for k, s in old if k not in removed)
-            links.extend(Link(int(rids[i]), int(rids[j]), method, s) for j, s in batch if j < i)
+        def keep(pos: np.ndarray, others: np.ndarray) -> np.ndarray:
+            return ~np.isin(others, removed)
 
-        if self._config.exact:
-            first_of: dict[bytes, list[int]] = {}
-            for i, (_, enc) in enumerate(new):
-                earlier = first_of.setdefault(enc.digest, [])
-                add(EXACT, i, ((k, 0.0) for k in self._store.rids_for_digest(enc.digest)), ((j, 0.0) for j in earlier))
-                earlier.append(i)
-        for method, threshold in self._config.hash_thresholds.items():
-            have = [i for i, (_, enc) in enumerate(new) if method in enc.hashes]
-            values = np.array([new[i][1].hashes[method] for i in have], np.uint64)
-            batch = MultiIndexHash.from_arrays(np.arange(len(have)), values)
-            for pos, i in enumerate(have):
-                keys, dists = self._hashes[method].query(int(values[pos]), threshold)
-                near, near_d = batch.query(int(values[pos]), threshold)
-                add(
-                    method,
-                    i,
-                    zip(keys.tolist(), dists.tolist(), strict=True),
-                    ((have[j], d) for j, d in zip(near.tolist(), near_d.tolist(), strict=True)),
-                )
-        if self._vectors is not None and self._config.cnn_min_similarity is not None:
-            have = [i for i, (_, enc) in enumerate(new) if enc.embedding is not None]
-            if have:
-                rows = np.stack([np.asarray(new[i][1].embedding, np.float32).ravel() for i in have])
-                batch_index = EmbeddingIndex.from_arrays(np.arange(len(have)), rows)
-                minimum = self._config.cnn_min_similarity
-                old = self._vectors.search_many(rows, minimum)
-                inner = batch_index.search_many(rows, minimum)
-                for pos, i in enumerate(have):
-                    keys, sims = old[pos]
-                    near, near_s = inner[pos]
-                    add(
-                        CNN,
-                        i,
-                        zip(keys.tolist(), sims.tolist(), strict=True),
-                        ((have[j], s) for j, s in zip(near.tolist(), near_s.tolist(), strict=True)),
-                    )
-        return links
+        links = index.against_index(rids, files, exact, keep)
+        later, earlier, same = index.among(files, [enc.digest for _, enc in new])
+        links += index.links(rids, files, files, later, earlier, rids[earlier], same)
+        ignored = self._ignored | set(commit.ignored)
+        return [ln for ln in links if _pair_key(ln.a, ln.b) not in ignored]
+
+    def _neighbours(self, rid: int) -> list[int]:
+        return [other for other, _, _ in self._store.links_of(rid)]
 
     def _follow(self, commit: Commit, links: Sequence[Link]) -> None:
         """Make a committed batch visible in the index."""
-        active = set(self._config.link_params())
-
-        def neighbours(rid: int) -> list[int]:
-            return [other for other, method, _ in self._store.links_of(rid) if method in active]
-
+        index = self._index
         for rid in commit.removed:
-            for index in self._hashes.values():
-                index.delete(rid)
-            if self._vectors is not None:
-                self._vectors.delete(rid)
-            self._groups.remove(rid, neighbours)
+            for structure in (index.dct, index.vectors, *self._columns.values()):
+                if structure is not None:
+                    structure.delete(rid)
+            self._groups.remove(rid, self._neighbours)
+        if commit.removed:
+            gone = set(commit.removed)
+            self._ignored = {pair for pair in self._ignored if not gone.intersection(pair)}
+        self._ignored.update(commit.ignored)
         encoded = [(rid, rec.encoding) for rid, rec in commit.added if rec.encoding is not None]
-        for method, index in self._hashes.items():
-            have = [(rid, enc.hashes[method]) for rid, enc in encoded if method in enc.hashes]
-            if have:
-                index.insert_many([r for r, _ in have], [h for _, h in have])
-        if self._vectors is not None:
-            have_emb = [(rid, enc.embedding) for rid, enc in encoded if enc.embedding is not None]
-            if have_emb:
-                self._vectors.insert_many(np.array([r for r, _ in have_emb]), np.stack([e for _, e in have_emb]))
+        if encoded:
+            rids = [rid for rid, _ in encoded]
+            index.dct.insert_many(rids, [enc.hashes[ORIENTED_HASH] for _, enc in encoded])
+            for name, column in self._columns.items():
+                have = [(rid, enc.hashes[name]) for rid, enc in encoded if name in enc.hashes]
+                column.insert_many([rid for rid, _ in have], [value for _, value in have])
+            with_rows = [(rid, enc.embedding) for rid, enc in encoded if enc.embedding is not None]
+            if index.vectors is not None and with_rows:
+                index.vectors.insert_many(np.array([r for r, _ in with_rows]), np.stack([e for _, e in with_rows]))
         for ln in links:
             self._groups.link(ln.a, ln.b)
 
-    def _matches_of_added(self, commit: Commit, links: Sequence[Link]) -> dict[str, list[Match]]:
+    def _matches_of_added(self, links: Sequence[Link]) -> dict[str, list[Match]]:
+        """Each link reported once, under its newer record (rids grow in batch order)."""
         if not links:
             return {}
         paths = self._store.paths({r for ln in links for r in (ln.a, ln.b)})
-        added = {rid for rid, _ in commit.added}
         out: dict[str, list[Match]] = {}
         for ln in links:
-            for mine, other in ((ln.a, ln.b), (ln.b, ln.a)):
-                if mine in added:
-                    out.setdefault(paths[mine], []).append(_match(paths[other], ln.method, ln.score))
-        return {p: sorted(ms, key=_match_order) for p, ms in out.items()}
+            newer, older = max(ln.a, ln.b), min(ln.a, ln.b)
+            out.setdefault(paths[newer], []).append(_match(paths[older], ln.method, ln.score))
+        return {p: sorted(ms, key=_strength) for p, ms in out.items()}
+
+    def ignore(self, paths: Sequence[str]) -> int:
+        """The user says these files are not duplicates of each other: every pair among them loses its link
+        and is never linked, grouped or reported again. Returns how many pairs were not ignored before."""
+        with self._lock:
+            found = {path: self._store.lookup(path) for path in paths}
+            unknown = sorted(path for path, hit in found.items() if hit is None)
+            if unknown:
+                raise StoreError(f"not in the index: {', '.join(unknown)}")
+            rids = sorted({hit[0] for hit in found.values() if hit is not None})
+            pairs = list(itertools.combinations(rids, 2))
+            added = self._store.ignore(pairs)
+            self._ignored.update(pairs)
+            regrouped: set[int] = set()
+            for rid in rids:  # removing a node recomputes its whole former group from the remaining links
+                group = self._groups.group_of(rid)
+                if group is not None and rid not in regrouped:
+                    regrouped |= group
+                    self._groups.remove(rid, self._neighbours)
+                    for other in self._neighbours(rid):
+                        self._groups.link(rid, other)
+            return added
 
     # ------------------------------------------------------------------ queries
+    def _resolve(self, target: Encoding | str) -> tuple[int | None, Encoding]:
+        """(own rid or None, encoding) of an encoding or of a stored path."""
+        if not isinstance(target, str):
+            return None, target
+        found = self._store.lookup(target, embedding=True)
+        if found is None or found[1].encoding is None:
+            raise StoreError(f"{target} is not in the index")
+        return found[0], found[1].encoding
+
+    def matches(self, target: Encoding | str) -> list[Match]:
+        """What the duplicate rule says about an encoding (stored or not) or a stored path: every stored
+        file it duplicates, best first (exact, then smaller distance, then higher similarity). A stored
+        path does not match itself nor the files ignored with it."""
+        with self._lock:
+            own, encoding = self._resolve(target)
+            if ORIENTED_HASH not in encoding.hashes:
+                raise StoreError(f"the encoding has no {ORIENTED_HASH!r} hash")
+            index = self._index
+            skip = [] if own is None else [own, *(b if a == own else a for a, b in self._ignored if own in (a, b))]
+
+            def keep(pos: np.ndarray, others: np.ndarray) -> np.ndarray:
+                return ~np.isin(others, skip)
+
+            exact = [self._store.rids_for_digest(encoding.digest)]
+            links = index.against_index(np.array([-1 if own is None else own]), index.files([encoding]), exact, keep)
+            paths = self._store.paths(ln.b for ln in links)
+            return sorted((_match(paths[ln.b], ln.method, ln.score) for ln in links if ln.b in paths), key=_strength)
+
     def near(
         self,
         target: Encoding | str,
@@ -300,44 +575,96 @@ class Catalog:
         threshold: int | None = None,
         min_similarity: float | None = None,
     ) -> list[Match]:
-        """Near (or, for "exact", identical) files of an encoding or of a stored path, best first.
+        """Files near an encoding or a stored path by ONE kind of evidence, best first, without the rule.
 
-        The thresholds default to the configured ones; a stored path does not match itself.
+        `method` is one of NEAR_METHODS:
+        - "exact": same content digest (distance 0);
+        - "phash", "ahash", "dhash", "whash": plain Hamming distance of the stored imagededup-style hash of
+          that name (a scan of an in-memory column, loaded by the first such query: ~1 ms at 1M files),
+          at most `threshold` (default IMAGEDEDUP_THRESHOLD, imagededup's);
+        - "dct": the rule's orientation-aware sign-hash distance (smallest over rotations and mirrors) at
+          most `threshold` (default: the rule's hash threshold), with no CNN confirmation;
+        - "cnn": embedding similarity at least `min_similarity` (default the rule's `cnn_min_similarity`).
+        Matches carry `method` as given. A stored path does not match itself; ignored pairs are not
+        filtered out here (this is raw evidence; `matches` applies the rule).
         """
         with self._lock:
-            own: int | None = None
-            if isinstance(target, str):
-                found = self._store.lookup(target, embedding=method == CNN)
-                if found is None or found[1].encoding is None:
-                    raise StoreError(f"{target} is not in the index")
-                own, encoding = found[0], found[1].encoding
-            else:
-                encoding = target
+            own, encoding = self._resolve(target)
+            index = self._index
+            hits: dict[int, float]
             if method == EXACT:
-                hits = [(k, 0.0) for k in self._store.rids_for_digest(encoding.digest)]
-            elif method == CNN:
-                if self._vectors is None or encoding.embedding is None:
-                    raise StoreError("CNN search needs a configured CNN and an embedding")
-                minimum = self._config.cnn_min_similarity if min_similarity is None else min_similarity
-                keys, sims = self._vectors.search(np.asarray(encoding.embedding), minimum or 0.0)
-                hits = list(zip(keys.tolist(), sims.tolist(), strict=True))
-            elif method in self._hashes:
+                hits = dict.fromkeys(self._store.rids_for_digest(encoding.digest), 0.0)
+            elif method == ORIENTED_HASH or method in IMAGEDEDUP_HASHES:
                 if method not in encoding.hashes:
                     raise StoreError(f"the encoding has no {method} hash")
-                limit = self._config.hash_thresholds[method] if threshold is None else threshold
-                keys, dists = self._hashes[method].query(encoding.hashes[method], limit)
-                hits = list(zip(keys.tolist(), dists.tolist(), strict=True))
+                if method == ORIENTED_HASH:
+                    limit = index.hash_threshold if threshold is None else threshold
+                    _, keys, dists = index.dct.query_many(index.files([encoding]).variants().ravel(), limit)
+                else:
+                    limit = IMAGEDEDUP_THRESHOLD if threshold is None else threshold
+                    keys, dists = self._column(method).query(encoding.hashes[method], limit)
+                hits = {}
+                for key, dist in zip(keys.tolist(), dists.tolist(), strict=True):
+                    hits[key] = min(hits.get(key, 64), dist)
+            elif method == CNN:
+                if index.vectors is None or encoding.embedding is None:
+                    raise StoreError("a CNN search needs the CNN enabled and an embedding")
+                minimum = index.settings.cnn_min_similarity if min_similarity is None else min_similarity
+                keys, _ = index.vectors.search(np.asarray(encoding.embedding), minimum - _SEARCH_MARGIN)
+                each = np.arange(len(keys))
+                _, _, sims = index.judge(index.files([encoding]), index.stored(keys), each * 0, each, each < 0)
+                hits = {k: s for k, s in zip(keys.tolist(), sims.tolist(), strict=True) if s >= minimum}
             else:
-                raise StoreError(f"method {method!r} is not indexed")
-            paths = self._store.paths(k for k, _ in hits)
-            matches = [_match(paths[k], method, s) for k, s in hits if k != own and k in paths]
-            return sorted(matches, key=_match_order)
+                raise StoreError(f"unknown method {method!r}: one of {', '.join(NEAR_METHODS)}")
+            if own is not None:
+                hits.pop(own, None)
+            paths = self._store.paths(hits)
+            return sorted((_match(paths[k], method, s) for k, s in hits.items() if k in paths), key=_strength)
+
+    def _column(self, name: str) -> MultiIndexHash:
+        """The in-memory column of an imagededup-style hash, read from the store on first use."""
+        if name not in self._columns:
+            self._columns[name] = MultiIndexHash.from_arrays(*self._store.hash_column(name), tables=False)
+            self._store.unmap()
+        return self._columns[name]
+
+    def explain(self, encoding: Encoding, paths: Sequence[str]) -> dict[str, dict[str, object]]:
+        """Every piece of evidence between `encoding` and each stored path, and the rule's decision:
+        {"exact": bool, "oriented_distance": int, "similarity": float | None (None without the CNN or an
+        embedding), "phash"/"ahash"/"dhash"/"whash": int | None (plain Hamming distance of the
+        imagededup-style hashes), "decision": "exact" | "phash" | "cnn" | None}. Ignored pairs are
+        explained like any other: the decision is the rule's."""
+        with self._lock:
+            found = {path: self._store.lookup(path, embedding=True) for path in paths}
+            unknown = sorted(p for p, hit in found.items() if hit is None or hit[1].encoding is None)
+            if unknown:
+                raise StoreError(f"not in the index: {', '.join(unknown)}")
+            stored = [hit[1].encoding for hit in found.values() if hit is not None and hit[1].encoding is not None]
+            if not stored:
+                return {}
+            index = self._index
+            exact = np.array([enc.digest == encoding.digest for enc in stored], bool)
+            each = np.arange(len(stored))
+            codes, distances, sims = index.judge(index.files([encoding]), index.files(stored), each * 0, each, exact)
+            result: dict[str, dict[str, object]] = {}
+            for k, (path, enc) in enumerate(zip(found, stored, strict=True)):
+                evidence: dict[str, object] = {
+                    "exact": bool(exact[k]),
+                    "oriented_distance": int(distances[k]),
+                    "similarity": None if np.isnan(sims[k]) else round(float(sims[k]), 4),
+                }
+                for name in IMAGEDEDUP_HASHES:
+                    both = name in enc.hashes and name in encoding.hashes
+                    evidence[name] = (enc.hashes[name] ^ encoding.hashes[name]).bit_count() if both else None
+                evidence["decision"] = _DECISIONS[codes[k] - 1] if codes[k] else None
+                result[path] = evidence
+            return result
 
     def _current_groups(self, under: str | None, method: str | None) -> list[tuple[list[int], list[_RawLink]]]:
         """Current groups as (member rids, links among them), keeping only members under `under`."""
         a, b, methods, codes, scores = self._store.links()
         if method is None:
-            keep = np.isin(codes, [i for i, m in enumerate(methods) if m in self._config.link_params()])
+            keep = np.ones(len(a), bool)
             groups = [sorted(g) for g in self._groups]
         else:
             keep = codes == (methods.index(method) if method in methods else -1)
@@ -356,7 +683,7 @@ class Catalog:
         return list(zip(groups, links, strict=True))
 
     def groups(self, under: str | None = None, method: str | None = None) -> list[Group]:
-        """Duplicate groups (all configured methods together, or one), each with >= 2 members.
+        """Duplicate groups (unions of links; with `method`, of that method's links only), >= 2 members each.
 
         With `under`, only the members under that directory are shown (groups left with one are not).
         """
@@ -366,7 +693,7 @@ class Catalog:
             result = []
             for members, links in current:
                 shown = [(path[x], _match(path[y], m, score)) for x, y, m, score in links]
-                shown.sort(key=lambda link: (link[0], _match_order(link[1])))
+                shown.sort(key=lambda link: (link[0], _strength(link[1])))
                 result.append(Group(tuple(sorted(path[r] for r in members)), tuple(shown)))
             return sorted(result, key=lambda g: g.paths)
 
@@ -387,15 +714,18 @@ class Catalog:
         return sorted(proposed)
 
     def stats(self) -> dict[str, object]:
-        """Counts for `status`: records by kind, index sizes per method, groups."""
+        """Counts for `status`: records by kind, index sizes ("dct", and "cnn" with the CNN), groups."""
         with self._lock:
+            index = self._index
+            sizes = {ORIENTED_HASH: len(index.dct)} | ({CNN: len(index.vectors)} if index.vectors is not None else {})
             return {
                 "seq": self._store.seq(),
                 "records": self._store.counts(),
-                "index": {m: len(ix) for m, ix in self._hashes.items()},
-                "embeddings": len(self._vectors) if self._vectors is not None else 0,
+                "index": sizes,
                 "groups": len(self._groups),
                 "grouped_files": self._groups.grouped(),
+                "ignored": len(self._ignored),
+                "matcher": link_rule(index.settings),
             }
 
 
