@@ -135,9 +135,10 @@ def test_the_system_unit_is_a_hardened_notify_service():
         "ProtectHome": "read-only", "NoNewPrivileges": "yes", "PrivateTmp": "yes", "PrivateDevices": "yes",
         "RestrictAddressFamilies": "AF_UNIX", "SystemCallFilter": "@system-service", "ExecStart": "/usr/bin/dedupd run",
         "ExecReload": "/bin/kill -HUP $MAINPID", "KillMode": "mixed", "WantedBy": "multi-user.target",
+        "MemoryDenyWriteExecute": "yes",
     }
     assert {key: unit.get(key) for key in expected} == {key: [value] for key, value in expected.items()}
-    assert "MemoryDenyWriteExecute" not in unit  # see the unit's comment: libffi and GPU JITs need W+X
+    assert "ProtectProc" not in unit  # the control socket reads a client's groups from /proc/PID/status
 
 
 def test_the_user_unit_has_no_mount_sandbox_and_its_drop_in_has_it_with_private_users():
@@ -147,6 +148,7 @@ def test_the_user_unit_has_no_mount_sandbox_and_its_drop_in_has_it_with_private_
                        "WantedBy": "default.target", "SystemCallFilter": "@system-service"}.items():
         assert unit.get(key) == [value], key
     assert MOUNT_NAMESPACE_SETTINGS.isdisjoint(unit)  # starts on any user manager, with or without user namespaces
+    assert "MemoryDenyWriteExecute" not in unit  # the desktop's GPU driver was not tested under W^X
     drop_in = settings_of((UNITS / "dedupd.user-sandbox.conf").read_text())
     assert drop_in["PrivateUsers"] == ["yes"] and drop_in["ProtectHome"] == ["read-only"]
     assert drop_in["ReadWritePaths"] == ["%S/dedupd %t/dedupd"]
