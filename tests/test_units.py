@@ -2,10 +2,14 @@
 install-unit renders them (system, user with its sandbox drop-in, socket), the settings the requirements name,
 agreement with dedupd.paths, and what install-unit writes, prints and never runs."""
 
+import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -122,6 +126,59 @@ def test_the_system_unit_exposure_stays_low(tmp_path, home):
     if "--offline" in run.stderr and "unrecognized" in run.stderr:
         pytest.skip("this systemd-analyze has no offline security review (systemd < 250)")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr  # exposure <= 2.0 of 10
+
+
+@pytest.mark.e2e
+@NEEDS_ANALYZE
+def test_the_daemon_indexes_every_format_under_the_system_units_seccomp_rules(tmp_path, photos):
+    """SystemCallFilter=@system-service, RestrictAddressFamilies=AF_UNIX and MemoryDenyWriteExecute=yes around a
+    real daemon with the CNN: onnxruntime, the decoders (HEIC, AVIF, ...) and the encode workers must live with them."""
+    pytest.importorskip("pyseccomp", reason="needs pyseccomp (dev extra) and libseccomp")
+    import pillow_heif
+    from PIL import Image
+
+    pillow_heif.register_heif_opener()
+    library = tmp_path / "photos"
+    library.mkdir()
+    formats = ("jpg", "png", "gif", "webp", "tiff", "heic", "avif")
+    for photo in photos[:2]:
+        with Image.open(photo) as image:
+            small = image.convert("RGB").resize((192, 192))
+        for extension in formats:
+            small.save(library / f"{photo.stem}.{extension}")
+    control = tmp_path / "run" / "control.sock"
+    config = tmp_path / "dedupd.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\nsocket = "{control}"\nsettle_ms = 300\n'
+                      f'encode_workers = 1\n\n[[roots]]\npath = "{library}"\n')
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(tmp_path / "notify.sock"))
+        notify.settimeout(0.5)
+        daemon = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("unit_sandbox.py")), str(UNITS / "dedupd.service"),
+             sys.executable, "-m", "dedupd", "run", "--config", str(config)],
+            env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while daemon.poll() is None and time.monotonic() < deadline:
+                try:
+                    if "READY=1" in notify.recv(4096).decode().splitlines():
+                        break
+                except TimeoutError:
+                    continue
+            assert daemon.poll() is None, daemon.communicate()[0]
+            ctl = [sys.executable, "-m", "dedupd.cli.dedupctl", "--socket", str(control)]
+            subprocess.run([*ctl, "wait-idle", "--timeout", "120"], check=True, capture_output=True, timeout=180)
+            status = json.loads(subprocess.run([*ctl, "--json", "status"], check=True, capture_output=True,
+                                               text=True, timeout=60).stdout)
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(60) == 0
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+            output = daemon.communicate()[0]
+    assert status["counts"]["indexed"] == 2 * len(formats), output
+    assert status["counts"]["skipped"] == {} and status["cnn"]["enabled"], output
 
 
 # ---- what the units say ----
