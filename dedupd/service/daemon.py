@@ -1,0 +1,496 @@
+"""`dedupd run`: wiring, start order, signals, reload, and reverse teardown.
+
+Start order: config -> store + index rebuild -> CNN session -> pipeline -> control socket ->
+READY -> watchers -> reconcile scan of every root (the scan continues after READY and shows in
+`STATUS=`). SIGTERM/SIGINT drain in-flight work and exit 0; SIGHUP reloads (what changed is applied,
+the index is not rebuilt); SIGUSR1 logs every thread's stack. One `finally` tears down in reverse.
+"""
+
+import faulthandler
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from dedupd import __version__
+from dedupd.config import Settings, changed_keys, load_settings
+from dedupd.errors import DedupdError, Skipped
+from dedupd.imaging.cnn import Encoder
+from dedupd.imaging.encode import EncodedFile, encode_path
+from dedupd.protocol import PROTOCOL_VERSION, ProtocolError
+from dedupd.records import Encoding, Match
+from dedupd.service.catalog import Catalog, IndexConfig
+from dedupd.service.control import ControlServer
+from dedupd.service.encodepool import EncodePool
+from dedupd.service.notify import DesktopNotifier
+from dedupd.service.pipeline import Pipeline, PipelineSettings
+from dedupd.service.reports import ReportWriter, match_document
+from dedupd.service.systemd import Notifier, configure_logging, listen_fds, watchdog_interval_s
+from dedupd.service.watcher import RootSpec, Watcher, scan
+
+log = logging.getLogger(__name__)
+
+#: Bumped when the encoder's output changes meaning: the store refuses mismatched encodings.
+ENCODER_VERSION = "1"
+HEALTH_INTERVAL_S = 2.0
+
+
+def root_specs(settings: Settings) -> list[RootSpec]:
+    return [replace(RootSpec.of(root), path=str(root.path)) for root in settings.roots]
+
+
+def index_config(settings: Settings) -> IndexConfig:
+    return IndexConfig(matcher=settings.matcher_settings())
+
+
+class Daemon:
+    """One running dedupd: owns every component and the handlers `dedupctl` reaches."""
+
+    def __init__(self, settings: Settings, config_path: Path | None) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.started = time.monotonic()
+        self.state = "starting"
+        self.notifier = Notifier()
+        self._stop = threading.Event()
+        self._reload_requested = threading.Event()
+        self._extra_roots: list[RootSpec] = []
+        self.encoder: Encoder | None = None
+        self.catalog: Catalog | None = None
+        self.pipeline: Pipeline | None = None
+        self.control: ControlServer | None = None
+        self.watcher: Watcher | None = None
+        self.desktop: DesktopNotifier | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def run(self) -> int:
+        self._install_signals()
+        try:
+            self._start()
+            self._loop()
+            return 0
+        finally:
+            self._teardown()
+
+    def _start(self) -> None:
+        settings = self.settings
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        if settings.cnn.enabled:
+            self.encoder = Encoder(settings.cnn.model, batch_size=settings.cnn.batch_size,
+                                   providers=settings.cnn.providers, intra_op_threads=settings.cnn.intra_op_threads)
+        model_id = self.encoder.spec.fingerprint() if self.encoder else None
+        self.catalog = Catalog.open(settings.state_dir, index_config(settings), encoder_version=ENCODER_VERSION,
+                                    model_id=model_id, dim=self.encoder.dim if self.encoder else None)
+        reports = ReportWriter(settings.report_dir, retention_days=settings.report_retention_days) \
+            if settings.notify.json else None
+        self.reports = reports
+        cnn_spec = self.encoder.spec if self.encoder else None
+        if settings.notify.desktop:
+            self.desktop = DesktopNotifier()
+            self.desktop.start()
+
+        def make_pool(on_result: Callable[..., None]) -> EncodePool:
+            return EncodePool(settings.encode_workers, on_result, timeout_s=settings.decode_timeout_s,
+                              cnn_spec=cnn_spec, max_pixels=settings.max_image_pixels)
+
+        self.pipeline = Pipeline(
+            self.catalog, make_pool, self.encoder, reports,
+            PipelineSettings(settle_ms=settings.settle_ms, cnn_batch_size=settings.cnn.batch_size,
+                             cnn_max_wait_ms=settings.cnn.max_wait_ms, min_file_size=settings.min_file_size,
+                             mass_deletion_guard=settings.mass_deletion_guard),
+            root_of=self.root_of, scanner=self._scan_path,
+            on_batch=self.desktop.record if self.desktop else None,
+        )
+        self.pipeline.start()
+        fds = listen_fds()
+        self.control = ControlServer(str(settings.socket), self.handlers(), allowed_gid=self._socket_gid(),
+                                     listen_fd=fds[0] if fds else None)
+        self.control.start()
+        self.state = "scanning"
+        self.notifier.notify(READY=1, STATUS="index loaded; scanning roots")
+        log.info("dedupd %s ready: %d records, socket %s", __version__,
+                 self.catalog.stats()["records"].get("encoded", 0), settings.socket)  # type: ignore[union-attr]
+        self.watcher = Watcher(self._roots(), self.pipeline.on_change,
+                               mass_deletion_guard=settings.mass_deletion_guard)
+        self.watcher.start()
+        for spec in self._roots():
+            self.pipeline.rescan(spec.path)
+
+    def _socket_gid(self) -> int | None:
+        if not self.settings.socket_group:
+            return None
+        import grp
+
+        return grp.getgrnam(self.settings.socket_group).gr_gid
+
+    def _loop(self) -> None:
+        assert self.pipeline is not None and self.watcher is not None
+        watchdog = watchdog_interval_s()
+        last_rescan = time.monotonic()
+        last_prune: date | None = None
+        while not self._stop.wait(min(HEALTH_INTERVAL_S, watchdog or HEALTH_INTERVAL_S)):
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                self.reload()
+            healthy = self.watcher.check_health() and self.pipeline.alive()
+            if healthy and watchdog:
+                self.notifier.notify(WATCHDOG=1)
+            self._update_state()
+            if self.reports is not None:
+                self.reports.refresh_summary(self.duplicate_documents)
+                if last_prune != date.today():
+                    self.reports.prune()
+                    last_prune = date.today()
+            interval = self.settings.rescan_interval_s
+            if interval and time.monotonic() - last_rescan >= interval:
+                last_rescan = time.monotonic()
+                for spec in self._roots():
+                    self.pipeline.rescan(spec.path)
+
+    def _update_state(self) -> None:
+        assert self.pipeline is not None
+        scan = self.pipeline.scan_state()
+        if self.pipeline.paused:
+            self.state = "paused"
+        elif scan["running"]:
+            self.state = "scanning"
+            self.notifier.notify(STATUS=f"scanning {scan['done']:,}/{scan['total']:,}")
+        elif self.state == "scanning":
+            self.state = "running"
+            self.notifier.notify(STATUS="watching")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _teardown(self) -> None:
+        self.state = "stopping"
+        self.notifier.notify(STOPPING=1, STATUS="draining")
+        for step, action in (("watcher", lambda: self.watcher and self.watcher.stop()),
+                             ("pipeline", lambda: self.pipeline and self.pipeline.stop(drain=True)),
+                             ("control", lambda: self.control and self.control.stop()),
+                             ("notifications", lambda: self.desktop and self.desktop.stop()),
+                             ("summary", self._final_summary),
+                             ("catalog", lambda: self.catalog and self.catalog.close())):
+            try:
+                action()
+            except Exception:  # noqa: BLE001 - tear down the rest whatever one part does
+                log.exception("error while stopping the %s", step)
+        log.info("dedupd stopped")
+
+    def _final_summary(self) -> None:
+        if self.reports is not None and self.catalog is not None:
+            self.reports.mark_summary_dirty()
+            self.reports.refresh_summary(self.duplicate_documents, force=True)
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload_requested.set())
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+
+    # ------------------------------------------------------------------ roots
+    def _roots(self) -> list[RootSpec]:
+        return root_specs(self.settings) + self._extra_roots
+
+    def root_of(self, path: str) -> str | None:
+        best = None
+        for spec in self._roots():
+            root = spec.path.rstrip("/")
+            if (path == root or path.startswith(root + "/")) and (best is None or len(root) > len(best)):
+                best = root
+        return best
+
+    def _scan_path(self, path: str) -> Iterator[tuple[str, os.stat_result]]:
+        """The reconcile walk of `path` with its root's policy (excludes, hidden files, symlinks)."""
+        root = self.root_of(path)
+        spec = next(s for s in self._roots() if s.path.rstrip("/") == root)
+        return scan(spec, under=path)
+
+    def _protected_roots(self) -> list[str]:
+        return [str(root.path) for root in self.settings.roots if root.protected]
+
+    # ------------------------------------------------------------------ reload
+    def reload(self) -> list[str]:
+        """Re-read the config file and apply what changed (roots, thresholds, logging); no index rebuild."""
+        self.notifier.notify(RELOADING=1, MONOTONIC_USEC=time.monotonic_ns() // 1000)
+        try:
+            new = load_settings(self.config_path)
+        except DedupdError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            self.notifier.notify(READY=1)
+            raise ProtocolError("bad_args", f"config not reloaded: {exc}") from exc
+        changed = changed_keys(self.settings, new)
+        restart_needed = [key for key in changed if key.split(".")[0] in ("state_dir", "socket", "cnn")]
+        if restart_needed:
+            log.warning("these settings take effect after a restart: %s", ", ".join(restart_needed))
+        old_roots = {spec.path for spec in self._roots()}
+        self.settings = new
+        logging.getLogger().setLevel(new.log_level)
+        assert self.watcher is not None and self.pipeline is not None and self.catalog is not None
+        self.catalog.set_matcher(new.matcher_settings())
+        new_roots = {spec.path: spec for spec in self._roots()}
+        for path in old_roots - set(new_roots):
+            self.watcher.remove_root(path)
+        for path in set(new_roots) - old_roots:
+            self.watcher.add_root(new_roots[path])
+            self.pipeline.rescan(path)
+        log.info("configuration reloaded; changed: %s", ", ".join(changed) or "nothing")
+        self.notifier.notify(READY=1, STATUS="configuration reloaded")
+        return changed
+
+    # ------------------------------------------------------------------ control handlers
+    def handlers(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+        return {
+            "hello": lambda args: {"protocol": PROTOCOL_VERSION, "version": __version__},
+            "status": lambda args: self.status(),
+            "wait-idle": self._wait_idle,
+            "query": self._query,
+            "duplicates": lambda args: {"groups": self.duplicate_documents(args.get("method"), args.get("under"))},
+            "to-remove": self._to_remove,
+            "rescan": self._rescan,
+            "pause": self._pause,
+            "resume": self._resume,
+            "reload": lambda args: {"changed": self.reload()},
+            "watch": self._watch,
+            "export": self._export,
+            "needles": self._needles,
+            "ignore": self._ignore,
+        }
+
+    def status(self) -> dict[str, Any]:
+        assert self.catalog is not None and self.pipeline is not None and self.watcher is not None
+        stats = self.catalog.stats()
+        counters = self.pipeline.counters
+        protected = set(self._protected_roots())
+        roots = []
+        for entry in self.watcher.roots_status():
+            entry = dict(entry)
+            entry["protected"] = entry["path"] in protected
+            if self.pipeline.paused:
+                entry["state"] = "paused"
+            roots.append(entry)
+        records = stats["records"]  # type: ignore[index]
+        return {
+            "state": self.state,
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "roots": roots,
+            "counts": {
+                "indexed": records.get("encoded", 0),  # type: ignore[union-attr]
+                "pending": self.pipeline.pending(),
+                "decodes": counters.decodes,
+                "duplicates": stats["groups"],
+                "duplicate_files": stats["grouped_files"],
+                "reports": counters.reports,
+                "skipped": self._skip_counts(records, counters.vanished),  # type: ignore[arg-type]
+                "skipped_by_extension": dict(counters.skipped_by_extension),
+            },
+            "index": stats["index"],
+            "cnn": {"enabled": self.encoder is not None,
+                    "model": self.encoder.spec.name if self.encoder else None,
+                    "provider": self.encoder.provider if self.encoder else None,
+                    "dim": self.encoder.dim if self.encoder else None},
+            "scan": self.pipeline.scan_state(),
+        }
+
+    @staticmethod
+    def _skip_counts(records: dict[str, int], vanished: int) -> dict[str, int]:
+        """Skipped files by reason: what the store holds, plus files that vanished before their turn."""
+        counts = {key.split(":", 1)[1]: n for key, n in records.items() if key.startswith("skipped:") and n}
+        if vanished:
+            counts["vanished"] = counts.get("vanished", 0) + vanished
+        return counts
+
+    def _wait_idle(self, args: dict[str, Any]) -> dict[str, Any]:
+        assert self.pipeline is not None
+        timeout = float(args["timeout"])
+        started = time.monotonic()
+        if not self.pipeline.wait_idle(timeout):
+            raise ProtocolError("timeout", f"still busy after {timeout:g} s ({self.pipeline.pending()} pending)")
+        return {"idle": True, "waited_s": round(time.monotonic() - started, 3)}
+
+    def duplicate_documents(self, method: str | None = None, under: str | None = None) -> list[list[dict[str, Any]]]:
+        assert self.catalog is not None
+        documents = []
+        for group in self.catalog.groups(under=under, method=method):
+            best: dict[str, Match] = {}
+            for path, match in group.links:
+                for mine, other in ((path, match), (match.path, replace(match, path=path))):
+                    if mine not in best or _stronger(other, best[mine]):
+                        best[mine] = other
+            documents.append([{"path": path, **_without_path(match_document(best[path]))} if path in best
+                              else {"path": path} for path in group.paths])
+        return documents
+
+    def _to_remove(self, args: dict[str, Any]) -> dict[str, Any]:
+        assert self.catalog is not None
+        files = self.catalog.to_remove(under=args.get("under"), protected_roots=self._protected_roots(),
+                                       method=args.get("method"))
+        return {"files": files, "policy": "keep the most pixels, then the largest file, then the oldest mtime, "
+                                          "then the first path; never files under protected roots"}
+
+    def _encode_outside(self, path: str) -> Encoding:
+        """Encode a file that is not (or not yet) in the store, in this process."""
+        try:
+            encoded: EncodedFile = encode_path(path, cnn_spec=self.encoder.spec if self.encoder else None,
+                                               max_pixels=self.settings.max_image_pixels)
+        except Skipped as skip:
+            raise ProtocolError("bad_args", f"{path}: {skip.reason.value}: {skip.detail}") from skip
+        if self.encoder is not None and encoded.cnn_input is not None:
+            return replace(encoded.encoding, embedding=self.encoder.embed_prepared([encoded.cnn_input])[0])
+        return encoded.encoding
+
+    def _query(self, args: dict[str, Any]) -> dict[str, Any]:
+        assert self.catalog is not None
+        path = args["path"]
+        if not os.path.isfile(path):
+            raise ProtocolError("not_found", f"no such file: {path}")
+        stored = self.catalog.store.get(path, embedding=True)
+        encoding = stored.encoding if stored is not None and stored.encoding is not None else self._encode_outside(path)
+        method = args.get("method")
+        if method:
+            matches = self.catalog.near(encoding, method, threshold=args.get("threshold"),
+                                        min_similarity=args.get("min_similarity"))
+        else:
+            matches = self.catalog.matches(encoding)
+        matches = [m for m in matches if m.path != path]
+        result: dict[str, Any] = {"file": path, "matches": [match_document(m) for m in matches]}
+        if args.get("explain"):
+            result["explain"] = self.catalog.explain(encoding, [m.path for m in matches])
+        return result
+
+    def _rescan(self, args: dict[str, Any]) -> dict[str, Any]:
+        assert self.pipeline is not None
+        path = args.get("path")
+        targets = [path] if path else [spec.path for spec in self._roots()]
+        for target in targets:
+            if self.root_of(target) is None:
+                raise ProtocolError("bad_args", f"{target} is not under a watched root")
+            self.pipeline.rescan(target)
+        return {"scheduled": targets}
+
+    def _pause(self, args: dict[str, Any]) -> dict[str, Any]:
+        assert self.pipeline is not None
+        self.pipeline.pause()
+        self.state = "paused"
+        return {"state": self.state}
+
+    def _resume(self, args: dict[str, Any]) -> dict[str, Any]:
+        assert self.pipeline is not None
+        self.pipeline.resume()
+        self.state = "running"
+        return {"state": self.state}
+
+    def _watch(self, args: dict[str, Any]) -> dict[str, Any]:
+        assert self.watcher is not None and self.pipeline is not None
+        action = args.get("action", "list")
+        path = os.path.abspath(args["path"]) if args.get("path") else None
+        if action == "add" and path:
+            if not os.path.isdir(path):
+                raise ProtocolError("not_found", f"no such directory: {path}")
+            if self.root_of(path) is None:
+                spec = RootSpec(path=path)
+                self._extra_roots.append(spec)
+                self.watcher.add_root(spec)
+                self.pipeline.rescan(path)
+        elif action == "remove" and path:
+            if not any(spec.path == path for spec in self._extra_roots):
+                raise ProtocolError("bad_args", f"{path} was not added with `watch add` (edit the config to remove it)")
+            self._extra_roots = [spec for spec in self._extra_roots if spec.path != path]
+            self.watcher.remove_root(path)
+        return {"roots": self.status()["roots"]}
+
+    def _export(self, args: dict[str, Any]) -> dict[str, Any]:
+        assert self.catalog is not None
+        method = args.get("method") or "phash"
+        return {"method": method, "encodings": dict(self.catalog.store.export(method))}
+
+    def _needles(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Which images of DIR are already in the library, and which of its folders are wholly there."""
+        assert self.catalog is not None
+        directory = args["dir"]
+        if not os.path.isdir(directory):
+            raise ProtocolError("not_found", f"no such directory: {directory}")
+        files: dict[str, list[dict[str, Any]]] = {}
+        folders: dict[str, list[int]] = {}
+        for current, subdirs, names in os.walk(directory):
+            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+            for name in sorted(n for n in names if not n.startswith(".")):
+                path = os.path.join(current, name)
+                try:
+                    encoding = self._encode_outside(path)
+                except ProtocolError:
+                    continue
+                found = [m for m in self.catalog.matches(encoding) if not _under(m.path, directory)]
+                files[path] = [match_document(m) for m in found]
+                for folder in _ancestors(current, directory):
+                    counts = folders.setdefault(folder, [0, 0])
+                    counts[0] += 1
+                    counts[1] += bool(found)
+        return {
+            "files": files,
+            "found": sum(1 for matches in files.values() if matches),
+            "total": len(files),
+            "folders": [{"path": f, "images": n, "in_library": hit, "all": n == hit} for f, (n, hit)
+                        in sorted(folders.items())],
+        }
+
+    def _ignore(self, args: dict[str, Any]) -> dict[str, Any]:
+        assert self.catalog is not None
+        paths = [os.path.abspath(p) for p in args["paths"]]
+        return {"ignored": self.catalog.ignore(paths)}
+
+
+def _without_path(document: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in document.items() if key != "path"}
+
+
+def _under(path: str, root: str) -> bool:
+    root = root.rstrip("/")
+    return path == root or path.startswith(root + "/")
+
+
+def _ancestors(folder: str, top: str) -> list[str]:
+    chain = [folder]
+    while folder.rstrip("/") != top.rstrip("/"):
+        folder = os.path.dirname(folder)
+        chain.append(folder)
+    return chain
+
+
+_STRENGTH = {"exact": 0, "phash": 1, "cnn": 2}
+
+
+def _stronger(a: Match, b: Match) -> bool:
+    if a.method != b.method:
+        return _STRENGTH.get(a.method, 9) < _STRENGTH.get(b.method, 9)
+    if a.similarity is not None and b.similarity is not None:
+        return a.similarity > b.similarity
+    return (a.distance or 0) < (b.distance or 0)
+
+
+def run(config_path: Path | None) -> int:
+    """Entry point of `dedupd run`: 0 after a clean stop, 1 with one clear line on a startup error."""
+    try:
+        settings = load_settings(config_path)
+    except DedupdError as exc:
+        print(f"dedupd: {exc}", file=sys.stderr)
+        return 1
+    configure_logging(settings.log_level)
+    try:
+        return Daemon(settings, config_path).run()
+    except DedupdError as exc:
+        log.error("%s", exc)
+        print(f"dedupd: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"dedupd: {exc}", file=sys.stderr)
+        return 1

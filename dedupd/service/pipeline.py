@@ -1,0 +1,565 @@
+"""The daemon's data path: settle -> encode pool -> CNN batch queue -> commit -> index -> reports.
+
+Owns what happens between a watcher event and a committed, reported record:
+
+* settling: a file is encoded after a close-after-write, a move-in, or `settle_ms` of unchanged
+  (size, mtime_ns); repeated events for one file collapse into one entry, so they cause one decode;
+* unchanged files (dev, inode, size, mtime_ns equal to the store's) are never decoded again, broken
+  ones included (their skip reason is stored with their key);
+* moves and directory renames re-key records without decoding, also when they happened while the
+  daemon was down (same inode, size and mtime under a vanished path);
+* the reconcile scan (startup, `rescan`, lost events) compares the disk with the store;
+* the CNN batch queue (`batch_size`, `max_wait_ms`) in one thread on one ONNX Runtime session;
+* one committer thread, the only writer: a batch is one store transaction (durable), then the index
+  (visible), then one report per file that arrived with duplicates.
+
+Every queue is bounded: a flood of events blocks the producers (back-pressure) instead of growing.
+A result is committed only if the file still has the key it was encoded with; otherwise it is settled
+again, so a file rewritten during its decode is stored with its final content.
+"""
+
+import logging
+import os
+import queue
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dedupd.errors import Skipped, SkipReason
+from dedupd.imaging.cnn import Encoder
+from dedupd.imaging.encode import EncodedFile
+from dedupd.records import Change, ChangeKind, FileKey, FileRecord, Match
+from dedupd.service.catalog import Catalog
+from dedupd.service.encodepool import EncodePool
+from dedupd.service.reports import ReportWriter
+from dedupd.store import Move, Removal
+
+log = logging.getLogger(__name__)
+
+type Outcome = EncodedFile | Skipped
+type Scanner = Callable[[str], Iterator[tuple[str, os.stat_result]]]
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    settle_ms: int = 2000
+    cnn_batch_size: int = 16
+    cnn_max_wait_ms: int = 50
+    commit_batch: int = 256
+    commit_wait_ms: int = 100
+    max_queued_changes: int = 10_000
+    min_file_size: int = 0
+    mass_deletion_guard: float = 0.5
+
+
+def file_key(path: str, st: os.stat_result) -> FileKey:
+    return FileKey(path=path, dev=st.st_dev, inode=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def same_file_state(a: FileKey, b: FileKey) -> bool:
+    """Unchanged on disk: the reconcile and settle rule (path aside)."""
+    return (a.dev, a.inode, a.size, a.mtime_ns) == (b.dev, b.inode, b.size, b.mtime_ns)
+
+
+@dataclass(slots=True)
+class _Settling:
+    """A path waiting for its content to stop changing."""
+
+    key: FileKey
+    stable_since: float
+    immediate: bool
+
+
+@dataclass(slots=True)
+class Counters:
+    decodes: int = 0
+    vanished: int = 0  # files gone before they could be encoded (no record is kept for them)
+    skipped_by_extension: dict[str, int] = field(default_factory=dict)
+    reports: int = 0
+    moves: int = 0
+    removals: int = 0
+    reencoded_after_change: int = 0
+
+
+class Pipeline:
+    """Turns watcher Changes into committed, indexed, reported records. Thread-safe entry points."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        pool_factory: Callable[[Callable[[FileKey, Outcome], None]], EncodePool],
+        encoder: Encoder | None,
+        reports: ReportWriter | None,
+        settings: PipelineSettings,
+        *,
+        root_of: Callable[[str], str | None],
+        scanner: Scanner,
+        on_batch: Callable[[list[str], dict[str, list[Match]], dict[str, Path]], None] | None = None,
+    ) -> None:
+        self._catalog = catalog
+        self._encoder = encoder
+        self._reports = reports
+        self._settings = settings
+        self._root_of = root_of
+        self._scanner = scanner
+        self._on_batch = on_batch
+        self._changes: queue.Queue[Change | None] = queue.Queue(settings.max_queued_changes)
+        self._cnn_queue: queue.Queue[tuple[FileKey, EncodedFile] | None] = queue.Queue(4 * settings.cnn_batch_size)
+        self._commit_queue: queue.Queue[Any] = queue.Queue(2 * settings.commit_batch)
+        self._settling: dict[str, _Settling] = {}
+        self._in_flight: dict[str, FileKey] = {}  # submitted to the pool, not yet committed
+        self._dirty: set[str] = set()  # changed again while in flight: settle once more afterwards
+        self._offline: set[str] = set()
+        self._recently_vanished: dict[str, None] = {}  # insertion-ordered, bounded: counts each path once
+        self._state_lock = threading.Condition()
+        self._scans: queue.Queue[str | None] = queue.Queue()
+        self._scan_running = False
+        self._scan_progress = (0, 0)
+        self._paused = threading.Event()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.counters = Counters()
+        self.heartbeat: dict[str, float] = {}
+        self._pool = pool_factory(self._on_encoded)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._pool.start()
+        for name, target in (("settle", self._settle_loop), ("cnn", self._cnn_loop),
+                             ("commit", self._commit_loop), ("scan", self._scan_loop)):
+            thread = threading.Thread(target=self._guarded(name, target), name=f"dedupd-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _guarded(self, name: str, loop: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                loop()
+            except Exception:  # noqa: BLE001 - a dead stage must be visible, not silent
+                log.exception("pipeline stage %s died", name)
+                self.heartbeat[name] = -1.0
+        return run
+
+    def stop(self, drain: bool = True, timeout: float = 30.0) -> None:
+        """Stop taking events; with `drain`, finish what was already decoded and commit it."""
+        if drain:
+            self.wait_idle(timeout, settle_pending=False)
+        self._stopping.set()
+        self._changes.put(None)
+        self._scans.put(None)
+        self._pool.close()
+        self._cnn_queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def alive(self) -> bool:
+        """Every stage thread is running and none reported a crash (systemd watchdog input)."""
+        return all(t.is_alive() for t in self._threads) and all(v >= 0 for v in self.heartbeat.values())
+
+    # ------------------------------------------------------------------ inputs
+    def on_change(self, change: Change) -> None:
+        """Called from watcher threads; blocks while the queue is full (back-pressure)."""
+        self._changes.put(change)
+
+    def rescan(self, path: str) -> None:
+        """Reconcile `path` (a root or a directory in one) with the store, in the scan thread."""
+        with self._state_lock:
+            self._scan_running = True
+        self._scans.put(path)
+
+    def set_root_offline(self, root: str, offline: bool) -> None:
+        with self._state_lock:
+            (self._offline.add if offline else self._offline.discard)(root)
+        if not offline:
+            self.rescan(root)
+
+    def pause(self) -> None:
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
+        with self._state_lock:
+            self._state_lock.notify_all()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    # ------------------------------------------------------------------ state for status / wait-idle
+    def pending(self) -> int:
+        with self._state_lock:
+            return (len(self._settling) + len(self._in_flight) + self._changes.qsize() + self._scans.qsize()
+                    + (1 if self._scan_running else 0))
+
+    def scan_state(self) -> dict[str, Any]:
+        done, total = self._scan_progress
+        return {"running": self._scan_running, "done": done, "total": total}
+
+    def wait_idle(self, timeout: float, *, settle_pending: bool = True) -> bool:
+        """True once nothing is queued, settling, decoding, embedding, committing or scanning."""
+        deadline = time.monotonic() + timeout
+        with self._state_lock:
+            while True:
+                busy = (self._changes.unfinished_tasks or self._in_flight or self._scan_running
+                        or (settle_pending and self._settling) or self._scans.unfinished_tasks
+                        or self._commit_queue.unfinished_tasks)
+                if not busy:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._state_lock.wait(min(remaining, 0.1))
+
+    # ------------------------------------------------------------------ settle stage
+    def _settle_loop(self) -> None:
+        tick = self._settings.settle_ms / 4000
+        while not self._stopping.is_set():
+            self.heartbeat["settle"] = time.monotonic()
+            try:
+                change = self._changes.get(timeout=min(tick, 0.25))
+            except queue.Empty:
+                change = None
+            else:
+                try:
+                    if change is None:
+                        return
+                    self._handle(change)
+                finally:
+                    self._changes.task_done()
+            if not self._paused.is_set():
+                self._submit_settled()
+
+    def _handle(self, change: Change) -> None:
+        kind = change.kind
+        if kind in (ChangeKind.CREATED, ChangeKind.MODIFIED):
+            self._observe(change.path, immediate=change.reason == "moved in")  # a move-in is a finished file
+        elif kind == ChangeKind.CLOSED:
+            self._observe(change.path, immediate=True)
+        elif kind == ChangeKind.MOVED and change.dest is not None:
+            self._moved(change.path, change.dest)
+        elif kind == ChangeKind.DIR_MOVED and change.dest is not None:
+            self._dir_moved(change.path, change.dest)
+        elif kind in (ChangeKind.DELETED, ChangeKind.DIR_DELETED):
+            with self._state_lock:
+                waiting = change.path in self._settling
+            (self._vanished if waiting else self._forget)(change.path)
+            self._commit_queue.put(Removal(change.path))
+        elif kind == ChangeKind.RESCAN:
+            log.warning("rescanning %s: %s", change.path, change.reason or "requested")
+            self.rescan(change.path)
+        elif kind == ChangeKind.ROOT_OFFLINE:
+            log.warning("root %s is offline (%s); its records are kept", change.root, change.reason)
+            self.set_root_offline(change.root, True)
+        elif kind == ChangeKind.ROOT_ONLINE:
+            log.info("root %s is back; reconciling", change.root)
+            self.set_root_offline(change.root, False)
+
+    def _observe(self, path: str, *, immediate: bool, known: os.stat_result | None = None) -> None:
+        """Note the file's current state; it is submitted once that state has held long enough."""
+        try:
+            st = known or os.stat(path)
+        except FileNotFoundError:
+            self._vanished(path)
+            return
+        except OSError as exc:  # exists but cannot be stat'ed through (a symlink loop, EIO, EACCES)
+            key = self._current_key(path)
+            if key is not None:
+                self._commit_skip(key, SkipReason.UNREADABLE, str(exc))
+            return
+        if not stat.S_ISREG(st.st_mode):
+            return
+        key = file_key(path, st)
+        with self._state_lock:
+            if path in self._in_flight:
+                if not same_file_state(self._in_flight[path], key):
+                    self._dirty.add(path)
+                return
+            previous = self._settling.get(path)
+            if previous is not None and same_file_state(previous.key, key):
+                previous.immediate = previous.immediate or immediate
+                return
+            now = time.monotonic()
+            self._settling[path] = _Settling(key, now, immediate)
+
+    def _submit_settled(self) -> None:
+        now = time.monotonic()
+        settle_s = self._settings.settle_ms / 1000
+        with self._state_lock:
+            due = [(path, entry) for path, entry in self._settling.items()
+                   if entry.immediate or now - entry.stable_since >= settle_s]
+        for path, entry in due:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                self._vanished(path)
+                continue
+            except OSError:
+                continue
+            key = file_key(path, st)
+            if not same_file_state(key, entry.key):  # still changing: wait again from now
+                with self._state_lock:
+                    self._settling[path] = _Settling(key, time.monotonic(), False)
+                continue
+            with self._state_lock:
+                self._settling.pop(path, None)
+            if self._unchanged_in_store(key):
+                continue
+            if key.size < max(1, self._settings.min_file_size):
+                self._commit_skip(key, SkipReason.TOO_SMALL, f"{key.size} bytes")
+                continue
+            if self._moved_while_away(key):
+                continue
+            with self._state_lock:
+                self._in_flight[path] = key
+            self._pool.submit(key, path)  # blocks while the pool is full: back-pressure
+
+    def _unchanged_in_store(self, key: FileKey) -> bool:
+        stored = self._catalog.store.get(key.path)
+        return stored is not None and same_file_state(stored.key, key)
+
+    def _moved_while_away(self, key: FileKey) -> bool:
+        """A new path whose inode, size and mtime belong to a record whose path is gone: a move."""
+        for old in self._catalog.store.paths_for_inode(key.dev, key.inode):
+            if old == key.path or os.path.lexists(old):
+                continue
+            record = self._catalog.store.get(old)
+            if record is not None and same_file_state(replace(record.key, path=key.path), key):
+                self._commit_queue.put(Move(old, key.path))
+                return True
+        return False
+
+    def _moved(self, src: str, dest: str) -> None:
+        with self._state_lock:
+            entry = self._settling.pop(src, None)
+            in_flight = src in self._in_flight
+        if self._catalog.store.get(src) is not None and not in_flight:
+            self._commit_queue.put(Move(src, dest))
+            return
+        if entry is not None or in_flight:
+            self._forget(src)
+        self._observe(dest, immediate=True)  # a move-in is a finished file
+
+    def _dir_moved(self, src: str, dest: str) -> None:
+        prefix = src.rstrip("/") + "/"
+        with self._state_lock:
+            moving = [p for p in self._settling if p.startswith(prefix)]
+        for path in moving:
+            self._moved(path, dest.rstrip("/") + "/" + path[len(prefix):])
+        self._commit_queue.put(Move(src, dest))
+
+    def _forget(self, path: str) -> None:
+        """Drop pending work at or under `path`."""
+        prefix = path.rstrip("/") + "/"
+        with self._state_lock:
+            for gone in [p for p in self._settling if p == path or p.startswith(prefix)]:
+                del self._settling[gone]
+
+    def _vanished(self, path: str) -> None:
+        """A file had events but was gone before it could be encoded: counted once per path."""
+        self._forget(path)
+        if path not in self._recently_vanished:
+            self.counters.vanished += 1
+            log.info("skipped %s: vanished before it could be encoded", path)
+        self._recently_vanished[path] = None
+        while len(self._recently_vanished) > 1024:
+            self._recently_vanished.pop(next(iter(self._recently_vanished)))
+
+    # ------------------------------------------------------------------ encode results
+    def _on_encoded(self, key: FileKey, outcome: Outcome) -> None:
+        """Pool callback (pool thread): route a result to the CNN queue or straight to commit."""
+        self.counters.decodes += 1
+        if isinstance(outcome, Skipped):
+            self._commit_queue.put(FileRecord(key, skip=outcome.reason))
+            log.info("skipped %s: %s", key.path, outcome)
+            return
+        if self._encoder is not None and outcome.cnn_input is not None:
+            self._cnn_queue.put((key, outcome))
+        else:
+            self._commit_queue.put(FileRecord(key, encoding=outcome.encoding))
+
+    def _commit_skip(self, key: FileKey, reason: SkipReason, detail: str) -> None:
+        log.info("skipped %s: %s: %s", key.path, reason.value, detail)
+        self._commit_queue.put(FileRecord(key, skip=reason))
+
+    # ------------------------------------------------------------------ CNN stage
+    def _cnn_loop(self) -> None:
+        encoder = self._encoder
+        max_wait = self._settings.cnn_max_wait_ms / 1000
+        while True:
+            self.heartbeat["cnn"] = time.monotonic()
+            try:
+                first = self._cnn_queue.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.monotonic() + max_wait
+            while len(batch) < self._settings.cnn_batch_size:
+                try:
+                    item = self._cnn_queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._cnn_queue.put(None)
+                    break
+                batch.append(item)
+            assert encoder is not None  # this stage only receives work when there is an encoder
+            vectors = encoder.embed_prepared([encoded.cnn_input for _, encoded in batch])  # type: ignore[misc]
+            for (key, encoded), vector in zip(batch, vectors, strict=True):
+                encoding = replace(encoded.encoding, embedding=vector.astype(np.float32))
+                self._commit_queue.put(FileRecord(key, encoding=encoding))
+
+    # ------------------------------------------------------------------ commit stage
+    def _commit_loop(self) -> None:
+        wait = self._settings.commit_wait_ms / 1000
+        while True:
+            self.heartbeat["commit"] = time.monotonic()
+            try:
+                first = self._commit_queue.get(timeout=1.0)
+            except queue.Empty:
+                if self._stopping.is_set():
+                    return
+                continue
+            batch = [first]
+            deadline = time.monotonic() + wait
+            while len(batch) < self._settings.commit_batch:
+                try:
+                    batch.append(self._commit_queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+            try:
+                self._commit(batch)
+            finally:
+                for _ in batch:
+                    self._commit_queue.task_done()
+
+    def _commit(self, batch: list[Any]) -> None:
+        changes: list[Any] = []
+        settled_again: list[str] = []
+        for item in batch:
+            if isinstance(item, FileRecord):
+                current = self._current_key(item.key.path)
+                with self._state_lock:
+                    self._in_flight.pop(item.key.path, None)
+                    dirty = item.key.path in self._dirty
+                    self._dirty.discard(item.key.path)
+                if current is None:
+                    self._vanished(item.key.path)
+                    continue  # vanished while decoding: a delete event follows
+                if dirty or not same_file_state(current, item.key):
+                    settled_again.append(item.key.path)
+                    self.counters.reencoded_after_change += 1
+                    continue
+                if item.skip is not None:
+                    self._count_skip(item.key.path)
+            elif isinstance(item, Move):
+                self.counters.moves += 1
+            elif isinstance(item, Removal):
+                self.counters.removals += 1
+            changes.append(item)
+        if changes:
+            applied = self._catalog.apply(changes)
+            written = self._report(applied.matches)
+            if self._on_batch is not None:
+                added = [c.key.path for c in changes if isinstance(c, FileRecord) and c.encoding is not None]
+                self._on_batch(added, dict(applied.matches), written)
+            if self._reports is not None and any(isinstance(c, Removal | Move) for c in changes):
+                self._reports.mark_summary_dirty()
+        for path in settled_again:
+            self._observe(path, immediate=True)
+        with self._state_lock:
+            self._state_lock.notify_all()
+
+    def _current_key(self, path: str) -> FileKey | None:
+        """The file's key now; None if it is gone. An entry that exists but cannot be followed keys by lstat."""
+        try:
+            return file_key(path, os.stat(path))
+        except FileNotFoundError:
+            return None
+        except OSError:
+            try:
+                return file_key(path, os.lstat(path))
+            except OSError:
+                return None
+
+    def _count_skip(self, path: str) -> None:
+        extension = os.path.splitext(path)[1].lower() or "(none)"
+        self.counters.skipped_by_extension[extension] = self.counters.skipped_by_extension.get(extension, 0) + 1
+
+    def _report(self, matches: Mapping[str, list[Match]]) -> dict[str, Path]:
+        """One report per file that arrived with duplicates; returns where each was written."""
+        written = {}
+        for path, found in matches.items():
+            root = self._root_of(path) or os.path.dirname(path)
+            if self._reports is not None:
+                written[path] = self._reports.write_event(path, found, root)
+            self.counters.reports += 1
+        return written
+
+    # ------------------------------------------------------------------ reconcile scan
+    def _scan_loop(self) -> None:
+        while True:
+            self.heartbeat["scan"] = time.monotonic()
+            try:
+                path = self._scans.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            try:
+                if path is None:
+                    return
+                self._reconcile(path)
+            except Exception:  # noqa: BLE001 - one failed scan must not end scanning
+                log.exception("reconcile scan of %s failed", path)
+            finally:
+                self._scans.task_done()
+                with self._state_lock:
+                    self._scan_running = self._scans.unfinished_tasks > 0
+                    self._state_lock.notify_all()
+
+    def _reconcile(self, path: str) -> None:
+        """Encode what changed under `path` since the store saw it, and drop what is gone."""
+        root = self._root_of(path)
+        if root is None or root in self._offline:
+            return
+        seen: set[str] = set()
+        found = 0
+        try:
+            for file_path, st in self._scanner(path):
+                if self._stopping.is_set():
+                    return
+                while self._paused.is_set() and not self._stopping.is_set():
+                    time.sleep(0.2)
+                seen.add(file_path)
+                found += 1
+                self._scan_progress = (found, max(found, self._scan_progress[1]))
+                key = file_key(file_path, st)
+                if self._unchanged_in_store(key):
+                    continue
+                settled = time.time_ns() - st.st_mtime_ns >= self._settings.settle_ms * 1_000_000
+                self._changes.put(Change(ChangeKind.CLOSED if settled else ChangeKind.MODIFIED, file_path, root))
+        except OSError as exc:  # the root itself cannot be listed: offline, never "empty"
+            log.warning("cannot scan %s (%s); keeping its records", path, exc)
+            return
+        if not os.path.isdir(path):
+            return  # the root went away during the scan: not a mass deletion
+        known = 0
+        gone = []
+        for _, record in self._catalog.store.iter_records(under=path):
+            known += 1
+            if record.key.path not in seen and not os.path.lexists(record.key.path):
+                gone.append(record.key.path)
+        if known >= 10 and len(gone) > self._settings.mass_deletion_guard * known:
+            log.warning("%s: %d of %d known files are missing; treating it as an outage (an empty mount point?), "
+                        "not deleting their records", path, len(gone), known)
+            return
+        for missing in gone:
+            self._changes.put(Change(ChangeKind.DELETED, missing, root))
+        self._scan_progress = (found, found)
+

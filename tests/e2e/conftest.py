@@ -1,0 +1,127 @@
+"""A real `dedupd run` subprocess for end-to-end tests: real config file, inotify, LMDB, Unix socket.
+
+Readiness comes from the daemon's own sd_notify messages on a datagram socket the test binds (as
+systemd would), and idleness from `dedupctl wait-idle`; no test sleeps to wait for the daemon.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+START_TIMEOUT_S = 120
+
+
+@dataclass
+class RunningDaemon:
+    home: Path
+    config: Path
+    socket_path: Path
+    report_dir: Path
+    process: subprocess.Popen[str] | None = None
+    notify: socket.socket | None = None
+    messages: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self, wait_ready: bool = True) -> None:
+        notify_path = self.home / f"notify-{len(self.messages)}-{time.monotonic_ns()}.sock"
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(notify_path))
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "DEDUPD_CONFIG": str(self.config), **self.env}
+        self.log = open(self.home / "daemon.log", "a")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen([sys.executable, "-m", "dedupd", "run", "--config", str(self.config)],
+                                        env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+        if wait_ready:
+            self.wait_message("READY=1")
+
+    def wait_message(self, wanted: str, timeout: float = START_TIMEOUT_S) -> str:
+        assert self.notify is not None and self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"dedupd exited with {self.process.returncode}:\n{self.log_text()}")
+            self.notify.settimeout(0.5)
+            try:
+                message = self.notify.recv(65536).decode()
+            except TimeoutError:
+                continue
+            self.messages.append(message)
+            if wanted in message.splitlines():
+                return message
+        raise AssertionError(f"no {wanted} from dedupd within {timeout} s:\n{self.log_text()}")
+
+    def log_text(self) -> str:
+        return (self.home / "daemon.log").read_text()
+
+    def ctl(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        run = subprocess.run([sys.executable, "-m", "dedupd.cli.dedupctl", "--socket", str(self.socket_path), *args],
+                             capture_output=True, text=True, timeout=timeout)
+        if check and run.returncode != 0:
+            raise AssertionError(f"dedupctl {' '.join(args)} -> {run.returncode}\n{run.stdout}\n{run.stderr}\n"
+                                 f"{self.log_text()[-4000:]}")
+        return run
+
+    def ctl_json(self, *args: str) -> Any:
+        return json.loads(self.ctl("--json", *args).stdout)
+
+    def wait_idle(self, timeout: float = 240) -> None:
+        self.ctl("wait-idle", "--timeout", str(timeout), timeout=timeout + 30)
+
+    def status(self) -> dict[str, Any]:
+        return self.ctl_json("status")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout=120)
+        if self.notify is not None:
+            self.notify.close()
+        self.log.close()
+        return code
+
+    def reports(self) -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) for p in sorted(self.report_dir.glob("????-??-??/*.json"))]
+
+
+def write_config(home: Path, roots: list[Path], extra: str = "") -> tuple[Path, Path, Path]:
+    """A config for the test: short settle (unless `extra` sets one), no desktop bus, the given roots."""
+    state = home / "state"
+    reports = home / "reports"
+    sock = home / "run" / "control.sock"
+    lines = [f'state_dir = "{state}"', f'report_dir = "{reports}"', f'socket = "{sock}"', "encode_workers = 2"]
+    lines += [extra] + ([] if "settle_ms" in extra else ["settle_ms = 300"])
+    lines += ["[notify]", "desktop = false"]
+    for root in roots:
+        lines += ["", "[[roots]]", f'path = "{root}"']
+    config = home / "dedupd.toml"
+    config.write_text("\n".join(lines) + "\n")
+    return config, sock, reports
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[Any]:
+    started: list[RunningDaemon] = []
+
+    def make(roots: list[Path], extra: str = "", start: bool = True) -> RunningDaemon:
+        config, sock, reports = write_config(tmp_path, roots, extra)
+        daemon = RunningDaemon(tmp_path, config, sock, reports)
+        if start:
+            daemon.start()
+        started.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in started:
+        if daemon.process is not None and daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait()

@@ -1,0 +1,218 @@
+"""`dedupd run` end to end: a real daemon process, real files, real inotify, real LMDB and socket."""
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def photo_bytes(bench_sources: list[Path], tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+    """JPEG bytes of the distinct bench photographs at 400 px (camera files are slow to decode)."""
+    out = []
+    for source in bench_sources:
+        with Image.open(source) as image:
+            image.draft("RGB", (800, 800))
+            rgb = image.convert("RGB")
+        rgb.thumbnail((400, 400))
+        buffer = io.BytesIO()
+        rgb.save(buffer, "JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+def _recompressed(data: bytes) -> bytes:
+    with Image.open(io.BytesIO(data)) as image:
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=70)
+    return buffer.getvalue()
+
+
+def _mirrored(data: bytes) -> bytes:
+    with Image.open(io.BytesIO(data)) as image:
+        buffer = io.BytesIO()
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _group_pairs(groups: list[list[dict[str, Any]]]) -> set[frozenset[str]]:
+    return {frozenset((a["path"], b["path"])) for group in groups for a, b in combinations(group, 2)}
+
+
+def test_camera_import_reports_exactly_the_duplicates(tmp_path: Path, daemon_factory, photo_bytes) -> None:
+    """A library of 60 photos, then a burst of 160 files of which 40 duplicate earlier or burst files."""
+    library = tmp_path / "Pictures"
+    library.mkdir()
+    for i in range(60):
+        (library / f"old_{i:03d}.jpg").write_bytes(photo_bytes[i])
+    daemon = daemon_factory([library])
+    daemon.wait_idle()
+    assert daemon.reports() == []
+    burst = library / "import"
+    burst.mkdir()
+    expected: set[frozenset[str]] = set()
+    for i in range(60, 180):
+        (burst / f"new_{i:03d}.jpg").write_bytes(photo_bytes[i])
+    for k in range(15):  # byte copies of old photos
+        copy = burst / f"copy_{k:02d}.jpg"
+        shutil.copy(library / f"old_{k:03d}.jpg", copy)
+        expected.add(frozenset((str(library / f"old_{k:03d}.jpg"), str(copy))))
+    for k in range(15):  # re-compressed copies of new photos
+        path = burst / f"q70_{k:02d}.jpg"
+        path.write_bytes(_recompressed(photo_bytes[60 + k]))
+        expected.add(frozenset((str(burst / f"new_{60 + k:03d}.jpg"), str(path))))
+    for k in range(10):  # mirrored copies of old photos
+        path = burst / f"mirror_{k:02d}.jpg"
+        path.write_bytes(_mirrored(photo_bytes[20 + k]))
+        expected.add(frozenset((str(library / f"old_{20 + k:03d}.jpg"), str(path))))
+    daemon.wait_idle()
+    found = _group_pairs(daemon.ctl_json("duplicates")["groups"])
+    assert found == expected
+    reports = daemon.reports()
+    assert len(reports) == 40, "one report per duplicate event"
+    reported = {frozenset((r["file"], m["path"])) for r in reports for m in r["matches"]}
+    assert reported == expected
+    status = daemon.status()
+    assert status["counts"]["indexed"] == 220 and status["counts"]["duplicates"] == 40
+    assert daemon.stop() == 0
+
+
+def test_slow_writer_mkdir_burst_rsync_and_renames(tmp_path: Path, daemon_factory, photo_bytes) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    daemon = daemon_factory([root], extra="settle_ms = 2000")
+    # A slow writer: one encoding, of the final content.
+    data = photo_bytes[0] + b"\0" * (1 << 20)  # JPEG decoders ignore trailing bytes
+    with open(root / "slow.jpg", "wb") as handle:
+        handle.write(data[: len(data) // 2])
+        handle.flush()
+        time.sleep(1.0)  # the writer pauses mid-file (this is the scenario, not a wait for the daemon)
+        handle.write(data[len(data) // 2:])
+    daemon.wait_idle()
+    status = daemon.status()
+    assert status["counts"]["decodes"] == 1 and status["counts"]["indexed"] == 1
+    exported = daemon.ctl_json("export")["encodings"]
+    assert list(exported) == [str(root / "slow.jpg")]
+
+    # mkdir -p plus 50 files at once.
+    nested = root / "a" / "b"
+    nested.mkdir(parents=True)
+    for i in range(50):
+        (nested / f"f{i:02d}.jpg").write_bytes(photo_bytes[1 + i])
+    daemon.wait_idle()
+    assert daemon.status()["counts"]["indexed"] == 51
+
+    # rsync writes to a hidden temp name and renames: no record for the temp name.
+    source = tmp_path / "outside"
+    source.mkdir()
+    for i in range(5):
+        (source / f"r{i}.jpg").write_bytes(photo_bytes[60 + i])
+    subprocess.run(["rsync", "-a", f"{source}/", f"{root}/synced/"], check=True)
+    daemon.wait_idle()
+    paths = set(daemon.ctl_json("export")["encodings"])
+    assert {str(root / "synced" / f"r{i}.jpg") for i in range(5)} <= paths
+    assert not [p for p in paths if "/." in p]
+
+    # Renaming a directory of 50 files re-keys them without decoding.
+    decodes = daemon.status()["counts"]["decodes"]
+    (root / "a").rename(root / "renamed")
+    daemon.wait_idle()
+    paths = set(daemon.ctl_json("export")["encodings"])
+    assert {str(root / "renamed" / "b" / f"f{i:02d}.jpg") for i in range(50)} <= paths
+    assert not [p for p in paths if p.startswith(str(root / "a") + "/")]
+    assert daemon.status()["counts"]["decodes"] == decodes
+    assert daemon.reports() == [], "a moved file is not a duplicate of its old path"
+    assert daemon.stop() == 0
+
+
+def test_restart_reconciles_without_decoding_and_sees_offline_changes(tmp_path: Path, daemon_factory,
+                                                                      photo_bytes) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(120):
+        (root / f"p{i:03d}.jpg").write_bytes(photo_bytes[i])
+    daemon = daemon_factory([root])
+    daemon.wait_idle()
+    assert daemon.status()["counts"]["indexed"] == 120
+    assert daemon.stop() == 0
+
+    daemon.start()
+    daemon.wait_idle()
+    status = daemon.status()
+    assert status["counts"]["decodes"] == 0 and status["counts"]["indexed"] == 120
+    assert daemon.stop() == 0
+
+    (root / "p000.jpg").unlink()  # deleted while down
+    (root / "p001.jpg").write_bytes(photo_bytes[150])  # changed while down
+    (root / "added.jpg").write_bytes(photo_bytes[151])  # added while down
+    shutil.copy(root / "p002.jpg", root / "copy_of_2.jpg")  # a duplicate added while down
+    (root / "p003.jpg").rename(root / "moved_3.jpg")  # moved while down
+    daemon.start()
+    daemon.wait_idle()
+    encodings = daemon.ctl_json("export")["encodings"]
+    assert str(root / "p000.jpg") not in encodings and str(root / "p003.jpg") not in encodings
+    assert {str(root / n) for n in ("p001.jpg", "added.jpg", "copy_of_2.jpg", "moved_3.jpg")} <= set(encodings)
+    assert daemon.status()["counts"]["decodes"] == 3  # changed, added, copy; the move is re-keyed
+    assert [r["file"] for r in daemon.reports()] == [str(root / "copy_of_2.jpg")]
+    assert daemon.stop() == 0
+
+
+def test_sigkill_mid_import_then_restart_indexes_everything_once(tmp_path: Path, daemon_factory,
+                                                                 photo_bytes) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    daemon = daemon_factory([root])
+    for i in range(200):
+        (root / f"p{i:03d}.jpg").write_bytes(photo_bytes[i])
+        if i == 100:
+            daemon.stop(signal.SIGKILL)
+    daemon.start()
+    daemon.wait_idle()
+    status = daemon.status()
+    encodings = daemon.ctl_json("export")["encodings"]
+    assert len(encodings) == 200 and status["counts"]["indexed"] == 200
+    assert daemon.stop() == 0
+    check = subprocess.run([sys.executable, "-c", (
+        "import sys; from dedupd.store import Store; s = Store.open(sys.argv[1]); "
+        "problems = s.check(); print(problems); sys.exit(bool(problems))"), str(tmp_path / "state")],
+        capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_bad_input_is_counted_and_the_daemon_stays_up(tmp_path: Path, daemon_factory, photo_bytes) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    daemon = daemon_factory([root])
+    (root / "truncated.jpg").write_bytes(photo_bytes[0][: len(photo_bytes[0]) // 3])
+    (root / "empty.jpg").touch()
+    (root / "notes.jpg").write_text("not an image\n")
+    Image.new("1", (30_000, 30_000)).save(root / "bomb.png", optimize=True)
+    loop = root / "loop.jpg"
+    os.symlink(loop, loop)  # unreadable even for root; the watcher ignores symlinks by default
+    (root / "good.jpg").write_bytes(photo_bytes[1])
+    vanishing = root / "vanishing.jpg"
+    vanishing.write_bytes(photo_bytes[2])
+    vanishing.unlink()
+    daemon.wait_idle()
+    status = daemon.status()
+    skipped = status["counts"]["skipped"]
+    assert skipped.get("truncated") == 1
+    assert skipped.get("too_small") == 1
+    assert skipped.get("unsupported_format") == 1
+    assert skipped.get("decompression_bomb") == 1
+    assert skipped.get("vanished") == 1
+    assert skipped.get("unreadable") == 1
+    assert status["counts"]["indexed"] == 1
+    assert daemon.ctl("status").returncode == 0
+    assert daemon.stop() == 0
