@@ -261,13 +261,14 @@ def configure_logging(level: str, *, rate_limit_s: float = 60.0) -> None:
     `rate_limit_s` 0 turns the rate limit off.
     """
     handler: logging.Handler
-    if under_systemd() and journal_available():
+    service = under_systemd()
+    if service and journal_available():
         assert _sd_journal is not None
         handler = _sd_journal.JournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(SyslogPrefixFormatter("%(levelname)s %(name)s: %(message)s") if under_systemd()
+        handler.setFormatter(SyslogPrefixFormatter("%(levelname)s %(name)s: %(message)s") if service
                              else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RateLimitFilter(rate_limit_s))
     root = logging.getLogger()

@@ -344,7 +344,7 @@ def test_a_user_unit_outside_a_user_namespace_says_it_has_no_mount_sandbox():
 # ---- the daemon, socket-activated ----
 
 @pytest.mark.e2e
-def test_dedupd_run_serves_the_socket_systemd_socket_activate_passes(tmp_path, receiver):
+def test_dedupd_run_serves_the_socket_systemd_socket_activate_passes_and_speaks_sd_notify(tmp_path, receiver):
     if not shutil.which("systemd-socket-activate"):
         pytest.skip("needs systemd-socket-activate (the systemd package)")
     notify_address, notify = receiver
@@ -357,7 +357,8 @@ def test_dedupd_run_serves_the_socket_systemd_socket_activate_passes(tmp_path, r
                       f'[cnn]\nenabled = false\n\n[[roots]]\npath = "{photos}"\n')
     activator = subprocess.Popen(
         ["systemd-socket-activate", "-l", str(control), "-E", f"NOTIFY_SOCKET={notify_address}",  # it passes on
-         sys.executable, "-m", "dedupd", "run", "--config", str(config)],  # only PATH, HOME, USER, TERM and -E
+         "-E", "WATCHDOG_USEC=2000000",  # only PATH, HOME, USER, TERM and -E
+         sys.executable, "-m", "dedupd", "run", "--config", str(config)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         while not control.exists():  # systemd-socket-activate listens before it starts anything
@@ -367,11 +368,15 @@ def test_dedupd_run_serves_the_socket_systemd_socket_activate_passes(tmp_path, r
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as first:
             first.connect(str(control))  # a connection makes systemd-socket-activate exec the daemon
         _wait_for_line(notify, "READY=1", activator)
+        _wait_for_line(notify, "WATCHDOG=1", activator)  # pings while the pipeline and the watcher live
         status = subprocess.run([sys.executable, "-m", "dedupd.cli.dedupctl", "--socket", str(control), "--json",
                                  "status"], capture_output=True, text=True, timeout=PATIENCE_S)
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)["state"] in ("scanning", "running")
         assert os.stat(control).st_ino == listening  # the daemon served systemd's socket, did not bind its own
+        activator.send_signal(signal.SIGHUP)  # what ExecReload= sends
+        _wait_for_line(notify, "RELOADING=1", activator)
+        _wait_for_line(notify, "READY=1", activator)
         activator.send_signal(signal.SIGTERM)  # the daemon was exec'd in place of systemd-socket-activate
         _wait_for_line(notify, "STOPPING=1", activator)
         assert activator.wait(PATIENCE_S) == 0, activator.communicate()[0]
