@@ -68,6 +68,7 @@ class Daemon:
         self.control: ControlServer | None = None
         self.watcher: Watcher | None = None
         self.desktop: DesktopNotifier | None = None
+        self._last_status = ""
 
     # ------------------------------------------------------------------ lifecycle
     def run(self) -> int:
@@ -139,7 +140,7 @@ class Daemon:
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
                 self.reload()
-            healthy = self.watcher.check_health() and self.pipeline.alive()
+            healthy = self.watcher.check_health() and self.pipeline.alive(max(5.0, 3 * (watchdog or 40.0)))
             if healthy and watchdog:
                 self.notifier.notify(WATCHDOG=1)
             self._update_state()
@@ -155,16 +156,23 @@ class Daemon:
                     self.pipeline.rescan(spec.path)
 
     def _update_state(self) -> None:
+        """scanning (reconcile walk or its files still pending) -> running; STATUS= follows, sent on change."""
         assert self.pipeline is not None
         scan = self.pipeline.scan_state()
+        pending = self.pipeline.pending()
         if self.pipeline.paused:
             self.state = "paused"
-        elif scan["running"]:
+            status = "paused"
+        elif scan["running"] or (self.state == "scanning" and pending):
             self.state = "scanning"
-            self.notifier.notify(STATUS=f"scanning {scan['done']:,}/{scan['total']:,}")
-        elif self.state == "scanning":
+            total = max(scan["total"], pending)
+            status = f"scanning {total - min(pending, total):,}/{total:,}"
+        else:
             self.state = "running"
-            self.notifier.notify(STATUS="watching")
+            status = "watching"
+        if status != self._last_status:
+            self._last_status = status
+            self.notifier.notify(STATUS=status)
 
     def stop(self) -> None:
         self._stop.set()

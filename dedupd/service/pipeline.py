@@ -43,6 +43,10 @@ from dedupd.store import Move, Removal
 log = logging.getLogger(__name__)
 
 type Outcome = EncodedFile | Skipped
+
+#: Test-only: with DEDUPD_TEST_WEDGE=1 a file named wedge* blocks the commit stage forever, so tests can
+#: check that a wedged pipeline stops the systemd watchdog pings.
+_TEST_WEDGE = os.environ.get("DEDUPD_TEST_WEDGE") == "1"
 type Scanner = Callable[[str], Iterator[tuple[str, os.stat_result]]]
 
 
@@ -158,9 +162,16 @@ class Pipeline:
         for thread in self._threads:
             thread.join(timeout)
 
-    def alive(self) -> bool:
-        """Every stage thread is running and none reported a crash (systemd watchdog input)."""
-        return all(t.is_alive() for t in self._threads) and all(v >= 0 for v in self.heartbeat.values())
+    def alive(self, stall_after_s: float = 120.0) -> bool:
+        """Every stage thread runs, none crashed, and each looped within `stall_after_s` (systemd watchdog input).
+
+        Stages beat at least once a second when idle; only a stage stuck in one step (a wedged commit,
+        a hung CNN call) falls silent, and then the service manager restarts the daemon.
+        """
+        now = time.monotonic()
+        return all(t.is_alive() for t in self._threads) and all(
+            0 <= beat and now - beat < stall_after_s for beat in self.heartbeat.values()
+        )
 
     # ------------------------------------------------------------------ inputs
     def on_change(self, change: Change) -> None:
@@ -441,6 +452,10 @@ class Pipeline:
                     self._commit_queue.task_done()
 
     def _commit(self, batch: list[Any]) -> None:
+        if _TEST_WEDGE and any(isinstance(i, FileRecord) and os.path.basename(i.key.path).startswith("wedge")
+                               for i in batch):
+            log.warning("test hook: the commit stage wedges on purpose")
+            threading.Event().wait()
         changes: list[Any] = []
         settled_again: list[str] = []
         for item in batch:
@@ -538,6 +553,7 @@ class Pipeline:
                     time.sleep(0.2)
                 seen.add(file_path)
                 found += 1
+                self.heartbeat["scan"] = time.monotonic()
                 self._scan_progress = (found, max(found, self._scan_progress[1]))
                 key = file_key(file_path, st)
                 if self._unchanged_in_store(key):

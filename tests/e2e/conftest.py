@@ -4,6 +4,7 @@ Readiness comes from the daemon's own sd_notify messages on a datagram socket th
 systemd would), and idleness from `dedupctl wait-idle`; no test sleeps to wait for the daemon.
 """
 
+import io
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 START_TIMEOUT_S = 120
 
@@ -85,6 +87,12 @@ class RunningDaemon:
             self.process.send_signal(sig)
         code = self.process.wait(timeout=120)
         if self.notify is not None:
+            self.notify.setblocking(False)
+            while True:  # keep what the daemon said on its way out (STOPPING=1)
+                try:
+                    self.messages.append(self.notify.recv(65536).decode())
+                except BlockingIOError:
+                    break
             self.notify.close()
         self.log.close()
         return code
@@ -125,3 +133,18 @@ def daemon_factory(tmp_path: Path) -> Iterator[Any]:
         if daemon.process is not None and daemon.process.poll() is None:
             daemon.process.kill()
             daemon.process.wait()
+
+
+@pytest.fixture(scope="session")
+def photo_bytes(bench_sources: list[Path], tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+    """JPEG bytes of the distinct bench photographs at 400 px (camera files are slow to decode)."""
+    out = []
+    for source in bench_sources:
+        with Image.open(source) as image:
+            image.draft("RGB", (800, 800))
+            rgb = image.convert("RGB")
+        rgb.thumbnail((400, 400))
+        buffer = io.BytesIO()
+        rgb.save(buffer, "JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out

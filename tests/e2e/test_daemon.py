@@ -17,21 +17,6 @@ from PIL import Image
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="session")
-def photo_bytes(bench_sources: list[Path], tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
-    """JPEG bytes of the distinct bench photographs at 400 px (camera files are slow to decode)."""
-    out = []
-    for source in bench_sources:
-        with Image.open(source) as image:
-            image.draft("RGB", (800, 800))
-            rgb = image.convert("RGB")
-        rgb.thumbnail((400, 400))
-        buffer = io.BytesIO()
-        rgb.save(buffer, "JPEG", quality=90)
-        out.append(buffer.getvalue())
-    return out
-
-
 def _recompressed(data: bytes) -> bytes:
     with Image.open(io.BytesIO(data)) as image:
         buffer = io.BytesIO()
