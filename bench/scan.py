@@ -1,0 +1,319 @@
+"""Matcher benchmark (issue 3): `dedupd scan` vs imagededup and Immaculate on the bench corpora.
+
+Usage: .venv/bin/python bench/scan.py [--corpus camera|ukbench|both] [--results DIR]
+                                      [--tools imagededup pdq sscd_distilled dedupd dedupd-no-cnn]
+
+Each tool runs once per corpus on the corpus folder itself (flat, real files: what imagededup and
+Immaculate both read), after the corpus has been read once to warm the page cache:
+
+- imagededup: `PHash().find_duplicates(image_dir=DIR)` in .bench/peers311 (default threshold 10,
+  default workers = CPU count); the whole Python process is timed, torch import included.
+- pdq, sscd_distilled: `immaculate --json --method M DIR` (.bench/peers312).
+- dedupd: `.venv/bin/dedupd scan DIR --json` (the default matcher, default workers and CNN); its
+  {"groups": [[{"path"...}]]} becomes score.py's {"exact": [], "near": [[path, ...]]}.
+- dedupd-no-cnn (only when named): the same with `--no-cnn` (exact digest + strict oriented pHash).
+
+How a run is measured: the tool is started by a small meter process (this script re-executed with
+`--meter`) that makes itself a child subreaper (prctl PR_SET_CHILD_SUBREAPER), so every process
+of the tool's tree, orphans included (forkserver, resource tracker, pool workers), is reparented
+to it and reaped by it when it ends. Then
+- wall s: from start until the tool's main process exits (what a user waits for);
+- CPU s: user + system of the meter's RUSAGE_CHILDREN once every descendant is reaped, i.e. the
+  whole process tree, all threads;
+- RSS MiB: peak over samples every 50 ms of the sum of the resident sizes (/proc/PID/statm) of
+  all live processes of the tree. Pages that forked workers share are counted once per process,
+  so this is an upper bound of the memory the tree holds; max1 MiB is the kernel's high-water
+  mark of the largest single process (ru_maxrss of RUSAGE_CHILDREN), which sampling cannot miss.
+  (Pss from smaps_rollup would not double count, but reading it walks the page tables: ~80 ms
+  per large process here, too costly to sample on a 2-core machine.)
+The tool's output is scored with /work/shared/bench/score.py against the corpus ground truth:
+pairs found, precision, recall, and recall per edit kind. Result files are kept under --results.
+The 1-minute load average before each run is printed: the machine may be shared. The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import ctypes
+import json
+import os
+import platform
+import resource
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import _peers
+
+sys.path.insert(0, "/work/shared/bench")
+import score  # type: ignore[import-not-found]  # noqa: E402 - the shared scorer lives outside the repo
+
+REPO = Path(__file__).resolve().parent.parent
+DEDUPD = REPO / ".venv" / "bin" / "dedupd"
+CORPORA_DIR = Path.home() / ".cache" / "dedupd-bench" / "corpora"
+CORPORA = {"camera": "camera-import", "ukbench": "ukbench-transformed"}
+TOOLS = ("imagededup", "pdq", "sscd_distilled", "dedupd")
+#: Extra tools, run only when named in --tools: the matcher without the CNN shows what the CNN costs and buys.
+EXTRA_TOOLS = ("dedupd-no-cnn",)
+SAMPLE_INTERVAL_S = 0.05
+ORPHAN_GRACE_S = 120.0
+PR_SET_CHILD_SUBREAPER = 36
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+#: Issue 3's goals for `dedupd scan`: (max wall s, min recall, min precision) per corpus.
+GOALS = {"camera": (18.0, 0.99, 0.995), "ukbench": (24.0, 0.80, 0.995)}
+
+IMAGEDEDUP_PROGRAM = """\
+import json, sys
+from imagededup.methods import PHash
+json.dump(PHash(verbose=False).find_duplicates(image_dir=sys.argv[1]), sys.stdout)
+"""
+
+
+def tool_command(tool: str, folder: Path) -> list[str]:
+    """The command line that runs `tool` on `folder`, printing its duplicates as JSON on stdout."""
+    if tool == "imagededup":
+        return [str(_peers.require(_peers.PEERS311)), "-c", IMAGEDEDUP_PROGRAM, str(folder)]
+    if tool in ("pdq", "sscd_distilled"):
+        return [str(_peers.require(_peers.PEERS312_IMMACULATE)), "--json", "--method", tool, str(folder)]
+    if tool == "dedupd":
+        return [str(_peers.require(DEDUPD)), "scan", str(folder), "--json"]
+    if tool == "dedupd-no-cnn":
+        return [str(_peers.require(DEDUPD)), "scan", str(folder), "--json", "--no-cnn"]
+    raise ValueError(f"unknown tool {tool!r}")
+
+
+def as_scorable(tool: str, document: Any) -> Any:
+    """score.py's input: dedupd's groups become "near" sets, the peers' documents pass as they are."""
+    if not tool.startswith("dedupd"):
+        return document
+    return {
+        "exact": [],
+        "near": [[member["path"] for member in group] for group in document["groups"]],
+        "skipped": [entry["path"] for entry in document["skipped"]],
+    }
+
+
+# ---- the meter: runs one tool, re-executed as `scan.py --meter STDOUT STDERR -- COMMAND...` -------
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """One tool run as the meter saw it (module docstring); lingered_s: how long orphans outlived the main process."""
+
+    returncode: int
+    wall_s: float
+    cpu_s: float
+    rss_mib: float
+    max1_mib: float
+    lingered_s: float
+    meter_cpu_s: float
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid`, found through /proc/PID/task/TID/children (no full /proc scan)."""
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        parent = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as handle:
+                    children = [int(child) for child in handle.read().split()]
+            except OSError:
+                continue  # the thread or process has just exited
+            found.extend(children)
+            stack.extend(children)
+    return found
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Sum of resident set sizes over the live descendants of `pid` (/proc/PID/statm: a counter read, cheap)."""
+    total = 0
+    for child in descendants(pid):
+        try:
+            with open(f"/proc/{child}/statm") as handle:
+                total += int(handle.read().split()[1]) * PAGE_SIZE
+        except (OSError, IndexError):
+            continue  # exited between the listing and the read, or a zombie
+    return total
+
+
+def meter(command: list[str], stdout_path: Path, stderr_path: Path) -> Usage:
+    """Run `command` as described in the module docstring and measure its whole process tree."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    me = os.getpid()
+    peak_rss = 0
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        start = time.perf_counter()
+        main = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    returncode: int | None = None
+    wall = lingered = 0.0
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break  # the whole tree is reaped
+        if pid == main.pid:
+            returncode, wall = os.waitstatus_to_exitcode(status), time.perf_counter() - start
+            main.returncode = returncode  # reaped here, not by Popen
+        if pid:
+            continue
+        peak_rss = max(peak_rss, tree_rss_bytes(me))
+        if returncode is not None:
+            lingered = time.perf_counter() - start - wall
+            if lingered > ORPHAN_GRACE_S:
+                for orphan in descendants(me):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(orphan, signal.SIGKILL)
+        time.sleep(SAMPLE_INTERVAL_S)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return Usage(
+        returncode=-1 if returncode is None else returncode,
+        wall_s=wall,
+        cpu_s=children.ru_utime + children.ru_stime,
+        rss_mib=peak_rss / 2**20,
+        max1_mib=children.ru_maxrss / 1024,
+        lingered_s=lingered,
+        meter_cpu_s=time.process_time(),
+    )
+
+
+def metered(command: list[str], stdout_path: Path, stderr_path: Path) -> Usage:
+    """`meter` in a fresh process, so RUSAGE_CHILDREN and the subreaper cover this tool alone."""
+    completed = subprocess.run(
+        [sys.executable, __file__, "--meter", str(stdout_path), str(stderr_path), "--", *command],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Usage(**json.loads(completed.stdout))
+
+
+# ---- the benchmark ------------------------------------------------------------------------------
+
+
+def warm_page_cache(folder: Path) -> None:
+    """Read every file once so the first tool does not pay the cold reads alone."""
+    for path in folder.iterdir():
+        if path.is_file():
+            path.read_bytes()
+
+
+def run_tool(tool: str, corpus: str, results: Path) -> dict[str, Any]:
+    """Run one tool on one corpus, score its output; one row of the report."""
+    name = CORPORA[corpus]
+    folder = CORPORA_DIR / name
+    stdout_path, stderr_path = results / f"{name}.{tool}.out.json", results / f"{name}.{tool}.err.txt"
+    load = os.getloadavg()[0]
+    usage = metered(tool_command(tool, folder), stdout_path, stderr_path)
+    row: dict[str, Any] = {"tool": tool, "corpus": corpus, "load1": round(load, 2), **asdict(usage)}
+    if usage.returncode != 0:
+        row["error"] = stderr_path.read_text(errors="replace")[-2000:]
+        return row
+    document = as_scorable(tool, json.loads(stdout_path.read_text()))
+    pairs, skipped = score.load_pairs(document)
+    ground_truth = json.loads((CORPORA_DIR / f"{name}.ground_truth.json").read_text())
+    with (CORPORA_DIR / f"{name}.variants.csv").open() as handle:
+        variants = list(csv.DictReader(handle))
+    row |= score.score(pairs, ground_truth, variants)
+    row["skipped"] = len(skipped)
+    return row
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def print_report(rows: list[dict[str, Any]]) -> None:
+    print(
+        f"{'tool':<15} {'corpus':<8} {'load':>5} {'wall s':>7} {'CPU s':>7} {'RSS MiB':>8} "
+        f"{'max1 MiB':>8} {'pairs':>6} {'false':>6} {'precision':>9} {'recall':>7}"
+    )
+    for row in rows:
+        head = f"{row['tool']:<15} {row['corpus']:<8} {row['load1']:>5.1f}"
+        if "error" in row:
+            print(f"{head}  failed ({row['returncode']}): {row['error'].strip().splitlines()[-1:]}")
+            continue
+        print(
+            f"{head} {row['wall_s']:>7.1f} {row['cpu_s']:>7.1f} {row['rss_mib']:>8.0f} "
+            f"{row['max1_mib']:>8.0f} {row['pairs_found']:>6} {row['false_found']:>6} "
+            f"{percent(row['precision']):>9} {percent(row['recall']):>7}"
+        )
+    for corpus in dict.fromkeys(row["corpus"] for row in rows):
+        scored = [row for row in rows if row["corpus"] == corpus and "error" not in row]
+        if not scored:
+            continue
+        kinds = list(scored[0]["recall_vs_original_by_kind"])
+        print(
+            f"\n{CORPORA[corpus]}: recall vs original by edit kind (pairs per kind: "
+            f"{scored[0]['recall_vs_original_by_kind'][kinds[0]]['pairs']})"
+        )
+        print(f"{'kind':<10} " + " ".join(f"{row['tool']:>15}" for row in scored))
+        for kind in kinds:
+            print(
+                f"{kind:<10} "
+                + " ".join(f"{percent(row['recall_vs_original_by_kind'][kind]['recall']):>15}" for row in scored)
+            )
+        for row in scored:
+            if row["false_pairs_by_kinds"]:
+                top = ", ".join(f"{k} {n}" for k, n in list(row["false_pairs_by_kinds"].items())[:5])
+                print(f"  false pairs of {row['tool']} by kinds: {top}")
+    for row in rows:
+        if row["tool"] == "dedupd" and "error" not in row:
+            wall, recall, precision = GOALS[row["corpus"]]
+            met = row["wall_s"] <= wall and (row["recall"] or 0) >= recall and (row["precision"] or 0) >= precision
+            print(
+                f"goal {row['corpus']}: wall <= {wall:.0f} s, recall >= {recall:.0%} at precision >= "
+                f"{precision:.1%}: {'met' if met else 'MISSED'} (wall {row['wall_s']:.1f} s, "
+                f"recall {percent(row['recall'])}, precision {percent(row['precision'])})"
+            )
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--meter":
+        stdout_path, stderr_path, separator, *command = sys.argv[2:]
+        assert separator == "--", "usage: scan.py --meter STDOUT STDERR -- COMMAND..."
+        json.dump(asdict(meter(command, Path(stdout_path), Path(stderr_path))), sys.stdout)
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", choices=[*CORPORA, "both"], default="both")
+    parser.add_argument("--tools", nargs="+", choices=TOOLS + EXTRA_TOOLS, default=list(TOOLS))
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=Path.home() / ".cache" / "dedupd-bench" / "results" / "scan",
+        help="where each tool's output and stderr are kept",
+    )
+    args = parser.parse_args()
+    args.results.mkdir(parents=True, exist_ok=True)
+    corpora = list(CORPORA) if args.corpus == "both" else [args.corpus]
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M %Z')}; {platform.node()}, {os.cpu_count()} CPUs, "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        flush=True,
+    )
+    rows = []
+    for corpus in corpora:
+        warm_page_cache(CORPORA_DIR / CORPORA[corpus])
+        for tool in args.tools:
+            rows.append(run_tool(tool, corpus, args.results))
+            print(f"  {tool} on {corpus}: {rows[-1]['wall_s']:.1f} s", file=sys.stderr, flush=True)
+    print_report(rows)
+    print(json.dumps({"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count(), "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
