@@ -202,14 +202,18 @@ class MultiIndexHash:
         parts = []
         for first in range(0, len(values), block):
             q = values[first : first + block]
-            found = [self._scan(q, threshold, self._indexed if probe else 0)]
-            if probe:
-                found.insert(0, self._probe(q, threshold, radius))
-            owners = np.concatenate([f[0] for f in found])
-            slots = np.concatenate([f[1] for f in found])
-            dists = np.concatenate([f[2] for f in found])
-            order = np.lexsort((slots, owners))  # table hits come before the tail's: restore key order
-            parts.append((owners[order] + first, slots[order], dists[order]))
+            if not probe:
+                owners, slots, dists = self._scan(q, threshold, 0)
+            else:
+                owners, slots, dists = self._probe(q, threshold, radius)
+                if self._n > self._indexed:  # the pending tail: scanned, then merged back into key order
+                    tail = self._scan(q, threshold, self._indexed)
+                    owners, slots, dists = (
+                        np.concatenate(pair) for pair in zip((owners, slots, dists), tail, strict=True)
+                    )
+                    order = np.lexsort((slots, owners))
+                    owners, slots, dists = owners[order], slots[order], dists[order]
+            parts.append((owners + first, slots, dists))
         if not parts:
             return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
         owners, slots, dists = (np.concatenate(column) for column in zip(*parts, strict=True))
@@ -217,9 +221,11 @@ class MultiIndexHash:
 
     def _scan(self, q: np.ndarray, threshold: int, first: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every (query, slot >= first) pair within `threshold`, by brute force."""
-        dists = np.bitwise_count(self._values[first : self._n][None, :] ^ q[:, None])
-        owners, offsets = np.nonzero((dists <= threshold) & self._alive[first : self._n][None, :])
-        return owners, offsets + first, dists[owners, offsets].astype(np.int64)
+        width = max(self._n - first, 1)
+        dists = np.bitwise_count(self._values[first : self._n][None, :] ^ q[:, None]).ravel()
+        hits = np.flatnonzero(dists <= threshold)
+        hits = hits[self._alive[first + hits % width]]  # dead slots are few: check only the hits
+        return hits // width, hits % width + first, dists[hits].astype(np.int64)
 
     def _probe(self, q: np.ndarray, threshold: int, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Candidates from the buckets within `radius` of each query substring, verified exactly."""
