@@ -1,13 +1,19 @@
 """Live index and store benchmark: threshold queries, rebuild time and memory, embedding search.
 
-Hash mode (default): N records whose phash is a random 64-bit value, except ~10% that form clusters of
-2-6 near-duplicates (0-8 bits from their cluster's first member; a 0-bit copy also shares its content
-digest). The store is written directly in batches (links = the within-cluster pairs within the
-threshold; chance matches between unrelated random hashes, about N^2/2 * 1e-8, are not linked). Then a
-fresh process opens the Catalog as the daemon does and reports the rebuild time, its RSS, and
-single-query latency of the live index at threshold 10, next to a numpy brute-force scan (XOR +
-bitwise_count) over the same hashes in the same process. `--compare` adds the array BK-tree and the
-multi-index hashing variants (3 and 4 substrings) on the same hashes.
+Hash mode (default): N records whose "dct" sign hash (the matcher's, indexed by the catalog) is a random
+63-bit value (its DC bit is always 0), except ~10% that form clusters of 2-6 near-duplicates (0-8 bits
+from their cluster's first member, a quarter of them also rotated or mirrored; a 0-bit copy shares its
+content digest); the four imagededup-style hashes are random. The store is written directly in batches,
+with the links the hash-only rule (CNN off: exact, oriented distance <= 2) gives within each cluster
+(`matcher.all_pairs`; chance matches between unrelated random hashes are negligible) and that rule, so the
+catalog does not relink. Then a fresh process opens the Catalog as the daemon does and reports the rebuild
+time, its RSS, and single-query latency of the live "dct" index at threshold 10 (the rule's hash
+threshold with the CNN, the widest search), next to a numpy brute-force scan (XOR + bitwise_count) over the
+same hashes in the same process; then a file's 8 orientation variants at threshold 10 in one
+`query_many` (the per-file search with the CNN on), `Catalog.matches` (hash-only rule), and
+`Catalog.near(..., "phash")` (a scan of the imagededup-style column, loaded on first use, with the RSS
+after it). `--compare` adds the array BK-tree and the multi-index hashing variants (3 and 4 substrings) on
+the same hashes.
 
 Embedding mode (`--embeddings`, default N 100k): N x 512 unit vectors as float16 with clusters; query
 latency of EmbeddingIndex.search at min similarity 0.9 next to numpy float32 BLAS on the same rows.
@@ -30,14 +36,17 @@ import numpy as np
 
 from dedupd.records import Encoding, FileKey, FileRecord
 from dedupd.search.bktree import BKTree
+from dedupd.search.matcher import MatcherSettings, all_pairs
 from dedupd.search.mih import MultiIndexHash
 from dedupd.search.vectors import EmbeddingIndex
-from dedupd.service.catalog import Catalog, IndexConfig
+from dedupd.service.catalog import Catalog, IndexConfig, link_rule, oriented_variants
 from dedupd.store import Link, Store
 
 THRESHOLD = 10
 QUERIES = 1000
-CONFIG = IndexConfig({"phash": THRESHOLD})
+RULE = MatcherSettings().without_cnn()
+CONFIG = IndexConfig(RULE)
+_NO_DC = np.uint64(2**63 - 1)
 
 
 def memory_mib() -> dict[str, float]:
@@ -79,49 +88,38 @@ def flips(rng: np.random.Generator, count: int, max_bits: int) -> np.ndarray:
 
 
 def make_hashes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """(phash per record, digest id per record, clusters as arrays of record positions)."""
+    """(dct hash per record, digest id per record, clusters as arrays of record positions)."""
     rng = np.random.default_rng(seed)
-    values = rng.integers(0, 2**64, n, dtype=np.uint64)
+    values = rng.integers(0, 2**64, n, dtype=np.uint64) & _NO_DC
     digests = np.arange(n, dtype=np.int64)
     sizes = rng.integers(2, 7, n // 40)  # ~3.5 members each: ~9% of records in clusters
     positions = rng.permutation(n)[: int(sizes.sum())]
     clusters = np.split(positions, np.cumsum(sizes)[:-1])
     for members in clusters:
-        masks = flips(rng, len(members) - 1, 8)
+        masks = flips(rng, len(members) - 1, 8) & _NO_DC
         values[members[1:]] = values[members[0]] ^ masks
         exact = members[1:][masks == 0]
         digests[exact] = digests[members[0]]
+        turned = members[1:][(masks != 0) & (rng.random(len(masks)) < 0.25)]
+        values[turned] = oriented_variants(values[turned])[np.arange(len(turned)), rng.integers(1, 8, len(turned))]
     return values, digests, clusters
 
 
-def cluster_links(rids: np.ndarray, values: np.ndarray, clusters: list[np.ndarray]) -> list[Link]:
+def cluster_links(rids: np.ndarray, values: np.ndarray, digests: np.ndarray, clusters: list[np.ndarray]) -> list[Link]:
+    """The links the rule gives within each cluster."""
     links = []
     for members in clusters:
-        for i, a in enumerate(members):
-            for b in members[i + 1 :]:
-                dist = (int(values[a]) ^ int(values[b])).bit_count()
-                if dist <= THRESHOLD:
-                    links.append(Link(int(rids[a]), int(rids[b]), "phash", float(dist)))
-    return links
-
-
-def exact_links(rids: np.ndarray, digests: np.ndarray) -> list[Link]:
-    order = np.argsort(digests, kind="stable")
-    same = np.flatnonzero(digests[order][1:] == digests[order][:-1])
-    firsts = {}
-    links = []
-    for pos in same:
-        a, b = order[pos], order[pos + 1]
-        first = firsts.setdefault(int(digests[a]), int(rids[a]))
-        links.append(Link(first, int(rids[b]), "exact", 0.0))
+        for pair in all_pairs(digests[members], oriented_variants(values[members]), None, RULE):
+            links.append(Link(int(rids[members[pair.first]]), int(rids[members[pair.second]]), pair.method,
+                              float(pair.score)))  # fmt: skip
     return links
 
 
 def populate(state: Path, n: int, seed: int) -> None:
-    """Write n records (four hashes each, as the daemon stores them) plus their links."""
+    """Write n records (five hashes each, as the daemon stores them) plus their links."""
     values, digests, clusters = make_hashes(n, seed)
     rng = np.random.default_rng(seed + 1)
-    others = rng.integers(0, 2**64, (n, 3), dtype=np.uint64)
+    others = rng.integers(0, 2**64, (n, 4), dtype=np.uint64)
     start = time.perf_counter()
     with Store.open(state) as store:
         for first in range(0, n, 20_000):
@@ -139,10 +137,11 @@ def populate(state: Path, n: int, seed: int) -> None:
                         4000,
                         3000,
                         {
-                            "phash": int(values[i]),
-                            "ahash": int(others[i, 0]),
-                            "dhash": int(others[i, 1]),
-                            "whash": int(others[i, 2]),
+                            "dct": int(values[i]),
+                            "phash": int(others[i, 0]),
+                            "ahash": int(others[i, 1]),
+                            "dhash": int(others[i, 2]),
+                            "whash": int(others[i, 3]),
                         },
                     ),  # fmt: skip
                 )
@@ -150,8 +149,7 @@ def populate(state: Path, n: int, seed: int) -> None:
             ]
             store.commit(batch)
         rids = np.arange(1, n + 1)  # a fresh store numbers records from 1 in commit order
-        store.replace_links("phash", cluster_links(rids, values, clusters), THRESHOLD)
-        store.replace_links("exact", exact_links(rids, digests), True)
+        store.replace_links(cluster_links(rids, values, digests, clusters), link_rule(RULE))
     print(f"populated {n} records in {time.perf_counter() - start:.1f} s", flush=True)
 
 
@@ -171,15 +169,20 @@ def measure(state: Path, seed: int, compare: bool) -> dict[str, object]:
     catalog = Catalog.open(state, CONFIG)
     rebuild_s = time.perf_counter() - start
     memory = memory_mib()
-    live = catalog._hashes["phash"]  # the live index the catalog queries
+    live = catalog._index.dct  # the live index the catalog queries
     stats = catalog.stats()
-    values = live._values[: live._n].copy()  # the same hashes, for queries and the brute-force scan
-    qs = queries(values, seed)
+    values = live.items()[1]  # the same hashes, for queries and the brute-force scan
+    qs = [q & int(_NO_DC) for q in queries(values, seed)]
     cpu: list[float] = []
     query = timed(lambda q: live.query(q, THRESHOLD), qs, cpu)
     query_cpu = percentiles(cpu)
-    near = timed(lambda q: catalog.near(Encoding(b"\0" * 16, 1, 1, {"phash": q}), "phash"), qs[:200])
+    variants = oriented_variants(np.array(qs, np.uint64))
+    oriented = timed(lambda i: live.query_many(variants[i], THRESHOLD), range(200))
+    probes = [Encoding(b"\0" * 16, 1, 1, {"dct": q, "phash": q}) for q in qs[:200]]
+    matches = timed(catalog.matches, probes)
     after_queries = memory_mib()
+    near = timed(lambda e: catalog.near(e, "phash"), probes)
+    after_column = memory_mib()
     brute = timed(lambda q: np.flatnonzero(np.bitwise_count(values ^ np.uint64(q)) <= THRESHOLD), qs)
     start = time.perf_counter()
     listed = catalog.groups()
@@ -192,12 +195,15 @@ def measure(state: Path, seed: int, compare: bool) -> dict[str, object]:
         "query_cpu_p99_ms": query_cpu[1],
         "bruteforce_p50_ms": brute[0],
         "bruteforce_p99_ms": brute[1],
-        "near_p50_ms": near[0],
+        "oriented_8_variants_p50_ms": oriented[0],
+        "matches_p50_ms": matches[0],
+        "near_phash_column_p50_ms": near[0],
         "rebuild_s": round(rebuild_s, 3),
         "rss_mib": memory["VmRSS"],
         "rss_anon_mib": memory.get("RssAnon"),
         "rss_file_mib": memory.get("RssFile"),
         "rss_after_queries_mib": after_queries["VmRSS"],
+        "rss_after_phash_column_mib": after_column["VmRSS"],
         "groups": stats["groups"],
         "groups_listing_s": round(groups_s, 2),
         "grouped_files": sum(len(g.paths) for g in listed),
@@ -275,7 +281,7 @@ def main() -> None:
     ready = False
     if (state / "store").exists():
         with Store.open(state) as store:
-            ready = store.counts().get("encoded") == n
+            ready = store.counts().get("encoded") == n and store.link_rule() == link_rule(RULE)  # not an older layout
     if not ready:
         shutil.rmtree(state, ignore_errors=True)
         populate(state, n, args.seed)
