@@ -13,7 +13,8 @@ same hashes in the same process; then a file's 8 orientation variants at thresho
 `query_many` (the per-file search with the CNN on), `Catalog.matches` (hash-only rule), and
 `Catalog.near(..., "phash")` (a scan of the imagededup-style column, loaded on first use, with the RSS
 after it). `--compare` adds the array BK-tree and the multi-index hashing variants (3 and 4 substrings) on
-the same hashes.
+the same hashes. `--relink` times `Catalog.set_matcher` (a reload) from the hash-only threshold 2 to 1 (stricter:
+the stored links are judged again), to 4 (looser: every record is searched again) and back to 2.
 
 Embedding mode (`--embeddings`, default N 100k): N x 512 unit vectors as float16 with clusters; query
 latency of EmbeddingIndex.search at min similarity 0.9 next to numpy float32 BLAS on the same rows.
@@ -163,7 +164,7 @@ def queries(values: np.ndarray, seed: int) -> list[int]:
     return mixed.tolist()
 
 
-def measure(state: Path, seed: int, compare: bool) -> dict[str, object]:
+def measure(state: Path, seed: int, compare: bool, relink: bool) -> dict[str, object]:
     """Run in a fresh process: rebuild like the daemon, then time queries."""
     start = time.perf_counter()
     catalog = Catalog.open(state, CONFIG)
@@ -209,6 +210,11 @@ def measure(state: Path, seed: int, compare: bool) -> dict[str, object]:
         "grouped_files": sum(len(g.paths) for g in listed),
         "mih_mib": round(live.nbytes / 2**20, 1),
     }
+    if relink:
+        for bits in (1, 4, RULE.hash_only_threshold):
+            start = time.perf_counter()
+            catalog.set_matcher(RULE.with_threshold(bits))
+            result[f"set_matcher_to_{bits}_s"] = round(time.perf_counter() - start, 2)
     if compare:
         keys = np.arange(len(values))
         for chunks in (3, 4):
@@ -266,6 +272,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--embeddings", action="store_true", help="benchmark the embedding matrix instead")
     parser.add_argument("--compare", action="store_true", help="also time the BK-tree and MIH variants")
+    parser.add_argument("--relink", action="store_true", help="also time set_matcher to other thresholds")
     parser.add_argument("--state", type=Path, default=None, help="store location (default: a cache dir per N)")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)  # the fresh-process half
     args = parser.parse_args()
@@ -276,7 +283,7 @@ def main() -> None:
     n = args.n or 1_000_000
     state = args.state or Path.home() / ".cache" / "dedupd-bench" / f"index-{n}-{args.seed}"
     if args.measure:
-        print(json.dumps(measure(state, args.seed, args.compare)))
+        print(json.dumps(measure(state, args.seed, args.compare, args.relink)))
         return
     ready = False
     if (state / "store").exists():
@@ -285,8 +292,9 @@ def main() -> None:
     if not ready:
         shutil.rmtree(state, ignore_errors=True)
         populate(state, n, args.seed)
+    flags = [f"--{name}" for name in ("compare", "relink") if getattr(args, name)]
     cmd = [sys.executable, os.path.abspath(__file__), "--measure", "--n", str(n), "--seed", str(args.seed),
-           "--state", str(state)] + (["--compare"] if args.compare else [])  # fmt: skip
+           "--state", str(state), *flags]  # fmt: skip
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()
     result = json.loads(out[-1])
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=1))
