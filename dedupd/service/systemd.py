@@ -88,7 +88,9 @@ class Notifier:
             if self._libsystemd is not None:
                 self._libsystemd.notify(message)
             else:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                # Non-blocking: a service manager that stops reading must never stall the daemon.
+                kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+                with socket.socket(socket.AF_UNIX, kind) as sock:
                     sock.sendto(message.encode(), self._address)
         except OSError as exc:
             if not self._warned:

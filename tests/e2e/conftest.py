@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,28 +39,47 @@ class RunningDaemon:
         notify_path = self.home / f"notify-{len(self.messages)}-{time.monotonic_ns()}.sock"
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(notify_path))
+        self.notify.settimeout(0.2)
+        self._arrived = threading.Condition()
+        # Read the notify socket all the time, as a service manager does: a full socket would block the daemon.
+        self._reader = threading.Thread(target=self._read_notify, args=(self.notify,), daemon=True)
+        self._reader.start()
         env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "DEDUPD_CONFIG": str(self.config), **self.env}
         self.log = open(self.home / "daemon.log", "a")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen([sys.executable, "-m", "dedupd", "run", "--config", str(self.config)],
                                         env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+        self._seen = len(self.messages)
         if wait_ready:
             self.wait_message("READY=1")
 
-    def wait_message(self, wanted: str, timeout: float = START_TIMEOUT_S) -> str:
-        assert self.notify is not None and self.process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"dedupd exited with {self.process.returncode}:\n{self.log_text()}")
-            self.notify.settimeout(0.5)
+    def _read_notify(self, sock: socket.socket) -> None:
+        while True:
             try:
-                message = self.notify.recv(65536).decode()
+                message = sock.recv(65536).decode()
             except TimeoutError:
                 continue
-            self.messages.append(message)
-            if wanted in message.splitlines():
-                return message
-        raise AssertionError(f"no {wanted} from dedupd within {timeout} s:\n{self.log_text()}")
+            except OSError:
+                return
+            with self._arrived:
+                self.messages.append(message)
+                self._arrived.notify_all()
+
+    def wait_message(self, wanted: str, timeout: float = START_TIMEOUT_S) -> str:
+        """Wait for a notify message with the line `wanted` that arrived after the last one waited for."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while True:
+                for index in range(self._seen, len(self.messages)):
+                    if wanted in self.messages[index].splitlines():
+                        self._seen = index + 1
+                        return self.messages[index]
+                self._seen = len(self.messages)
+                if self.process.poll() is not None:
+                    raise AssertionError(f"dedupd exited with {self.process.returncode}:\n{self.log_text()}")
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no {wanted} from dedupd within {timeout} s:\n{self.log_text()}")
+                self._arrived.wait(0.5)
 
     def log_text(self) -> str:
         return (self.home / "daemon.log").read_text()
@@ -87,13 +107,9 @@ class RunningDaemon:
             self.process.send_signal(sig)
         code = self.process.wait(timeout=120)
         if self.notify is not None:
-            self.notify.setblocking(False)
-            while True:  # keep what the daemon said on its way out (STOPPING=1)
-                try:
-                    self.messages.append(self.notify.recv(65536).decode())
-                except BlockingIOError:
-                    break
+            time.sleep(0.3)  # let the reader take the last datagrams (STOPPING=1) before the socket closes
             self.notify.close()
+            self._reader.join(5)
         self.log.close()
         return code
 
