@@ -32,7 +32,7 @@ from dedupd.service.encodepool import EncodePool
 from dedupd.service.notify import DesktopNotifier
 from dedupd.service.pipeline import Pipeline, PipelineSettings
 from dedupd.service.reports import ReportWriter, match_document
-from dedupd.service.systemd import Notifier, configure_logging, listen_fds, watchdog_interval_s
+from dedupd.service.systemd import Notifier, configure_logging, listen_fds, sandbox_note, watchdog_interval_s
 from dedupd.service.watcher import RootSpec, Watcher, scan
 
 log = logging.getLogger(__name__)
@@ -493,6 +493,9 @@ def run(config_path: Path | None) -> int:
         print(f"dedupd: {exc}", file=sys.stderr)
         return 1
     configure_logging(settings.log_level)
+    note = sandbox_note()
+    if note is not None:
+        log.info("%s", note)
     try:
         return Daemon(settings, config_path).run()
     except DedupdError as exc:

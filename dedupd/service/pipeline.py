@@ -387,7 +387,7 @@ class Pipeline:
         self.counters.decodes += 1
         if isinstance(outcome, Skipped):
             self._commit_queue.put(FileRecord(key, skip=outcome.reason))
-            log.info("skipped %s: %s", key.path, outcome)
+            log.info("skipped %s: %s", key.path, outcome, extra={"FILE": key.path, "REASON": outcome.reason.value})
             return
         if self._encoder is not None and outcome.cnn_input is not None:
             self._cnn_queue.put((key, outcome))
@@ -395,7 +395,7 @@ class Pipeline:
             self._commit_queue.put(FileRecord(key, encoding=outcome.encoding))
 
     def _commit_skip(self, key: FileKey, reason: SkipReason, detail: str) -> None:
-        log.info("skipped %s: %s: %s", key.path, reason.value, detail)
+        log.info("skipped %s: %s: %s", key.path, reason.value, detail, extra={"FILE": key.path, "REASON": reason.value})
         self._commit_queue.put(FileRecord(key, skip=reason))
 
     # ------------------------------------------------------------------ CNN stage

@@ -1,6 +1,7 @@
 """`dedupd run` end to end: a real daemon process, real files, real inotify, real LMDB and socket."""
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -71,6 +72,10 @@ def test_camera_import_reports_exactly_the_duplicates(tmp_path: Path, daemon_fac
     status = daemon.status()
     assert status["counts"]["indexed"] == 220 and status["counts"]["duplicates"] == 40
     assert daemon.stop() == 0
+    # The one-shot scan decides with the same rule: the same files give the same groups.
+    scan = subprocess.run([sys.executable, "-m", "dedupd", "scan", str(library), "--recursive", "--json"],
+                          capture_output=True, text=True, check=True)
+    assert _group_pairs(json.loads(scan.stdout)["groups"]) == expected
 
 
 def test_slow_writer_mkdir_burst_rsync_and_renames(tmp_path: Path, daemon_factory, photo_bytes) -> None:
