@@ -142,7 +142,8 @@ def scan_directory(
 ) -> ScanResult:
     """Encode every file under `root` and decide every pair; bad files are skipped with a reason."""
     paths = discover(root, recursive)
-    encoder = Encoder(model, intra_op_threads=workers) if settings.cnn_enabled else None
+    # One ONNX Runtime thread: the decode workers already keep every core busy.
+    encoder = Encoder(model, intra_op_threads=1) if settings.cnn_enabled else None
     cnn_spec = encoder.spec if encoder else (resolve_model(model) if settings.cnn_enabled else None)
     embedder = _BatchedEmbedder(encoder) if encoder else None
     result = ScanResult(files=[], pairs=[])

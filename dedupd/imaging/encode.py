@@ -3,7 +3,8 @@
 Owns the per-file work the daemon's encode workers and `dedupd scan` run: the content digest of
 the bytes read, the four imagededup-style hashes (approximations: reduced decode, stored
 orientation, as imagededup would see the file), the orientation-aware sign hash the matcher
-indexes, and the CNN input tensor. Runs in worker processes: no LMDB, no ONNX Runtime here.
+indexes (its 8 dihedral variants make EXIF rotation irrelevant to it), and the CNN input tensor
+(EXIF orientation applied: the CNN is not rotation invariant). Runs in worker processes: no LMDB, no ONNX Runtime here.
 """
 
 import os
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import xxhash
+from PIL import Image
 
 from dedupd.errors import Skipped
 from dedupd.imaging.cnn import ModelSpec, prepare
@@ -55,11 +57,13 @@ def encode_bytes(
     min_side = max(MATCH_MIN_SIDE, cnn_spec.size) if cnn_spec else MATCH_MIN_SIDE
     with open_for_matching(data, min_side=min_side, max_pixels=max_pixels) as (stored, oriented, (width, height)):
         try:
-            hashes = {
-                method: hash_int(method, preprocess(stored, size, grayscale=True))
-                for method, size in TARGET_SIZES.items()
-            }
-            sign_bits = dct_sign_bits(preprocess(oriented, TARGET_SIZES["phash"], grayscale=True))
+            # One LANCZOS resize to wHash's 256x256, the smaller inputs from it: as close to the exact path
+            # as resizing each from the decode (BENCHMARKS.md "Fast decode path"), at a third of the cost.
+            base = stored.resize(TARGET_SIZES["whash"], Image.Resampling.LANCZOS)
+            gray = {method: preprocess(base, size, grayscale=True) for method, size in TARGET_SIZES.items()}
+            hashes = {method: hash_int(method, pixels) for method, pixels in gray.items()}
+            # The sign hash needs no EXIF rotation: matching compares all 8 orientations anyway.
+            sign_bits = dct_sign_bits(gray["phash"])
             cnn_input = prepare(oriented, cnn_spec) if cnn_spec else None
         except Skipped:
             raise
