@@ -107,15 +107,17 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 @contextmanager
 def imagededup_rgb(
-    path: str | os.PathLike[str], *, max_pixels: int = PILLOW_DEFAULT_MAX_PIXELS
+    path: str | os.PathLike[str], *, max_pixels: int = PILLOW_DEFAULT_MAX_PIXELS, min_side: int | None = None
 ) -> Iterator[Image.Image]:
     """The decoded RGB image imagededup's `load_image` works on (whitelist, RGBA->RGB, no EXIF, frame 0).
 
-    Valid only inside the `with` block, so several encodings can share one decode without a copy.
+    With `min_side`, decoded at the smallest size whose short side stays >= min_side (see `_reduced`):
+    for consumers that resize down to that size anyway. Valid only inside the `with` block, so several
+    encodings can share one decode without a copy.
     """
     with open_image(path, formats=IMAGEDEDUP_FORMATS, max_pixels=max_pixels) as image:
         try:
-            rgb = _to_rgb(image)
+            rgb = _to_rgb(_reduced(image, min_side) if min_side else image)
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types while decoding
             raise skip_for_exception(exc) from exc
         yield rgb
@@ -151,9 +153,12 @@ def load_image(
             raise skip_for_exception(exc) from exc
 
 
-def load_rgb(path: str | os.PathLike[str]) -> np.ndarray:
-    """The full-resolution RGB uint8 array imagededup feeds its CNN (no EXIF, frame 0)."""
-    return load_image(path)
+def load_rgb(path: str | os.PathLike[str], min_side: int | None = None) -> np.ndarray:
+    """The RGB uint8 array imagededup feeds its CNN (no EXIF, frame 0); reduced-size with `min_side`."""
+    if min_side is None:
+        return load_image(path)
+    with imagededup_rgb(Path(path), min_side=min_side) as rgb:
+        return np.asarray(rgb).copy()
 
 
 #: Shortest side dedupd's own path decodes to: enough for wHash's 256 px input and the CNN's.
@@ -175,6 +180,10 @@ def _to_display_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+#: Modes Pillow's `reduce` refuses; such images (palette, bilevel, 16-bit grey) are used at full size.
+_NOT_REDUCIBLE = frozenset({"1", "P", "I;16", "I;16B", "I;16L", "I;16N"})
+
+
 def _reduced(image: Image.Image, min_side: int) -> Image.Image:
     """Decode at the smallest size whose short side is still >= min_side.
 
@@ -185,7 +194,9 @@ def _reduced(image: Image.Image, min_side: int) -> Image.Image:
         image.draft("RGB", (min_side, min_side))
     image.load()
     factor = min(image.size) // min_side
-    return image.reduce(factor) if factor >= 2 else image
+    if factor < 2 or image.mode in _NOT_REDUCIBLE:
+        return image
+    return image.reduce(factor)
 
 
 @contextmanager

@@ -91,10 +91,15 @@ def cosine_duplicates(
     return results
 
 
+def _decode_side(spec: ModelSpec) -> int:
+    """Shortest side worth decoding for this model: JPEGs then decode at 1/2-1/8 scale in the IDCT."""
+    return max(spec.size, spec.resize or 0)
+
+
 def _prepare_file(spec: ModelSpec, path: Path) -> tuple[np.ndarray | None, str]:
     """Decode (imagededup's loader) and prepare one file; on failure (None, why) for the parent to log."""
     try:
-        return prepare(load_rgb(path), spec), ""
+        return prepare(load_rgb(path, min_side=_decode_side(spec)), spec), ""
     except Skipped as skip:
         return None, skip.detail
 
@@ -150,7 +155,7 @@ class CNN:
             if not Path(image_file).is_file():
                 raise ValueError(_INPUT_ERROR)
             try:
-                rgb = load_rgb(image_file)
+                rgb = load_rgb(image_file, min_side=_decode_side(self.model_config))
             except Skipped as skip:
                 log.warning("Invalid image file %s:\n%s", image_file, skip.detail)
                 return None

@@ -118,3 +118,12 @@ def test_sixteen_bit_png_is_rescaled_on_the_matcher_path(tmp_path: Path) -> None
     with open_for_matching(read_file(path)) as (stored, _, _):
         pixels = np.asarray(stored)
     assert pixels.max() > 200 and pixels.min() < 10  # imagededup would clip this nearly white
+
+
+@pytest.mark.parametrize("mode", ["1", "P", "L", "RGBA", "I;16", "CMYK"])
+def test_large_images_of_every_mode_decode_on_the_reduced_path(tmp_path: Path, mode: str) -> None:
+    """Modes Pillow cannot `reduce` (palette, bilevel, 16-bit) still decode, at full size."""
+    path = tmp_path / ("big.tif" if mode in ("I;16", "CMYK") else "big.png")
+    Image.new(mode, (1200, 900)).save(path)
+    with open_for_matching(read_file(path)) as (stored, _, size):
+        assert size == (1200, 900) and stored.mode == "RGB"
