@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 
 type Outcome = EncodedFile | Skipped
 
+#: Idle also means no watcher event for this long: watchdog holds events up to 0.5 s to pair moves, and an
+#: inotify overflow is only seen when its reader gets to it.
+EVENT_QUIET_S = 1.5
+
 #: Test-only: with DEDUPD_TEST_WEDGE=1 a file named wedge* blocks the commit stage forever, so tests can
 #: check that a wedged pipeline stops the systemd watchdog pings.
 _TEST_WEDGE = os.environ.get("DEDUPD_TEST_WEDGE") == "1"
@@ -120,6 +124,7 @@ class Pipeline:
         self._in_flight: dict[str, FileKey] = {}  # submitted to the pool, not yet committed
         self._dirty: set[str] = set()  # changed again while in flight: settle once more afterwards
         self._offline: set[str] = set()
+        self._last_change_at = 0.0
         self._recently_vanished: dict[str, None] = {}  # insertion-ordered, bounded: counts each path once
         self._state_lock = threading.Condition()
         self._scans: queue.Queue[str | None] = queue.Queue()
@@ -176,6 +181,7 @@ class Pipeline:
     # ------------------------------------------------------------------ inputs
     def on_change(self, change: Change) -> None:
         """Called from watcher threads; blocks while the queue is full (back-pressure)."""
+        self._last_change_at = time.monotonic()
         self._changes.put(change)
 
     def rescan(self, path: str) -> None:
@@ -217,8 +223,9 @@ class Pipeline:
         deadline = time.monotonic() + timeout
         with self._state_lock:
             while True:
+                quiet = time.monotonic() - self._last_change_at >= EVENT_QUIET_S
                 busy = (self._changes.unfinished_tasks or self._in_flight or self._scan_running
-                        or (settle_pending and self._settling) or self._scans.unfinished_tasks
+                        or (settle_pending and (self._settling or not quiet)) or self._scans.unfinished_tasks
                         or self._commit_queue.unfinished_tasks)
                 if not busy:
                     return True
