@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dedupd.search.duplicates import files_to_remove
+
 log = logging.getLogger(__name__)
 
 
@@ -34,3 +36,11 @@ def save_json(results: Any, filename: str | os.PathLike[str]) -> None:
     with open(filename, "w") as handle:
         json.dump(results, handle, indent=2, sort_keys=True)
     log.info("End: Saving duplicates as json!")
+
+
+def removal_list(duplicates: dict[Any, list[Any]], outfile: str | os.PathLike[str] | None) -> list[Any]:
+    """imagededup's `find_duplicates_to_remove` tail, shared by hashers and CNN: pick, optionally save."""
+    removable = files_to_remove(duplicates)
+    if outfile:
+        save_json(removable, outfile)
+    return removable

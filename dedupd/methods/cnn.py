@@ -37,9 +37,8 @@ from tqdm import tqdm
 from dedupd.errors import ModelError, Skipped
 from dedupd.imaging.cnn import CPU, Encoder, ModelSpec, l2_normalise, prepare, resolve_model
 from dedupd.imaging.decode import load_rgb, preprocess
-from dedupd.methods._files import list_image_files, relative_name, save_json
+from dedupd.methods._files import list_image_files, relative_name, removal_list, save_json
 from dedupd.methods.hashing import CPU_COUNT, check_hash_array
-from dedupd.search.duplicates import files_to_remove
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +256,4 @@ class CNN:
             num_enc_workers=num_enc_workers,
             num_sim_workers=num_sim_workers,
         )
-        removable = files_to_remove(duplicates)
-        if outfile:
-            save_json(removable, outfile)
-        return removable
+        return removal_list(duplicates, outfile)

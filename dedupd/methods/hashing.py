@@ -22,8 +22,8 @@ from tqdm import tqdm
 from dedupd.errors import Skipped
 from dedupd.imaging.decode import load_image, preprocess
 from dedupd.imaging.hashing import HASH_BITS, TARGET_SIZES, bits_to_int, hamming_distance, to_hex
-from dedupd.methods._files import list_image_files, relative_name, save_json
-from dedupd.search.duplicates import files_to_remove, find_hash_duplicates, validate_distance_threshold
+from dedupd.methods._files import list_image_files, relative_name, removal_list, save_json
+from dedupd.search.duplicates import find_hash_duplicates, validate_distance_threshold
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +180,7 @@ class Hashing:
             num_enc_workers=num_enc_workers,
             num_dist_workers=num_dist_workers,
         )
-        removable = files_to_remove(duplicates)
-        if outfile:
-            save_json(removable, outfile)
-        return removable
+        return removal_list(duplicates, outfile)
 
 
 def _json_safe(results: dict[str, list[Any]]) -> dict[str, list[Any]]:

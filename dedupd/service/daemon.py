@@ -19,13 +19,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dedupd import __version__
 from dedupd.config import Settings, changed_keys, load_settings
-from dedupd.errors import DedupdError, Skipped
+from dedupd.errors import DedupdError, Skipped, StoreError
 from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import EncodedFile, encode_path
 from dedupd.protocol import PROTOCOL_VERSION, ProtocolError
-from dedupd.records import Encoding, Match
+from dedupd.records import Change, ChangeKind, Encoding, Match
 from dedupd.service.catalog import Catalog, IndexConfig
 from dedupd.service.control import ControlServer
 from dedupd.service.encodepool import EncodePool
@@ -38,8 +40,11 @@ from dedupd.service.watcher import RootSpec, Watcher, scan
 log = logging.getLogger(__name__)
 
 #: Bumped when the encoder's output changes meaning: the store refuses mismatched encodings.
-ENCODER_VERSION = "1"
+ENCODER_VERSION = "2"  # 2: sign hash of the stored orientation, from the single 256 px resize
 HEALTH_INTERVAL_S = 2.0
+
+#: Settings a reload applies at once (besides the matcher's [phash] ones); the rest need a restart.
+RELOADABLE = frozenset({"roots", "log_level", "methods", "cnn.min_similarity"})
 
 
 def root_specs(settings: Settings) -> list[RootSpec]:
@@ -68,6 +73,7 @@ class Daemon:
         self.control: ControlServer | None = None
         self.watcher: Watcher | None = None
         self.desktop: DesktopNotifier | None = None
+        self.reports: ReportWriter | None = None
         self._last_status = ""
 
     # ------------------------------------------------------------------ lifecycle
@@ -139,7 +145,10 @@ class Daemon:
         while not self._stop.wait(min(HEALTH_INTERVAL_S, watchdog or HEALTH_INTERVAL_S)):
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
-                self.reload()
+                try:
+                    self.reload()
+                except ProtocolError:
+                    pass  # already logged; the running configuration stays
             healthy = self.watcher.check_health() and self.pipeline.alive(max(5.0, 3 * (watchdog or 40.0)))
             if healthy and watchdog:
                 self.notifier.notify(WATCHDOG=1)
@@ -221,6 +230,12 @@ class Daemon:
         spec = next(s for s in self._roots() if s.path.rstrip("/") == root)
         return scan(spec, under=path)
 
+    def _drop_root(self, path: str) -> None:
+        """A root is no longer watched: stop watching it and forget its records (nothing is reported)."""
+        assert self.watcher is not None and self.pipeline is not None
+        self.watcher.remove_root(path)
+        self.pipeline.on_change(Change(ChangeKind.DIR_DELETED, path, path, reason="root removed"))
+
     def _protected_roots(self) -> list[str]:
         return [str(root.path) for root in self.settings.roots if root.protected]
 
@@ -235,7 +250,7 @@ class Daemon:
             self.notifier.notify(READY=1)
             raise ProtocolError("bad_args", f"config not reloaded: {exc}") from exc
         changed = changed_keys(self.settings, new)
-        restart_needed = [key for key in changed if key.split(".")[0] in ("state_dir", "socket", "cnn")]
+        restart_needed = [key for key in changed if key not in RELOADABLE and not key.startswith("phash.")]
         if restart_needed:
             log.warning("these settings take effect after a restart: %s", ", ".join(restart_needed))
         old_roots = {spec.path for spec in self._roots()}
@@ -245,10 +260,12 @@ class Daemon:
         self.catalog.set_matcher(new.matcher_settings())
         new_roots = {spec.path: spec for spec in self._roots()}
         for path in old_roots - set(new_roots):
-            self.watcher.remove_root(path)
+            self._drop_root(path)
         for path in set(new_roots) - old_roots:
             self.watcher.add_root(new_roots[path])
             self.pipeline.rescan(path)
+        if self.reports is not None:
+            self.reports.mark_summary_dirty()
         log.info("configuration reloaded; changed: %s", ", ".join(changed) or "nothing")
         self.notifier.notify(READY=1, STATUS="configuration reloaded")
         return changed
@@ -413,13 +430,15 @@ class Daemon:
             if not any(spec.path == path for spec in self._extra_roots):
                 raise ProtocolError("bad_args", f"{path} was not added with `watch add` (edit the config to remove it)")
             self._extra_roots = [spec for spec in self._extra_roots if spec.path != path]
-            self.watcher.remove_root(path)
+            self._drop_root(path)
         return {"roots": self.status()["roots"]}
 
     def _export(self, args: dict[str, Any]) -> dict[str, Any]:
         assert self.catalog is not None
         method = args.get("method") or "phash"
-        return {"method": method, "encodings": dict(self.catalog.store.export(method))}
+        encodings = {path: value.tolist() if isinstance(value, np.ndarray) else value
+                     for path, value in self.catalog.store.export(method)}
+        return {"method": method, "encodings": encodings}
 
     def _needles(self, args: dict[str, Any]) -> dict[str, Any]:
         """Which images of DIR are already in the library, and which of its folders are wholly there."""
@@ -454,7 +473,13 @@ class Daemon:
     def _ignore(self, args: dict[str, Any]) -> dict[str, Any]:
         assert self.catalog is not None
         paths = [os.path.abspath(p) for p in args["paths"]]
-        return {"ignored": self.catalog.ignore(paths)}
+        try:
+            ignored = self.catalog.ignore(paths)
+        except StoreError as exc:
+            raise ProtocolError("not_found", str(exc)) from exc
+        if self.reports is not None:
+            self.reports.mark_summary_dirty()
+        return {"ignored": ignored}
 
 
 def _without_path(document: dict[str, Any]) -> dict[str, Any]:

@@ -206,3 +206,37 @@ def test_bad_input_is_counted_and_the_daemon_stays_up(tmp_path: Path, daemon_fac
     assert status["counts"]["indexed"] == 1
     assert daemon.ctl("status").returncode == 0
     assert daemon.stop() == 0
+
+
+def test_reload_export_ignore_and_watch_edges(tmp_path: Path, daemon_factory, photo_bytes) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    (root / "a.jpg").write_bytes(photo_bytes[0])
+    shutil.copy(root / "a.jpg", root / "b.jpg")
+    daemon = daemon_factory([root])
+    daemon.wait_idle()
+    # A broken config on SIGHUP is refused; the daemon keeps running on the old one.
+    good = daemon.config.read_text()
+    daemon.config.write_text(good + "\nnot valid toml [\n")
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.wait_message("READY=1", timeout=60)
+    assert daemon.status()["counts"]["duplicates"] == 1
+    daemon.config.write_text(good)
+    # CNN embeddings export as lists of floats.
+    vectors = daemon.ctl_json("export", "--method", "cnn")["encodings"]
+    assert len(vectors[str(root / "a.jpg")]) == 512
+    # Ignoring a file that is not indexed is "not found", not an internal error.
+    run = daemon.ctl("ignore", str(root / "a.jpg"), str(tmp_path / "nowhere.jpg"), check=False)
+    assert run.returncode == 1 and "internal" not in run.stderr
+    # A root added and removed at run time leaves no records behind.
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "c.jpg").write_bytes(photo_bytes[1])
+    daemon.ctl("watch", "add", str(extra))
+    daemon.wait_idle()
+    assert str(extra / "c.jpg") in daemon.ctl_json("export")["encodings"]
+    daemon.ctl("watch", "remove", str(extra))
+    daemon.wait_idle()
+    assert str(extra / "c.jpg") not in daemon.ctl_json("export")["encodings"]
+    assert daemon.stop() == 0
