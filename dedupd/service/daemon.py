@@ -75,6 +75,7 @@ class Daemon:
         self.desktop: DesktopNotifier | None = None
         self.reports: ReportWriter | None = None
         self._last_status = ""
+        self._polled_roots: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------ lifecycle
     def run(self) -> int:
@@ -109,11 +110,13 @@ class Daemon:
 
         self.pipeline = Pipeline(
             self.catalog, make_pool, self.encoder, reports,
-            PipelineSettings(settle_ms=settings.settle_ms, cnn_batch_size=settings.cnn.batch_size,
-                             cnn_max_wait_ms=settings.cnn.max_wait_ms, min_file_size=settings.min_file_size,
+            PipelineSettings(settle_ms=settings.settle_ms, polled_settle_ms=settings.settle_ms_for(polled=True),
+                             cnn_batch_size=settings.cnn.batch_size, cnn_max_wait_ms=settings.cnn.max_wait_ms,
+                             min_file_size=settings.min_file_size,
                              mass_deletion_guard=settings.mass_deletion_guard),
             root_of=self.root_of, scanner=self._scan_path,
             on_batch=self.desktop.record if self.desktop else None,
+            is_polled=lambda path: self.root_of(path) in self._polled_roots,
         )
         self.pipeline.start()
         fds = listen_fds()
@@ -127,6 +130,8 @@ class Daemon:
         self.watcher = Watcher(self._roots(), self.pipeline.on_change,
                                mass_deletion_guard=settings.mass_deletion_guard)
         self.watcher.start()
+        self._polled_roots = frozenset(r["path"].rstrip("/") for r in self.watcher.roots_status()
+                                       if r["state"] == "polling")
         for spec in self._roots():
             self.pipeline.rescan(spec.path)
 
@@ -149,6 +154,8 @@ class Daemon:
                     self.reload()
                 except ProtocolError:
                     pass  # already logged; the running configuration stays
+            self._polled_roots = frozenset(r["path"].rstrip("/") for r in self.watcher.roots_status()
+                                           if r["state"] == "polling")
             healthy = self.watcher.check_health() and self.pipeline.alive(max(5.0, 3 * (watchdog or 40.0)))
             if healthy and watchdog:
                 self.notifier.notify(WATCHDOG=1)
@@ -379,13 +386,17 @@ class Daemon:
         if not os.path.isfile(path):
             raise ProtocolError("not_found", f"no such file: {path}")
         stored = self.catalog.store.get(path, embedding=True)
-        encoding = stored.encoding if stored is not None and stored.encoding is not None else self._encode_outside(path)
+        indexed = stored is not None and stored.encoding is not None
+        encoding = stored.encoding if indexed else self._encode_outside(path)  # type: ignore[union-attr]
         method = args.get("method")
-        if method:
-            matches = self.catalog.near(encoding, method, threshold=args.get("threshold"),
-                                        min_similarity=args.get("min_similarity"))
-        else:
-            matches = self.catalog.matches(encoding)
+        try:
+            if method:
+                matches = self.catalog.near(encoding, method, threshold=args.get("threshold"),
+                                            min_similarity=args.get("min_similarity"))
+            else:  # by path when indexed, so files the user ignored with it stay out
+                matches = self.catalog.matches(path if indexed else encoding)
+        except StoreError as exc:
+            raise ProtocolError("bad_args", str(exc)) from exc
         matches = [m for m in matches if m.path != path]
         result: dict[str, Any] = {"file": path, "matches": [match_document(m) for m in matches]}
         if args.get("explain"):

@@ -57,6 +57,7 @@ type Scanner = Callable[[str], Iterator[tuple[str, os.stat_result]]]
 @dataclass(frozen=True, slots=True)
 class PipelineSettings:
     settle_ms: int = 2000
+    polled_settle_ms: int = 5000  # polling sees a file between two snapshots: give writers more time
     cnn_batch_size: int = 16
     cnn_max_wait_ms: int = 50
     commit_batch: int = 256
@@ -109,6 +110,7 @@ class Pipeline:
         root_of: Callable[[str], str | None],
         scanner: Scanner,
         on_batch: Callable[[list[str], dict[str, list[Match]], dict[str, Path]], None] | None = None,
+        is_polled: Callable[[str], bool] = lambda path: False,
     ) -> None:
         self._catalog = catalog
         self._encoder = encoder
@@ -117,6 +119,7 @@ class Pipeline:
         self._root_of = root_of
         self._scanner = scanner
         self._on_batch = on_batch
+        self._is_polled = is_polled
         self._changes: queue.Queue[Change | None] = queue.Queue(settings.max_queued_changes)
         self._cnn_queue: queue.Queue[tuple[FileKey, EncodedFile] | None] = queue.Queue(4 * settings.cnn_batch_size)
         self._commit_queue: queue.Queue[Any] = queue.Queue(2 * settings.commit_batch)
@@ -308,9 +311,11 @@ class Pipeline:
     def _submit_settled(self) -> None:
         now = time.monotonic()
         settle_s = self._settings.settle_ms / 1000
+        polled_s = max(self._settings.settle_ms, self._settings.polled_settle_ms) / 1000
         with self._state_lock:
             due = [(path, entry) for path, entry in self._settling.items()
-                   if entry.immediate or now - entry.stable_since >= settle_s]
+                   if entry.immediate
+                   or now - entry.stable_since >= (polled_s if self._is_polled(path) else settle_s)]
         for path, entry in due:
             try:
                 st = os.stat(path)
