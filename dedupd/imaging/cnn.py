@@ -364,6 +364,8 @@ class Encoder:
         options = self._ort.SessionOptions()
         options.intra_op_num_threads = self._intra_op_threads
         options.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
+        # No busy-waiting between steps: the decode workers need those cores (halves the CNN's CPU per image).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # Kept aspect ratios give many input shapes; exhaustive cuDNN search would re-run for each.
         provider_options = [{"cudnn_conv_algo_search": "HEURISTIC"} if name == CUDA else {} for name in providers]
         try:

@@ -50,22 +50,20 @@ def _optional_module(name: str) -> ModuleType | None:
 
 
 # systemd-python, from the `systemd` extra: it has no wheels (it builds against libsystemd-dev), so it may be absent.
-_sd_daemon = _optional_module("systemd.daemon")
 _sd_journal = _optional_module("systemd.journal")
 
 
 class Notifier:
     """Sends sd_notify messages; failures are logged once and never raised.
 
-    `address` None means `$NOTIFY_SOCKET`, sent through libsystemd when systemd-python is installed (it reads
-    the same variable); an explicit address is always sent to by this module's own socket code.
+    `address` None means `$NOTIFY_SOCKET`. The protocol is spoken by this module even when systemd-python is
+    installed: libsystemd's sd_notify blocks (holding the GIL) once the manager stops reading, which would
+    freeze the whole daemon; a non-blocking send drops one message instead.
     """
 
     def __init__(self, address: str | None = None) -> None:
-        from_environment = address is None
-        address = os.environ.get("NOTIFY_SOCKET") if from_environment else address
+        address = os.environ.get("NOTIFY_SOCKET") if address is None else address
         self._address = "\0" + address[1:] if address and address.startswith("@") else address
-        self._libsystemd = _sd_daemon if from_environment else None
         self._warned = False
 
     @property
@@ -77,21 +75,17 @@ class Notifier:
         """"libsystemd" or "socket" (this module's protocol code); None when there is no service manager."""
         if not self._address:
             return None
-        return "libsystemd" if self._libsystemd is not None else "socket"
+        return "socket"
 
     def notify(self, **fields: str | int) -> None:
         """`notify(READY=1, STATUS="scanning 10/40")` sends one datagram with those lines."""
         if not self._address:
             return
         message = "\n".join(f"{key}={value}" for key, value in fields.items())
+        kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
         try:
-            if self._libsystemd is not None:
-                self._libsystemd.notify(message)
-            else:
-                # Non-blocking: a service manager that stops reading must never stall the daemon.
-                kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
-                with socket.socket(socket.AF_UNIX, kind) as sock:
-                    sock.sendto(message.encode(), self._address)
+            with socket.socket(socket.AF_UNIX, kind) as sock:
+                sock.sendto(message.encode(), self._address)
         except OSError as exc:
             if not self._warned:
                 log.warning("cannot notify the service manager at %s: %s", self._address.lstrip("\0"), exc)
