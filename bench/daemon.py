@@ -48,6 +48,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scan import descendants  # bench/scan.py: the process-tree walk both benchmarks use
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = REPO / ".venv" / "bin"
 CORPUS = Path.home() / ".cache" / "dedupd-bench" / "corpora" / "camera-import"
@@ -68,27 +70,6 @@ def camera_jpegs(n: int) -> list[Path]:
     if not found:
         sys.exit(f"no JPEGs in {CORPUS}: generate the bench corpus first (/work/shared/bench)")
     return found[:n]
-
-
-def descendants(pid: int) -> list[int]:
-    """Live processes below `pid`, through /proc/PID/task/TID/children."""
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        parent = stack.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                with open(f"/proc/{parent}/task/{tid}/children") as handle:
-                    children = [int(child) for child in handle.read().split()]
-            except OSError:
-                continue  # the thread or the process has just exited
-            found.extend(children)
-            stack.extend(children)
-    return found
 
 
 def status_kib(pid: int, key: str) -> int:
