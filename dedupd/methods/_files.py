@@ -3,6 +3,8 @@
 import json
 import logging
 import os
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +46,27 @@ def removal_list(duplicates: dict[Any, list[Any]], outfile: str | os.PathLike[st
     if outfile:
         save_json(removable, outfile)
     return removable
+
+
+def encodings_to_search[E](
+    encode_images: Callable[..., dict[str, E]],
+    image_dir: str | os.PathLike[str] | None,
+    encoding_map: Mapping[str, E] | None,
+    recursive: bool,
+    num_enc_workers: int,
+) -> Mapping[str, E]:
+    """imagededup's dispatch of find_duplicates: encode `image_dir` if given, else use `encoding_map`.
+
+    Warns as imagededup does (SyntaxWarning for `recursive`, always a RuntimeWarning about
+    `num_enc_workers` on the encoding_map path) and refuses calls that give neither.
+    """
+    if image_dir:
+        return encode_images(image_dir, recursive=recursive, num_enc_workers=num_enc_workers)
+    if encoding_map:
+        if recursive:
+            warnings.warn("recursive parameter is irrelevant when using encodings.", SyntaxWarning, stacklevel=3)
+        warnings.warn(
+            "Parameter num_enc_workers has no effect since encodings are already provided", RuntimeWarning, stacklevel=3
+        )
+        return encoding_map
+    raise ValueError("Provide either an image directory or encodings!")

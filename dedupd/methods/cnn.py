@@ -25,7 +25,6 @@ import itertools
 import logging
 import multiprocessing
 import os
-import warnings
 from collections.abc import Iterable, Mapping
 from functools import partial
 from pathlib import Path, PurePath
@@ -37,7 +36,7 @@ from tqdm import tqdm
 from dedupd.errors import ModelError, Skipped
 from dedupd.imaging.cnn import CPU, Encoder, ModelSpec, l2_normalise, prepare, resolve_model
 from dedupd.imaging.decode import load_rgb, preprocess
-from dedupd.methods._files import list_image_files, relative_name, removal_list, save_json
+from dedupd.methods._files import encodings_to_search, list_image_files, relative_name, removal_list, save_json
 from dedupd.methods.hashing import CPU_COUNT, check_hash_array
 
 log = logging.getLogger(__name__)
@@ -219,18 +218,7 @@ class CNN:
         """Every image's duplicates (cosine >= threshold), lists in key order; `(name, score)` with scores."""
         threshold = self.model_config.threshold if min_similarity_threshold is None else min_similarity_threshold
         validate_similarity_threshold(threshold)
-        if image_dir:
-            encoding_map = self.encode_images(image_dir, recursive=recursive, num_enc_workers=num_enc_workers)
-        elif encoding_map:
-            if recursive:
-                warnings.warn("recursive parameter is irrelevant when using encodings.", SyntaxWarning, stacklevel=2)
-            warnings.warn(
-                "Parameter num_enc_workers has no effect since encodings are already provided",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        else:
-            raise ValueError("Provide either an image directory or encodings!")
+        encoding_map = encodings_to_search(self.encode_images, image_dir, encoding_map, recursive, num_enc_workers)
         self.results = cosine_duplicates(encoding_map, threshold, scores)
         if outfile:
             save_json(self.results, outfile)

@@ -10,7 +10,6 @@ accepted but the search is vectorised in-process, and `outfile` with numpy score
 import logging
 import multiprocessing
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -22,7 +21,7 @@ from tqdm import tqdm
 from dedupd.errors import Skipped
 from dedupd.imaging.decode import load_image, preprocess
 from dedupd.imaging.hashing import HASH_BITS, TARGET_SIZES, bits_to_int, hamming_distance, to_hex
-from dedupd.methods._files import list_image_files, relative_name, removal_list, save_json
+from dedupd.methods._files import encodings_to_search, list_image_files, relative_name, removal_list, save_json
 from dedupd.search.duplicates import find_hash_duplicates, validate_distance_threshold
 
 log = logging.getLogger(__name__)
@@ -143,18 +142,7 @@ class Hashing:
     ) -> dict[str, list[Any]]:
         """Duplicates of every image within `max_distance_threshold` bits (imagededup §8)."""
         validate_distance_threshold(max_distance_threshold)
-        if image_dir:
-            encoding_map = self.encode_images(image_dir, recursive=recursive, num_enc_workers=num_enc_workers)
-        elif encoding_map:
-            if recursive:
-                warnings.warn("recursive parameter is irrelevant when using encodings.", SyntaxWarning, stacklevel=2)
-            warnings.warn(
-                "Parameter num_enc_workers has no effect since encodings are already provided",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        else:
-            raise ValueError("Provide either an image directory or encodings!")
+        encoding_map = encodings_to_search(self.encode_images, image_dir, encoding_map, recursive, num_enc_workers)
         self.results = find_hash_duplicates(encoding_map, max_distance_threshold, scores, search_method)
         if outfile:
             save_json(_json_safe(self.results), outfile)
