@@ -422,17 +422,7 @@ class Pipeline:
                 continue
             if first is None:
                 return
-            batch = [first]
-            deadline = time.monotonic() + max_wait
-            while len(batch) < self._settings.cnn_batch_size:
-                try:
-                    item = self._cnn_queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._cnn_queue.put(None)
-                    break
-                batch.append(item)
+            batch = _gather(self._cnn_queue, first, self._settings.cnn_batch_size, max_wait)
             assert encoder is not None  # this stage only receives work when there is an encoder
             vectors = encoder.embed_prepared([encoded.cnn_input for _, encoded in batch])  # type: ignore[misc]
             for (key, encoded), vector in zip(batch, vectors, strict=True):
@@ -450,13 +440,7 @@ class Pipeline:
                 if self._stopping.is_set():
                     return
                 continue
-            batch = [first]
-            deadline = time.monotonic() + wait
-            while len(batch) < self._settings.commit_batch:
-                try:
-                    batch.append(self._commit_queue.get(timeout=max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
-                    break
+            batch = _gather(self._commit_queue, first, self._settings.commit_batch, wait)
             try:
                 self._commit(batch)
             finally:
@@ -591,3 +575,21 @@ class Pipeline:
             self._changes.put(Change(ChangeKind.DELETED, missing, root))
         self._scan_progress = (found, found)
 
+
+def _gather[T](source: queue.Queue[T | None], first: T, limit: int, wait_s: float) -> list[T]:
+    """A batch: `first` plus what arrives within `wait_s`, at most `limit` items.
+
+    A None (the stop sentinel) ends the batch and is put back for the loop to see.
+    """
+    batch = [first]
+    deadline = time.monotonic() + wait_s
+    while len(batch) < limit:
+        try:
+            item = source.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if item is None:
+            source.put(None)
+            break
+        batch.append(item)
+    return batch
