@@ -116,11 +116,14 @@ def all_pairs(
 _METHOD_STRENGTH = {"exact": 0, "phash": 1, "cnn": 2}
 
 
+def evidence_rank(method: str, score: float) -> tuple[int, float]:
+    """Sort key of a match, strongest first: exact, then smaller distance, then higher similarity."""
+    return (_METHOD_STRENGTH.get(method, len(_METHOD_STRENGTH)), -score if method == "cnn" else score)
+
+
 def stronger(a: PairMatch, b: PairMatch) -> bool:
-    """Is `a` stronger evidence than `b`: exact, then smaller distance, then higher similarity."""
-    if a.method != b.method:
-        return _METHOD_STRENGTH[a.method] < _METHOD_STRENGTH[b.method]
-    return a.score > b.score if a.method == "cnn" else a.score < b.score
+    """Is `a` stronger evidence than `b`."""
+    return evidence_rank(a.method, a.score) < evidence_rank(b.method, b.score)
 
 
 def connected_groups(count: int, pairs: Sequence[PairMatch]) -> list[list[int]]:

@@ -28,6 +28,7 @@ from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import EncodedFile, encode_path
 from dedupd.protocol import PROTOCOL_VERSION, ProtocolError
 from dedupd.records import Change, ChangeKind, Encoding, Match
+from dedupd.search.matcher import evidence_rank
 from dedupd.service.catalog import Catalog, IndexConfig
 from dedupd.service.control import ControlServer
 from dedupd.service.encodepool import EncodePool
@@ -510,15 +511,14 @@ def _ancestors(folder: str, top: str) -> list[str]:
     return chain
 
 
-_STRENGTH = {"exact": 0, "phash": 1, "cnn": 2}
-
-
 def _stronger(a: Match, b: Match) -> bool:
-    if a.method != b.method:
-        return _STRENGTH.get(a.method, 9) < _STRENGTH.get(b.method, 9)
-    if a.similarity is not None and b.similarity is not None:
-        return a.similarity > b.similarity
-    return (a.distance or 0) < (b.distance or 0)
+    """The matcher's evidence order (exact, smaller distance, higher similarity) for reported matches."""
+    return _rank(a) < _rank(b)
+
+
+def _rank(match: Match) -> tuple[int, float]:
+    score = match.similarity if match.similarity is not None else float(match.distance or 0)
+    return evidence_rank(match.method, score)
 
 
 def run(config_path: Path | None) -> int:
