@@ -115,15 +115,40 @@ def read_toml(path: Path) -> dict[str, object]:
         raise ConfigError(f"config file {path} is not UTF-8: {exc}") from exc
 
 
-def control_socket(explicit: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Path:
-    """The socket a client talks to: `explicit`, else `$DEDUPD_SOCKET`, else the config file's `socket`,
-    else the default. Reads only that one key, so a client needs no settings validation."""
+@dataclass(frozen=True, slots=True)
+class SocketChoice:
+    """The control socket a client talks to, and why that one (said when nothing answers there)."""
+
+    path: Path
+    origin: str
+
+
+def locate_socket(
+    explicit: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config: str | os.PathLike[str] | None = None,
+) -> SocketChoice:
+    """The socket a client talks to, as the daemon would choose it: `explicit` (`--socket`), else
+    `$DEDUPD_SOCKET`, else the `socket` of the config file (`config`, i.e. `--config`, else
+    `$DEDUPD_CONFIG`, else the default file), else the default. Reads only that one key, so a client needs no
+    settings validation."""
     env = _environ(environ)
-    named = explicit if explicit is not None else env.get(SOCKET_ENV) or None
-    if named is None:
-        config = find_config_file(None, env)
-        value = read_toml(config).get("socket") if config is not None else None
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"'socket' in {config} must be a string")
-        named = value
-    return expand(named, env) if named is not None else default_locations(env).socket
+    if explicit is not None:
+        return SocketChoice(expand(explicit, env), "--socket")
+    if env.get(SOCKET_ENV):
+        return SocketChoice(expand(env[SOCKET_ENV], env), f"from ${SOCKET_ENV}")
+    config_file = find_config_file(config, env)
+    value = read_toml(config_file).get("socket") if config_file is not None else None
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"'socket' in {config_file} must be a string")
+    if value is not None:
+        return SocketChoice(expand(value, env), f"the `socket` of {config_file}")
+    system = "system" if is_system(env) else "user"
+    origin = f"the {system} default" + (f"; {config_file} sets no `socket`" if config_file is not None else "")
+    return SocketChoice(default_locations(env).socket, origin)
+
+
+def control_socket(explicit: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None,
+                   config: str | os.PathLike[str] | None = None) -> Path:
+    """The socket a client talks to (see `locate_socket`)."""
+    return locate_socket(explicit, environ, config).path

@@ -13,9 +13,10 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from dedupd import paths, protocol
+from dedupd import __version__, paths, protocol
 from dedupd.errors import DedupdError
 from dedupd.protocol import ProtocolError
 
@@ -123,10 +124,91 @@ def _root_rows(roots: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     return rows
 
 
-def _show_roots(result: Mapping[str, Any]) -> list[str]:
-    return _table(_root_rows(result["roots"])) or ["no roots"]
 
 
+# ---- verbs ----
+#
+# A verb is a formatter with a `@verb(...)` line above it: its name, help, the protocol command it sends, the
+# arguments it adds to its parser and how they become the request. The global options (--json, --socket,
+# --config) are added to every verb's parser, so they are accepted before or after the verb.
+
+type ArgsBuilder = Callable[[argparse.Namespace], dict[str, Any]]
+type Formatter = Callable[[Mapping[str, Any]], list[str]]
+type ArgumentsAdder = Callable[[argparse.ArgumentParser], None]
+#: Replaces the one request of a verb: (socket path, parsed arguments, validated request) -> result document.
+type Executor = Callable[[str, argparse.Namespace, dict[str, Any]], dict[str, Any]]
+
+
+def _no_args(ns: argparse.Namespace) -> dict[str, Any]:
+    return {}
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Verb:
+    """One dedupctl verb (`name` is "status", or "watch add" for an action of the group "watch")."""
+
+    name: str
+    help: str
+    show: Formatter
+    cmd: str
+    arguments: ArgumentsAdder = _no_arguments
+    build: ArgsBuilder = _no_args
+    execute: Executor | None = None
+
+    def run(self, socket_path: str, args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
+        if self.execute is not None:
+            return self.execute(socket_path, args, request)
+        return call(socket_path, self.cmd, request)
+
+
+#: Every verb, in the order `--help` lists them; filled by `@verb`.
+VERBS: list[Verb] = []
+#: Groups of verbs (`watch list|add|remove`) and their help.
+GROUPS = {"watch": "list, add or remove watched roots"}
+
+
+def verb(name: str, help: str, *, cmd: str | None = None, arguments: ArgumentsAdder = _no_arguments,
+         build: ArgsBuilder = _no_args, execute: Executor | None = None) -> Callable[[Formatter], Formatter]:
+    """Registers the decorated formatter as the text output of verb `name` (sending `cmd`, default: `name`)."""
+
+    def register(show: Formatter) -> Formatter:
+        VERBS.append(Verb(name, help, show, cmd or name.split()[0], arguments, build, execute))
+        return show
+
+    return register
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(path)
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The options the user gave (argparse leaves the others None); the daemon applies its defaults."""
+    return {name: value for name, value in values.items() if value is not None and value is not False}
+
+
+def _method_option(choices: Sequence[str] = protocol.METHODS, default: str = "the daemon's matcher") -> ArgumentsAdder:
+    def add(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--method", choices=choices, help=f"only this method (default: {default})")
+
+    return add
+
+
+def _positional(name: str, **options: Any) -> ArgumentsAdder:
+    def add(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(name, **options)
+
+    return add
+
+
+
+# ---- the verbs, each its formatter under its @verb line ----
+
+@verb("status", "state, roots, counts, index sizes, CNN, uptime")
 def _show_status(result: Mapping[str, Any]) -> list[str]:
     counts = result["counts"]
     skipped = counts.get("skipped") or {}
@@ -156,10 +238,28 @@ def _show_status(result: Mapping[str, Any]) -> list[str]:
     return _table(rows) + _table(_root_rows(result["roots"]), indent="  ")
 
 
+def _wait_idle_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=float, metavar="S",
+                        help=f"give up after S seconds (default {protocol.WAIT_IDLE_DEFAULT_S:g})")
+
+
+@verb("wait-idle", "return when nothing is pending", arguments=_wait_idle_arguments,
+      build=lambda ns: _given(timeout=ns.timeout))
 def _show_wait_idle(result: Mapping[str, Any]) -> list[str]:
     return [f"idle (waited {result['waited_s']:.1f} s)"]
 
 
+def _query_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file")
+    _method_option()(parser)
+    parser.add_argument("--threshold", type=int, metavar="N", help="max hamming distance for hash methods (0-64)")
+    parser.add_argument("--min-similarity", type=float, metavar="F", help="min cosine similarity for the CNN")
+    parser.add_argument("--explain", action="store_true", help="also show each method's distance or similarity")
+
+
+@verb("query", "near-duplicates of any file", arguments=_query_arguments,
+      build=lambda ns: _given(path=_absolute(ns.file), method=ns.method, threshold=ns.threshold,
+                              min_similarity=ns.min_similarity, explain=ns.explain))
 def _show_query(result: Mapping[str, Any]) -> list[str]:
     matches = result["matches"]
     lines = [f"{result['file']}: {len(matches) or 'no'} match{'' if len(matches) == 1 else 'es'}"]
@@ -170,6 +270,16 @@ def _show_query(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _listing_arguments(parser: argparse.ArgumentParser) -> None:
+    _method_option()(parser)
+    parser.add_argument("--under", metavar="DIR", help="only files under DIR")
+
+
+def _listing_args(ns: argparse.Namespace) -> dict[str, Any]:
+    return _given(method=ns.method, under=ns.under and _absolute(ns.under))
+
+
+@verb("duplicates", "current duplicate groups", arguments=_listing_arguments, build=_listing_args)
 def _show_duplicates(result: Mapping[str, Any]) -> list[str]:
     groups = result["groups"]
     if not groups:
@@ -181,10 +291,15 @@ def _show_duplicates(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+@verb("to-remove", "files one would delete, keeping one per group", arguments=_listing_arguments,
+      build=_listing_args)
 def _show_to_remove(result: Mapping[str, Any]) -> list[str]:
     return list(result["files"])
 
 
+@verb("rescan", "reconcile the store with the disk (PATH, or every root)",
+      arguments=_positional("path", nargs="?"),
+      build=lambda ns: _given(path=ns.path and _absolute(ns.path)))
 def _show_rescan(result: Mapping[str, Any]) -> list[str]:
     return [f"rescan scheduled: {path}" for path in result["scheduled"]] or ["nothing to rescan"]
 
@@ -193,15 +308,35 @@ def _show_state(result: Mapping[str, Any]) -> list[str]:
     return [f"state: {result['state']}"]
 
 
+verb("pause", "stop encoding (changes are still queued)")(_show_state)
+verb("resume", "resume encoding")(_show_state)
+
+
+@verb("reload", "re-read the configuration")
 def _show_reload(result: Mapping[str, Any]) -> list[str]:
     changed = result["changed"]
     return [f"reloaded; changed: {', '.join(changed)}" if changed else "reloaded; no setting changed"]
 
 
+def _show_roots(result: Mapping[str, Any]) -> list[str]:
+    return _table(_root_rows(result["roots"])) or ["no roots"]
+
+
+verb("watch list", "the watched roots", build=lambda ns: {"action": "list"})(_show_roots)
+verb("watch add", "add a watched root", arguments=_positional("path"),
+     build=lambda ns: {"action": "add", "path": _absolute(ns.path)})(_show_roots)
+verb("watch remove", "remove a watched root", arguments=_positional("path"),
+     build=lambda ns: {"action": "remove", "path": _absolute(ns.path)})(_show_roots)
+
+
+@verb("export", "imagededup-format encodings {path: hex} of the whole index",
+      arguments=_method_option((*protocol.HASH_METHODS, "cnn")), build=lambda ns: _given(method=ns.method))
 def _show_export(result: Mapping[str, Any]) -> list[str]:
     return [f"{value}  {path}" for path, value in sorted(result["encodings"].items())]
 
 
+@verb("needles", "which images of DIR (and which sub-folders, wholly) are in the library",
+      arguments=_positional("dir"), build=lambda ns: {"dir": _absolute(ns.dir)})
 def _show_needles(result: Mapping[str, Any]) -> list[str]:
     lines = [f"{result['found']} of {result['total']} images already in the library"]
     lines += _table([["ALL" if folder["all"] else "", f"{folder['in_library']} of {folder['images']}", folder["path"]]
@@ -214,85 +349,49 @@ def _show_needles(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+@verb("ignore", "mark files as not duplicates of each other; never reported again",
+      arguments=_positional("paths", nargs="+", metavar="PATH", help="two or more files"),
+      build=lambda ns: {"paths": [_absolute(path) for path in ns.paths]})
 def _show_ignore(result: Mapping[str, Any]) -> list[str]:
     return [f"ignored: {result['ignored']} (these files are no longer reported as duplicates of each other)"]
 
 
-# ---- arguments ----
+# ---- the parser ----
 
-type ArgsBuilder = Callable[[argparse.Namespace], dict[str, Any]]
-type Formatter = Callable[[Mapping[str, Any]], list[str]]
-
-
-def _absolute(path: str) -> str:
-    return os.path.abspath(path)
-
-
-def _given(**values: Any) -> dict[str, Any]:
-    """The options the user gave (argparse leaves the others None); the daemon applies its defaults."""
-    return {name: value for name, value in values.items() if value is not None and value is not False}
-
-
-def _verb(commands: Any, name: str, help_text: str, cmd: str, build: ArgsBuilder, show: Formatter) -> Any:
-    parser = commands.add_parser(name, help=help_text, description=help_text)
-    parser.set_defaults(cmd=cmd, build=build, show=show)
-    return parser
-
-
-def _method_option(parser: argparse.ArgumentParser, choices: Sequence[str] = protocol.METHODS) -> None:
-    parser.add_argument("--method", choices=choices, help="only this method (default: the daemon's matcher)")
+def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """--json, --socket and --config: on the top parser with their defaults, on every verb's parser without
+    (argparse.SUPPRESS), so that a value given after the verb is kept and one given before is not reset."""
+    default: Any = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON document", **default)
+    parser.add_argument("--socket", metavar="PATH", **default,
+                        help=f"control socket (default: ${paths.SOCKET_ENV}, then the config's `socket`, "
+                             "then the user/system default)")
+    parser.add_argument("--config", metavar="FILE", **default,
+                        help=f"read the control socket from this dedupd config file (default: ${paths.CONFIG_ENV}, "
+                             "then the user/system config file)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dedupctl", description="Ask a running dedupd. Exit codes: 0 ok, 1 the daemon answered an error, "
-                                     "2 usage, 3 the daemon cannot be reached.")
-    parser.add_argument("--socket", metavar="PATH", help=f"control socket (default: ${paths.SOCKET_ENV}, then the "
-                                                         "config's `socket`, then the user/system default)")
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON document")
+                                     "2 usage, 3 the daemon cannot be reached.",
+        epilog="--json, --socket and --config may also be given after the verb. `dedupctl VERB --help` shows a "
+               "verb's options.")
+    parser.add_argument("--version", action="version", version=f"dedupctl {__version__}")
+    _global_options(parser, top=True)
     commands = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-
-    no_args: ArgsBuilder = lambda ns: {}  # noqa: E731
-    _verb(commands, "status", "state, roots, counts, index sizes, CNN, uptime", "status", no_args, _show_status)
-    wait_idle = _verb(commands, "wait-idle", "return when nothing is pending", "wait-idle",
-                      lambda ns: _given(timeout=ns.timeout), _show_wait_idle)
-    wait_idle.add_argument("--timeout", type=float, metavar="S",
-                           help=f"give up after S seconds (default {protocol.WAIT_IDLE_DEFAULT_S:g})")
-    query = _verb(commands, "query", "near-duplicates of any file", "query",
-                  lambda ns: _given(path=_absolute(ns.file), method=ns.method, threshold=ns.threshold,
-                                    min_similarity=ns.min_similarity, explain=ns.explain), _show_query)
-    query.add_argument("file")
-    _method_option(query)
-    query.add_argument("--threshold", type=int, metavar="N", help="max hamming distance for hash methods (0-64)")
-    query.add_argument("--min-similarity", type=float, metavar="F", help="min cosine similarity for the CNN")
-    query.add_argument("--explain", action="store_true", help="also show each method's distance or similarity")
-    for name, show, help_text in (("duplicates", _show_duplicates, "current duplicate groups"),
-                                  ("to-remove", _show_to_remove, "files one would delete, keeping one per group")):
-        listing = _verb(commands, name, help_text, name,
-                        lambda ns: _given(method=ns.method, under=ns.under and _absolute(ns.under)), show)
-        _method_option(listing)
-        listing.add_argument("--under", metavar="DIR", help="only files under DIR")
-    rescan = _verb(commands, "rescan", "reconcile the store with the disk (PATH, or every root)", "rescan",
-                   lambda ns: _given(path=ns.path and _absolute(ns.path)), _show_rescan)
-    rescan.add_argument("path", nargs="?")
-    _verb(commands, "pause", "stop encoding (changes are still queued)", "pause", no_args, _show_state)
-    _verb(commands, "resume", "resume encoding", "resume", no_args, _show_state)
-    _verb(commands, "reload", "re-read the configuration", "reload", no_args, _show_reload)
-    watch = commands.add_parser("watch", help="list, add or remove watched roots")
-    actions = watch.add_subparsers(dest="action", required=True, metavar="ACTION")
-    _verb(actions, "list", "the watched roots", "watch", lambda ns: {"action": "list"}, _show_roots)
-    for action in ("add", "remove"):
-        _verb(actions, action, f"{action} a watched root", "watch",
-              lambda ns: {"action": ns.action, "path": _absolute(ns.path)}, _show_roots).add_argument("path")
-    export = _verb(commands, "export", "imagededup-format encodings {path: hex} of the whole index", "export",
-                   lambda ns: _given(method=ns.method), _show_export)
-    _method_option(export, (*protocol.HASH_METHODS, "cnn"))
-    needles = _verb(commands, "needles", "which images of DIR (and which sub-folders, wholly) are in the library",
-                    "needles", lambda ns: {"dir": _absolute(ns.dir)}, _show_needles)
-    needles.add_argument("dir")
-    ignore = _verb(commands, "ignore", "mark files as not duplicates of each other; never reported again", "ignore",
-                   lambda ns: {"paths": [_absolute(path) for path in ns.paths]}, _show_ignore)
-    ignore.add_argument("paths", nargs="+", metavar="PATH", help="two or more files")
+    groups: dict[str, Any] = {}
+    for entry in VERBS:
+        *group, name = entry.name.split()
+        if group and group[0] not in groups:
+            group_parser = commands.add_parser(group[0], help=GROUPS[group[0]], description=GROUPS[group[0]])
+            _global_options(group_parser, top=False)
+            groups[group[0]] = group_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+        verb_parser = (groups[group[0]] if group else commands).add_parser(name, help=entry.help,
+                                                                            description=entry.help)
+        _global_options(verb_parser, top=False)
+        entry.arguments(verb_parser)
+        verb_parser.set_defaults(entry=entry)
     return parser
 
 
@@ -308,20 +407,21 @@ def _fail(message: str, code: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    entry: Verb = args.entry
     if not args.json and isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="surrogateescape")  # paths that are not UTF-8 print as their bytes
     try:
-        request = protocol.validate(args.cmd, args.build(args))
-        socket_path = str(paths.control_socket(args.socket))
+        request = protocol.validate(entry.cmd, entry.build(args))
+        where = paths.locate_socket(args.socket, config=args.config)
     except DedupdError as exc:  # bad arguments, or a config file that cannot be read for its `socket`
         return _fail(str(exc), EXIT_USAGE)
     try:
-        result = call(socket_path, args.cmd, request)
+        result = entry.run(str(where.path), args, request)
         if args.json:
             _print_json(result)
             return EXIT_OK
         try:
-            lines = args.show(result)
+            lines = entry.show(result)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             return _fail(f"unexpected answer from dedupd ({type(exc).__name__}: {exc})", EXIT_DAEMON_ERROR)
         for line in lines:
@@ -329,6 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except DaemonUnreachable as exc:
         print(exc, file=sys.stderr)
+        if where.origin != "--socket":
+            print(f"(that is {where.origin}; for a daemon elsewhere use --socket PATH, or --config FILE naming "
+                  "its config file)", file=sys.stderr)
         return EXIT_UNREACHABLE
     except ProtocolError as exc:
         if args.json:

@@ -201,6 +201,22 @@ def test_each_verb_sends_absolute_paths_and_prints_text_or_the_json_document(run
     assert json.loads(_ok(run("--socket", daemon.server.path, "--json", *argv))) == RESULTS[cmd]
 
 
+@pytest.mark.parametrize("argv", [
+    ["--json", "watch", "list"], ["watch", "--json", "list"], ["watch", "list", "--json"],
+])
+def test_global_options_are_accepted_before_or_after_the_verb(run, daemon, argv):
+    assert json.loads(_ok(run(*argv, "--socket", daemon.server.path))) == RESULTS["watch"]
+    assert json.loads(_ok(run("--socket", "/nowhere.sock", *argv, "--socket", daemon.server.path))) == RESULTS["watch"]
+    assert json.loads(_ok(run(*argv[:1], "--socket", daemon.server.path, *argv[1:]))) == RESULTS["watch"]
+
+
+def test_version_and_help_show_the_global_options(run):
+    assert _ok(run("--version")) == "dedupctl 0.1.0\n"
+    for argv in (["--help"], ["status", "--help"], ["watch", "add", "--help"]):
+        shown = _ok(run(*argv))
+        assert all(option in shown for option in ("--json", "--socket PATH", "--config FILE")), shown
+
+
 def test_to_remove_prints_paths_that_are_not_utf8_as_their_bytes(run, daemon):
     daemon.results["to-remove"] = {"files": [b"/srv/\xff\xfe.jpg".decode("utf-8", "surrogateescape")], "policy": ""}
     done = subprocess.run([sys.executable, "-m", "dedupd.cli.dedupctl", "--socket", daemon.server.path, "to-remove"],
@@ -243,7 +259,7 @@ def test_a_busy_daemon_exits_1(run, tmp_path):
     (["wait-idle", "--timeout", "-1"], "timeout must be between 0"),
     (["ignore", "/a.jpg"], "dedupctl: ignore: paths must be a list of at least 2"),
     (["watch"], "required: ACTION"),
-    (["status", "--json"], "unrecognized arguments: --json"),  # global options go before the verb
+    (["status", "--jsn"], "unrecognized arguments: --jsn"),
 ])
 def test_usage_errors_exit_2_without_asking_the_daemon(run, daemon, argv, message):
     done = run("--socket", daemon.server.path, *argv)
@@ -302,7 +318,23 @@ def test_the_socket_comes_from_the_environment_then_the_config_file(run, daemon,
 def test_the_user_default_socket_is_in_the_runtime_dir(run, tmp_path):
     done = run("status")
     expected = tmp_path / "runtime" / "dedupd" / "control.sock"
-    assert (done.returncode, done.stderr) == (3, f"dedupd is not running (no socket at {expected}).\n")
+    assert (done.returncode, done.stderr) == (3, f"dedupd is not running (no socket at {expected}).\n"
+                                                 "(that is the user default; for a daemon elsewhere use --socket "
+                                                 "PATH, or --config FILE naming its config file)\n")
+
+
+def test_config_names_the_daemons_config_file_for_its_socket(run, daemon, tmp_path):
+    config = tmp_path / "elsewhere.toml"
+    config.write_text(f'socket = "{daemon.server.path}"\n')
+    assert _ok(run("status", "--config", str(config))).startswith("state:")
+    assert _ok(run("--config", str(config), "status", env={"DEDUPD_CONFIG": "/nonexistent.toml"})).startswith("state:")
+    config.write_text(f'socket = "{tmp_path / "gone.sock"}"\n')
+    done = run("status", "--config", str(config))
+    assert done.returncode == 3
+    assert f"no socket at {tmp_path / 'gone.sock'}" in done.stderr and f"the `socket` of {config}" in done.stderr
+    done = run("status", "--config", str(tmp_path / "missing.toml"))
+    assert (done.returncode, done.stderr) == (2, f"dedupctl: config file not found: {tmp_path / 'missing.toml'} "
+                                                 "(from --config)\n")
 
 
 def test_a_config_file_that_cannot_be_read_exits_2(run, tmp_path):
