@@ -23,6 +23,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     model_validator,
@@ -47,6 +49,9 @@ _NOT_SETTINGS = {paths.CONFIG_ENV, paths.SYSTEM_ENV}
 DEFAULT_EXCLUDE = ("@eaDir", ".thumbnails", ".Trash-*", "#recycle", ".git")
 #: Polled roots see a file's size and mtime only once per poll, so a shorter settle would encode half-copied files.
 POLLED_SETTLE_MS = 5000
+DAY_S = 86400.0
+#: `encode_workers` is bounded by this many processes per CPU.
+WORKERS_PER_CPU = 4
 #: Short names the CNN accepts for ONNX Runtime providers (full `*ExecutionProvider` names also pass).
 PROVIDER_SHORT_NAMES = ("cuda", "cpu", "tensorrt")
 
@@ -93,35 +98,35 @@ type Globs = Annotated[tuple[str, ...], AfterValidator(_non_empty)]
 class _Section(BaseModel):
     """A table of the config: unknown keys are errors, values never change after loading."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class Root(_Section):
     """One watched directory (`[[roots]]`)."""
 
     path: AbsolutePath
-    recursive: bool = True
+    recursive: StrictBool = True
     #: True: poll instead of inotify; "auto": poll when the root is on nfs/cifs/smb/sshfs (watcher decides).
     polling: Polling = False
-    poll_interval_s: float = Field(default=60.0, ge=1)
+    poll_interval_s: float = Field(default=60.0, ge=1, le=DAY_S, strict=True)
     #: Globs a file name must match to be considered (empty: every file).
     include: Globs = ()
     #: Globs of file and directory names never looked at; directories are excluded before they are watched.
     exclude: Globs = DEFAULT_EXCLUDE
-    follow_symlinks: bool = False
+    follow_symlinks: StrictBool = False
     #: A reference root: its files are never proposed by `to-remove`.
-    protected: bool = False
+    protected: StrictBool = False
 
 
 class PhashSettings(_Section):
     """`[phash]`: the orientation-aware pHash evidence of the matcher (`dedupd.search.matcher`)."""
 
     #: Max pHash distance in bits for a pair the CNN confirms.
-    threshold: int = Field(default=10, ge=0, le=64)
+    threshold: int = Field(default=10, ge=0, le=64, strict=True)
     #: CNN similarity that confirms a pHash match.
-    confirm_similarity: float = Field(default=0.5, ge=-1, le=1)
+    confirm_similarity: float = Field(default=0.5, ge=-1, le=1, strict=True)
     #: Max pHash distance when the CNN is not among `methods` (no confirmation, so strict).
-    threshold_without_cnn: int = Field(default=2, ge=0, le=64)
+    threshold_without_cnn: int = Field(default=2, ge=0, le=64, strict=True)
 
 
 def _model_name(value: str, info: ValidationInfo) -> str:
@@ -153,28 +158,28 @@ def _provider_names(names: tuple[str, ...]) -> tuple[str, ...]:
 class CnnSettings(_Section):
     """`[cnn]`: the embedding model and its batch queue."""
 
-    enabled: bool = True
+    enabled: StrictBool = True
     model: Annotated[str, AfterValidator(_model_name)] = "sscd-distilled"
     #: Cosine similarity at which the CNN alone calls a pair a duplicate.
-    min_similarity: float = Field(default=0.62, ge=-1, le=1)
-    batch_size: int = Field(default=16, ge=1)
+    min_similarity: float = Field(default=0.62, ge=-1, le=1, strict=True)
+    batch_size: int = Field(default=16, ge=1, le=1024, strict=True)
     #: How long a partial batch waits for more images before it runs.
-    max_wait_ms: int = Field(default=50, ge=0)
+    max_wait_ms: int = Field(default=50, ge=0, le=60_000, strict=True)
     #: Tried in order; CPU always remains as the last resort.
     providers: Annotated[tuple[str, ...], AfterValidator(_provider_names)] = ("cuda", "cpu")
     #: ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose.
-    intra_op_threads: int = Field(default=0, ge=0)
+    intra_op_threads: int = Field(default=0, ge=0, le=1024, strict=True)
 
 
-@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
 class NotifySettings:
     """`[notify]`: where duplicate events are reported. A pydantic dataclass, not a model, so that its key
     `json` can be an attribute (`settings.notify.json`) without shadowing `BaseModel.json`."""
 
     #: Write a JSON report file per duplicate event.
-    json: bool = True
+    json: StrictBool = True
     #: Desktop notifications over the session D-Bus.
-    desktop: bool = True
+    desktop: StrictBool = True
 
 
 def _methods(methods: tuple[Method, ...]) -> tuple[Method, ...]:
@@ -191,8 +196,25 @@ def _default_methods(validated: dict[str, Any]) -> tuple[Method, ...]:
 
 
 def _cpu_count(workers: int) -> int:
-    """0 means one encode process per CPU this process may run on."""
-    return workers or len(os.sched_getaffinity(0))
+    """0 means one encode process per CPU this process may run on; more than a few per CPU only costs memory
+    (each is a Python process with its decoders), so the count is bounded by that."""
+    cpus = len(os.sched_getaffinity(0))
+    if workers > WORKERS_PER_CPU * cpus:
+        raise ValueError(f"must be at most {WORKERS_PER_CPU * cpus} ({WORKERS_PER_CPU} per CPU; this process may use "
+                         f"{cpus}), or 0 for one per CPU")
+    return workers or cpus
+
+
+def _known_group(name: str | None) -> str | None:
+    """The group must exist: the daemon gives the socket to it at start."""
+    import grp
+
+    if name is not None:
+        try:
+            grp.getgrnam(name)
+        except KeyError:
+            raise ValueError(f"no such group {name!r} on this system (see `getent group`)") from None
+    return name
 
 
 def _upper(value: Any) -> Any:
@@ -211,28 +233,28 @@ class Settings(_Section):
     #: Control socket (default: `$XDG_RUNTIME_DIR/dedupd/control.sock`, or /run/dedupd/control.sock).
     socket: AbsolutePath
     #: Group allowed to use the socket (mode 0660); unset: the daemon's user only (0600).
-    socket_group: str | None = Field(default=None, min_length=1)
+    socket_group: Annotated[str | None, AfterValidator(_known_group)] = Field(default=None, min_length=1)
     phash: PhashSettings = PhashSettings()
     cnn: CnnSettings = CnnSettings()
     #: The evidence the matcher uses (default: all three, without 'cnn' when [cnn] enabled = false).
     methods: Annotated[tuple[Method, ...], AfterValidator(_methods)] = Field(default_factory=_default_methods)
     #: Encode processes; 0 = one per CPU core (the loaded value is the resolved count).
-    encode_workers: Annotated[int, Field(ge=0), AfterValidator(_cpu_count)] = 0
+    encode_workers: Annotated[int, Field(ge=0, strict=True), AfterValidator(_cpu_count)] = 0
     #: A file is encoded once its size and mtime have not changed for this long (polled roots: at least 5 s).
-    settle_ms: int = Field(default=2000, ge=0)
-    decode_timeout_s: float = Field(default=30.0, gt=0)
+    settle_ms: int = Field(default=2000, ge=0, le=3_600_000, strict=True)
+    decode_timeout_s: float = Field(default=30.0, gt=0, le=3600, strict=True)
     #: Larger images are skipped as decompression bombs; fits 200 MP panoramas.
-    max_image_pixels: int = Field(default=250_000_000, ge=1)
+    max_image_pixels: int = Field(default=250_000_000, ge=1, le=10_000_000_000, strict=True)
     #: Full reconcile scan period; 0 = only at start, reload and on demand.
-    rescan_interval_s: float = Field(default=86400.0, ge=0)
+    rescan_interval_s: float = Field(default=86400.0, ge=0, le=366 * DAY_S, strict=True)
     #: Report files older than this are deleted; 0 = keep them forever.
-    report_retention_days: int = Field(default=90, ge=0)
+    report_retention_days: int = Field(default=90, ge=0, le=36_600, strict=True)
     notify: NotifySettings = NotifySettings()
     log_level: Annotated[LogLevel, BeforeValidator(_upper)] = "INFO"
     #: Files smaller than this many bytes are skipped as too_small.
-    min_file_size: int = Field(default=0, ge=0)
+    min_file_size: int = Field(default=0, ge=0, le=1 << 50, strict=True)
     #: A poll that loses more than this share of a root's files is an outage, not deletions.
-    mass_deletion_guard: float = Field(default=0.5, gt=0, le=1)
+    mass_deletion_guard: float = Field(default=0.5, gt=0, le=1, strict=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -260,7 +282,20 @@ class Settings(_Section):
         repeated = sorted({str(path) for path in roots if roots.count(path) > 1})
         if repeated:
             raise ValueError(f"[[roots]] lists the same path more than once: {', '.join(repeated)}")
+        nested = [(inner, outer) for inner in roots for outer in roots if inner != outer and outer in inner.parents]
+        if nested:
+            inner, outer = nested[0]
+            raise ValueError(f"[[roots]] {inner} lies inside the root {outer}: its files would be watched twice; "
+                             "keep the outer root (use its `exclude` to leave folders out) or list separate folders")
+        files = [str(path) for path in roots if path.exists() and not path.is_dir()]
+        if files:
+            raise ValueError(f"[[roots]] must be directories: {', '.join(files)} is not one")
         return self
+
+    def missing_roots(self) -> list[Path]:
+        """Roots that do not exist now: allowed (a disk that is not mounted yet is watched when it appears),
+        but worth a warning in `check-config`."""
+        return [root.path for root in self.roots if not root.path.exists()]
 
     def matcher_settings(self) -> "MatcherSettings":
         """The duplicate rule these settings ask for."""
@@ -363,6 +398,33 @@ def _environment_values(environ: Mapping[str, str], variables: list[str]) -> dic
                           f"like '[\"a\", \"b\"]' for a list ({cause.cause})") from None
 
 
+def _lax(values: Mapping[str, Any], fields: Mapping[str, FieldInfo]) -> dict[str, Any]:
+    """Environment values are strings: each number or boolean becomes its setting's type the way pydantic's lax
+    mode converts (`"500"` -> 500, `"yes"` -> True), so the strict checks meant for the file's typed values
+    accept them. A value that does not convert stays as given and fails validation with its own message."""
+    typed: dict[str, Any] = {}
+    for key, value in values.items():
+        field = fields.get(key)
+        nested = _fields_of(field.annotation) if field is not None else None
+        if field is not None and nested is not None and isinstance(value, Mapping):
+            typed[key] = _lax(value, nested)
+        elif field is not None and field.annotation in (bool, int, float) and isinstance(value, str):
+            try:
+                typed[key] = TypeAdapter(field.annotation).validate_python(value)
+            except ValidationError:
+                typed[key] = value
+        else:
+            typed[key] = value
+    return typed
+
+
+def _fields_of(annotation: Any) -> Mapping[str, FieldInfo] | None:
+    """The fields of a table's model (a BaseModel or a pydantic dataclass), None for a plain value."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation.model_fields
+    return getattr(annotation, "__pydantic_fields__", None)
+
+
 def _merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """`override` laid over `base`, table by table (an environment value replaces one key of a file's table)."""
     merged = dict(base)
@@ -384,7 +446,7 @@ def load_settings(config: Path | None = None, environ: Mapping[str, str] | None 
     source = paths.find_config_file(config, env)
     file_values = paths.read_toml(source) if source is not None else {}
     variables = _setting_variables(env)
-    env_values = _environment_values(env, variables)
+    env_values = _lax(_environment_values(env, variables), Settings.model_fields)
     data = _merged(file_values, env_values)
     try:
         return Settings.model_validate(data, context={"environ": env})

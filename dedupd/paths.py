@@ -102,6 +102,20 @@ def find_config_file(
     return default if default.is_file() else None
 
 
+def no_config_reason(environ: Mapping[str, str] | None = None) -> str:
+    """Why `find_config_file` found no file (said by `check-config` and at start): where it looked, and a user
+    file that exists but is not read because these are the system service's locations."""
+    env = _environ(environ)
+    looked = default_locations(env).config_file
+    reason = f"{looked} does not exist"
+    if is_system(env):
+        user = default_locations({**env, SYSTEM_ENV: "0"}).config_file
+        if user.is_file():
+            reason += (f"; {user} is a user's file, not read with the system locations (as root or "
+                       f"{SYSTEM_ENV}=1): name it with --config, or set {SYSTEM_ENV}=0")
+    return reason
+
+
 def read_toml(path: Path) -> dict[str, object]:
     """A TOML file as a dict; unreadable or malformed files are a ConfigError naming the file."""
     try:

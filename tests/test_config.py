@@ -1,5 +1,6 @@
 """Configuration: real TOML files in tmp dirs, explicit environments, and `dedupd check-config` as a subprocess."""
 
+import grp
 import json
 import logging
 import os
@@ -235,8 +236,7 @@ def test_environment_problems_name_the_variable(tmp_path: Path, environ: dict[st
         load_settings(None, bad)
     assert str(caught.value).splitlines() == [
         "invalid configuration (built-in defaults) with the environment:",
-        "  'batch_size' in [cnn]: input should be a valid integer, unable to parse string as an integer "
-        "(got 'many') (from DEDUPD_CNN__BATCH_SIZE)",
+        "  'batch_size' in [cnn]: input should be a valid integer (got 'many') (from DEDUPD_CNN__BATCH_SIZE)",
         "  unknown key 'batch_sz' in [cnn] (from DEDUPD_CNN__BATCH_SZ)",
     ]
     with pytest.raises(ConfigError, match=r"DEDUPD_CNN__PROVIDERS must be JSON"):
@@ -366,12 +366,14 @@ def test_example_shows_every_key() -> None:
 
 
 def test_example_commented_values_are_the_defaults_too(tmp_path: Path, home: Path) -> None:
-    """Uncommenting every commented setting changes nothing but the illustrative root and socket group."""
-    uncommented = re.sub(r"(?m)^#(?=\w|\[)", "", EXAMPLE.read_text())
+    """Uncommenting every commented setting changes nothing but the illustrative root and socket group (the
+    example's group "photos" becomes one that exists here: a socket group must exist)."""
+    group = grp.getgrgid(os.getgid()).gr_name
+    uncommented = re.sub(r"(?m)^#(?=\w|\[)", "", EXAMPLE.read_text()).replace('"photos"', f'"{group}"')
     system = {"HOME": str(home), "DEDUPD_SYSTEM": "1"}
     settings = load_settings(write(tmp_path, uncommented), system)
     assert settings.roots == (Root(path=Path("/srv/photos")),)
-    assert settings.socket_group == "photos"
+    assert settings.socket_group == group
     assert settings.model_copy(update={"roots": (), "socket_group": None}) == default_settings(system)
 
 
@@ -420,3 +422,85 @@ def test_check_config_rejects_a_bad_file_with_exit_2(tmp_path: Path, environ: di
     assert run.stderr == f"dedupd: error: invalid configuration in {config}:\n  unknown key 'treshold' in [phash]\n"
     missing = check_config("--config", str(tmp_path / "nope.toml"), environ=environ)
     assert missing.returncode == 2 and "config file not found" in missing.stderr and "Traceback" not in missing.stderr
+
+
+# strictness and bounds (issues 13.12 and 10.14)
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ('[[roots]]\npath = "/srv/photos"\nrecursive = "yes"\n',
+     "'recursive' in [[roots]] #1 (/srv/photos): input should be a valid boolean (got 'yes')"),
+    ('encode_workers = "2"\n', "'encode_workers': input should be a valid integer (got '2')"),
+    ("settle_ms = 2.0\n", "'settle_ms': input should be a valid integer (got 2.0)"),
+    ("[notify]\njson = 1\n", "'json' in [notify]: input should be a valid boolean (got 1)"),
+    ("decode_timeout_s = inf\n", "'decode_timeout_s': input should be a finite number (got inf)"),
+    ("decode_timeout_s = nan\n", "'decode_timeout_s': input should be a finite number (got nan)"),
+    ("[cnn]\nmax_wait_ms = 9223372036854775807\n",
+     "'max_wait_ms' in [cnn]: input should be less than or equal to 60000 (got 9223372036854775807)"),
+    ('[[roots]]\npath = "/srv/photos"\npoll_interval_s = inf\n',
+     "'poll_interval_s' in [[roots]] #1 (/srv/photos): input should be a finite number (got inf)"),
+    ("report_retention_days = 1e9\n", "'report_retention_days': input should be a valid integer (got 1000000000.0)"),
+    ("report_retention_days = 1000000000\n",
+     "'report_retention_days': input should be less than or equal to 36600 (got 1000000000)"),
+    ('socket_group = "nosuchgroup-dedupd"\n',
+     "'socket_group': no such group 'nosuchgroup-dedupd' on this system (see `getent group`)"),
+])
+def test_values_are_strictly_typed_and_bounded_to_what_works(tmp_path: Path, environ: dict[str, str], text: str,
+                                                             problem: str) -> None:
+    config = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environ)
+    assert str(caught.value).splitlines() == [f"invalid configuration in {config}:", f"  {problem}"]
+
+
+def test_encode_workers_is_bounded_by_the_cpus(tmp_path: Path, environ: dict[str, str]) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert load_settings(write(tmp_path, f"encode_workers = {4 * cpus}\n"), environ).encode_workers == 4 * cpus
+    with pytest.raises(ConfigError, match=f"'encode_workers': must be at most {4 * cpus}"):
+        load_settings(write(tmp_path, "encode_workers = 100000\n"), environ)
+
+
+def test_environment_strings_still_convert_under_strict_types(environ: dict[str, str]) -> None:
+    settings = load_settings(None, {**environ, "DEDUPD_SETTLE_MS": "700", "DEDUPD_NOTIFY__DESKTOP": "no",
+                                    "DEDUPD_DECODE_TIMEOUT_S": "5", "DEDUPD_CNN__ENABLED": "false",
+                                    "DEDUPD_METHODS": '["exact", "phash"]'})
+    assert (settings.settle_ms, settings.notify.desktop, settings.decode_timeout_s, settings.cnn.enabled) == \
+        (700, False, 5.0, False)
+    with pytest.raises(ConfigError, match="finite number"):
+        load_settings(None, {**environ, "DEDUPD_DECODE_TIMEOUT_S": "inf"})
+
+
+def test_roots_that_are_files_or_nested_are_refused(tmp_path: Path, environ: dict[str, str]) -> None:
+    (tmp_path / "lib" / "inner").mkdir(parents=True)
+    (tmp_path / "photo.jpg").write_bytes(b"x")
+    config = write(tmp_path, f'[[roots]]\npath = "{tmp_path / "photo.jpg"}"\n')
+    with pytest.raises(ConfigError, match=f"must be directories: {tmp_path / 'photo.jpg'} is not one"):
+        load_settings(config, environ)
+    config = write(tmp_path, f'[[roots]]\npath = "{tmp_path / "lib"}"\n[[roots]]\npath = "{tmp_path / "lib/inner"}"\n')
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'lib/inner'} lies inside the root {tmp_path / 'lib'}"):
+        load_settings(config, environ)
+
+
+def test_check_config_warns_about_a_missing_root(tmp_path: Path, environ: dict[str, str]) -> None:
+    config = write(tmp_path, f'[[roots]]\npath = "{tmp_path / "not-mounted"}"\n')
+    run = check_config("--config", str(config), environ=environ)
+    assert run.returncode == 0
+    assert run.stderr == f"dedupd: warning: root {tmp_path / 'not-mounted'} does not exist (it is watched once it " \
+                         "appears)\n"
+
+
+def test_check_config_says_why_it_read_no_file(tmp_path: Path, home: Path) -> None:
+    user_file = home / ".config/dedupd/dedupd.toml"
+    user_file.parent.mkdir(parents=True)
+    user_file.write_text("settle_ms = 100\n")
+    if Path("/etc/dedupd/dedupd.toml").exists():
+        pytest.skip("this machine has a system config file")
+    system = {"HOME": str(home), "DEDUPD_SYSTEM": "1"}
+    first = check_config(environ=system).stdout.splitlines()[0]
+    assert first == ("# effective settings: built-in defaults (no config file: /etc/dedupd/dedupd.toml does not "
+                     f"exist; {user_file} is a user's file, not read with the system locations (as root or "
+                     "DEDUPD_SYSTEM=1): name it with --config, or set DEDUPD_SYSTEM=0), then DEDUPD_* environment "
+                     "variables")
+    user = {"HOME": str(home), "DEDUPD_SYSTEM": "0"}
+    assert check_config(environ=user).stdout.splitlines()[0] == \
+        f"# effective settings: {user_file}, then DEDUPD_* environment variables"

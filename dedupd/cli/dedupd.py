@@ -158,16 +158,20 @@ def cmd_model_export(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate the config the daemon would read and print the effective settings (file + environment)."""
+    """Validate the config the daemon would read and print the effective settings (file + environment); warn
+    about roots that do not exist now."""
     from dedupd.config import load_settings
-    from dedupd.paths import find_config_file
+    from dedupd.paths import find_config_file, no_config_reason
 
     settings = load_settings(args.config)
+    for root in settings.missing_roots():
+        print(f"dedupd: warning: root {root} does not exist (it is watched once it appears)", file=sys.stderr)
     if args.json:
         _print_json(settings.as_dict())
         return 0
     source = find_config_file(args.config)
-    print(f"# effective settings: {source or 'built-in defaults'}, then DEDUPD_* environment variables")
+    read = str(source) if source is not None else f"built-in defaults (no config file: {no_config_reason()})"
+    print(f"# effective settings: {read}, then DEDUPD_* environment variables")
     sys.stdout.write(settings.to_toml())
     return 0
 
