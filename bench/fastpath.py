@@ -184,7 +184,7 @@ def png_decoders(alt_path: Path) -> dict[str, Callable[[bytes], object]]:
     """Decoders of PNG bytes to compare; optional ones only when they import from `alt_path`."""
 
     def match_decode(data: bytes) -> object:
-        with open_for_matching(data) as (stored, _oriented, _size):
+        with open_for_matching(data) as (stored, _oriented, _size, _capture):
             return stored
 
     def pillow_full(data: bytes) -> object:

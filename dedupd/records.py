@@ -21,11 +21,39 @@ class FileKey:
 
 
 @dataclass(frozen=True, slots=True)
+class Capture:
+    """Who took a photo and when, as its metadata says (`imaging.capture`); None fields were absent.
+
+    `time` is EXIF DateTimeOriginal as written ("YYYY:MM:DD HH:MM:SS"), `subsec` its SubSecTimeOriginal
+    digits, `offset` its OffsetTimeOriginal ("+02:00"); `unique_id` is ImageUniqueID, `burst_id` a phone's
+    burst identifier (XMP); `format` the container as Pillow names it ("JPEG", "PNG", ...).
+    """
+
+    format: str | None = None
+    time: str | None = None
+    subsec: str | None = None
+    offset: str | None = None
+    make: str | None = None
+    model: str | None = None
+    serial: str | None = None
+    unique_id: str | None = None
+    burst_id: str | None = None
+
+    @property
+    def from_camera(self) -> bool:
+        """Does the file carry what a camera writes (a maker, a model or an original capture time)."""
+        return bool(self.make or self.model or self.time)
+
+
+@dataclass(frozen=True, slots=True)
 class Encoding:
     """Everything dedupd derives from one decoded image.
 
     `hashes` maps a hash name ("phash", "ahash", "dhash", "whash", plus any the matcher adds) to a
     64-bit unsigned int; `embedding` is the L2-normalised CNN vector, absent when the CNN is off.
+    `capture` is the capture identity from metadata and `thumb` the 32x32 grey thumbnail (EXIF
+    orientation applied, row-major bytes) the matcher verifies aligned copies on; both are None in
+    records written before they existed (no evidence).
     """
 
     digest: bytes
@@ -33,6 +61,8 @@ class Encoding:
     height: int
     hashes: Mapping[str, int] = field(default_factory=dict)
     embedding: np.ndarray | None = None
+    capture: Capture | None = None
+    thumb: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

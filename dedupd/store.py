@@ -3,7 +3,10 @@
 Layout (one environment in `<state_dir>/store/`, named databases):
 
 - ``meta``        schema/encoder/model versions, batch sequence, next record id, counters (msgpack values).
-- ``files``       rid -> record (msgpack list, path as bytes so non-UTF-8 names survive).
+- ``files``       rid -> record (msgpack list, path as bytes so non-UTF-8 names survive). The capture
+                  identity and the 32x32 thumbnail are its last two fields; a record written before
+                  they existed has neither and keeps none until the file changes (filled on the next
+                  change, never by re-decoding an unchanged file: such a file gives no capture evidence).
 - ``paths``       path key -> rid. Keys over LMDB's 511-byte limit are a prefix plus an xxh3-128 of the path.
 - ``digests``     content digest -> rid (dupsort): the persistent exact-duplicate map.
 - ``inodes``      (dev, inode) -> rid (dupsort): move detection; several rids for hard links.
@@ -31,7 +34,7 @@ import os
 import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +44,7 @@ import numpy as np
 import xxhash
 
 from dedupd.errors import SkipReason, StoreError, StoreVersionMismatch
-from dedupd.records import Encoding, FileKey, FileRecord
+from dedupd.records import Capture, Encoding, FileKey, FileRecord
 
 log = logging.getLogger(__name__)
 
@@ -182,14 +185,21 @@ def _pack_record(rec: FileRecord, has_embedding: bool) -> bytes:
             enc.height if enc else 0,
             dict(enc.hashes) if enc else None,
             has_embedding,
+            list(astuple(enc.capture)) if enc and enc.capture else None,
+            enc.thumb if enc else None,
         ]
     )  # fmt: skip
 
 
 def _unpack_record(raw: bytes, embedding: np.ndarray | None = None) -> tuple[FileRecord, bool]:
-    path, dev, ino, size, mtime, skip, digest, w, h, hashes, has_emb = msgpack.unpackb(raw)
+    fields = msgpack.unpackb(raw)
+    path, dev, ino, size, mtime, skip, digest, w, h, hashes, has_emb = fields[:11]
+    # Records of schema 1 before capture identity had 11 fields: no capture, no thumbnail (no evidence).
+    capture, thumb = fields[11:13] if len(fields) >= 13 else (None, None)
     key = FileKey(os.fsdecode(path), dev, ino, size, mtime)
-    enc = None if digest is None else Encoding(digest, w, h, hashes, embedding)
+    enc = None
+    if digest is not None:
+        enc = Encoding(digest, w, h, hashes, embedding, Capture(*capture) if capture else None, thumb)
     return FileRecord(key, enc, SkipReason(skip) if skip else None), has_emb
 
 

@@ -17,12 +17,15 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pillow_heif
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from dedupd.errors import Skipped, SkipReason
+from dedupd.imaging.capture import read_capture
+from dedupd.records import Capture
 
 log = logging.getLogger(__name__)
 
@@ -199,14 +202,24 @@ def _reduced(image: Image.Image, min_side: int) -> Image.Image:
     return image.reduce(factor)
 
 
+class Decoded(NamedTuple):
+    """What dedupd's own decode yields: the pixels twice (as stored, as displayed), the displayed size,
+    and the capture identity from the file's metadata (read from the same open image)."""
+
+    stored: Image.Image
+    oriented: Image.Image
+    size: tuple[int, int]
+    capture: Capture
+
+
 @contextmanager
 def open_for_matching(
     data: bytes, *, min_side: int = MATCH_MIN_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> Iterator[tuple[Image.Image, Image.Image, tuple[int, int]]]:
+) -> Iterator[Decoded]:
     """dedupd's own decode of a file's bytes: every readable format, reduced size, frame 0.
 
-    Yields (stored RGB, EXIF-oriented RGB, full displayed size). The stored orientation serves
-    the imagededup-style hashes (imagededup never rotates); the oriented one serves the matcher.
+    Yields a `Decoded`. The stored orientation serves the imagededup-style hashes (imagededup never
+    rotates); the oriented one serves the matcher.
     """
     if not data:
         raise Skipped(SkipReason.TOO_SMALL, "empty file")
@@ -221,7 +234,7 @@ def open_for_matching(
             raise skip_for_exception(exc) from exc
         if orientation in (5, 6, 7, 8):
             full_size = (full_size[1], full_size[0])
-        yield stored, oriented, full_size
+        yield Decoded(stored, oriented, full_size, read_capture(image))
 
 
 _ORIENTATION_TRANSPOSE: dict[int, Image.Transpose] = {

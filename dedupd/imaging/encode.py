@@ -4,7 +4,9 @@ Owns the per-file work the daemon's encode workers and `dedupd scan` run: the co
 the bytes read, the four imagededup-style hashes (approximations: reduced decode, stored
 orientation, as imagededup would see the file), the orientation-aware sign hash the matcher
 indexes (its 8 dihedral variants make EXIF rotation irrelevant to it), and the CNN input tensor
-(EXIF orientation applied: the CNN is not rotation invariant). Runs in worker processes: no LMDB, no ONNX Runtime here.
+(EXIF orientation applied: the CNN is not rotation invariant), the capture identity from metadata
+and a 32x32 grey thumbnail of the displayed image (the matcher's pixel check of aligned copies).
+Runs in worker processes: no LMDB, no ONNX Runtime here.
 """
 
 import os
@@ -19,6 +21,10 @@ from dedupd.imaging.cnn import ModelSpec, prepare
 from dedupd.imaging.decode import DEFAULT_MAX_PIXELS, MATCH_MIN_SIDE, open_for_matching, preprocess, skip_for_exception
 from dedupd.imaging.hashing import TARGET_SIZES, bits_to_int, dct_sign_bits, dihedral_variants, hash_int
 from dedupd.records import Encoding
+
+#: Side of the grey thumbnail every encoding keeps (1 KiB): enough to see a walking person move between two
+#: frames, small enough to compare thousands of pairs a second (BENCHMARKS.md "Tiers").
+THUMB_SIDE = 32
 
 #: Name of the matcher's orientation-aware hash in `Encoding.hashes` and in the store.
 ORIENTED_HASH = "dct"
@@ -55,7 +61,8 @@ def encode_bytes(
     With `cnn_spec`, the EXIF-oriented image is also prepared as that model's input tensor.
     """
     min_side = max(MATCH_MIN_SIDE, cnn_spec.size) if cnn_spec else MATCH_MIN_SIDE
-    with open_for_matching(data, min_side=min_side, max_pixels=max_pixels) as (stored, oriented, (width, height)):
+    with open_for_matching(data, min_side=min_side, max_pixels=max_pixels) as decoded:
+        stored, oriented, (width, height), capture = decoded
         try:
             # One LANCZOS resize to wHash's 256x256, the smaller inputs from it: as close to the exact path
             # as resizing each from the decode (BENCHMARKS.md "Fast decode path"), at a third of the cost.
@@ -65,12 +72,15 @@ def encode_bytes(
             # The sign hash needs no EXIF rotation: matching compares all 8 orientations anyway.
             sign_bits = dct_sign_bits(gray["phash"])
             cnn_input = prepare(oriented, cnn_spec) if cnn_spec else None
+            thumb = oriented.convert("L").resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX).tobytes()
         except Skipped:
             raise
         except Exception as exc:  # noqa: BLE001 - a decoder error surfacing during resampling
             raise skip_for_exception(exc) from exc
     hashes[ORIENTED_HASH] = bits_to_int(sign_bits)
-    encoding = Encoding(digest=content_digest(data), width=width, height=height, hashes=hashes)
+    encoding = Encoding(
+        digest=content_digest(data), width=width, height=height, hashes=hashes, capture=capture, thumb=thumb
+    )
     return EncodedFile(encoding=encoding, variants=tuple(dihedral_variants(sign_bits)), cnn_input=cnn_input)
 
 

@@ -96,7 +96,7 @@ def test_exif_orientation_applied_only_on_the_matcher_path(tmp_path: Path, photo
     path = tmp_path / "sideways.jpg"
     stored.save(path, "JPEG", quality=95, exif=exif)
     assert load_image(path).shape[:2] == (stored.height, stored.width)  # imagededup: never rotated
-    with open_for_matching(read_file(path)) as (as_stored, oriented, size):
+    with open_for_matching(read_file(path)) as (as_stored, oriented, size, _):
         assert size == rgb.size
         assert as_stored.size == stored.size
         upright = np.asarray(oriented.resize(rgb.size), dtype=np.int16)
@@ -115,7 +115,7 @@ def test_sixteen_bit_png_is_rescaled_on_the_matcher_path(tmp_path: Path) -> None
     ramp = (np.arange(256 * 256, dtype=np.uint32).reshape(256, 256) % 65536).astype(np.uint16)
     path = tmp_path / "deep.png"
     Image.fromarray(ramp).save(path)
-    with open_for_matching(read_file(path)) as (stored, _, _):
+    with open_for_matching(read_file(path)) as (stored, _, _, _):
         pixels = np.asarray(stored)
     assert pixels.max() > 200 and pixels.min() < 10  # imagededup would clip this nearly white
 
@@ -125,5 +125,5 @@ def test_large_images_of_every_mode_decode_on_the_reduced_path(tmp_path: Path, m
     """Modes Pillow cannot `reduce` (palette, bilevel, 16-bit) still decode, at full size."""
     path = tmp_path / ("big.tif" if mode in ("I;16", "CMYK") else "big.png")
     Image.new(mode, (1200, 900)).save(path)
-    with open_for_matching(read_file(path)) as (stored, _, size):
+    with open_for_matching(read_file(path)) as (stored, _, size, _):
         assert size == (1200, 900) and stored.mode == "RGB"

@@ -188,3 +188,27 @@ def test_links_are_replaced_with_their_rule(tmp_path: Path) -> None:
         assert store.links_of(3) == [(2, "cnn", pytest.approx(0.7))]
     with Store.open(tmp_path, model_id="m2", dim=4, drop_embeddings=True) as store:  # the CNN decided those links
         assert store.link_rule() is None and store.links()[0].size == 0
+
+
+def test_capture_and_thumbnail_round_trip_and_old_records_open_without_them(tmp_path: Path) -> None:
+    """Records keep capture identity and thumbnail; a record of the previous layout (11 fields, no
+    capture) still opens, with neither: it is filled when the file next changes, never re-decoded."""
+    import msgpack
+
+    from dedupd.records import Capture
+
+    capture = Capture(format="JPEG", time="2024:06:01 18:30:14", subsec="52", make="Canon", unique_id="ab")
+    new = record("/p/new.jpg", 1)
+    new = replace(new, encoding=replace(new.encoding, capture=capture, thumb=bytes(range(256)) * 4))
+    with Store.open(tmp_path) as store:
+        store.commit([new, record("/p/old.jpg", 2)])
+        with store._env.begin(write=True) as txn:  # rewrite /p/old.jpg as the previous version wrote it
+            raw = txn.get((2).to_bytes(8, "big"), db=store._dbs["files"])
+            txn.put((2).to_bytes(8, "big"), msgpack.packb(msgpack.unpackb(raw)[:11]), db=store._dbs["files"])
+    with Store.open(tmp_path) as store:
+        got, old = store.get("/p/new.jpg"), store.get("/p/old.jpg")
+        assert got is not None and got.encoding is not None and old is not None and old.encoding is not None
+        assert got.encoding.capture == capture and got.encoding.thumb == bytes(range(256)) * 4
+        assert old.encoding.capture is None and old.encoding.thumb is None
+        assert old.encoding.hashes == record("/p/old.jpg", 2).encoding.hashes  # type: ignore[union-attr]
+        assert store.check() == []
