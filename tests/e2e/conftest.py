@@ -4,7 +4,6 @@ Readiness comes from the daemon's own sd_notify messages on a datagram socket th
 systemd would), and idleness from `dedupctl wait-idle`; no test sleeps to wait for the daemon.
 """
 
-import io
 import json
 import os
 import signal
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
 START_TIMEOUT_S = 120
 
@@ -149,18 +147,3 @@ def daemon_factory(tmp_path: Path) -> Iterator[Any]:
         if daemon.process is not None and daemon.process.poll() is None:
             daemon.process.kill()
             daemon.process.wait()
-
-
-@pytest.fixture(scope="session")
-def photo_bytes(bench_sources: list[Path], tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
-    """JPEG bytes of the distinct bench photographs at 400 px (camera files are slow to decode)."""
-    out = []
-    for source in bench_sources:
-        with Image.open(source) as image:
-            image.draft("RGB", (800, 800))
-            rgb = image.convert("RGB")
-        rgb.thumbnail((400, 400))
-        buffer = io.BytesIO()
-        rgb.save(buffer, "JPEG", quality=90)
-        out.append(buffer.getvalue())
-    return out

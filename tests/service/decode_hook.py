@@ -7,7 +7,9 @@ starts (the file itself can be any image, so it encodes normally once let throug
   exit*   the worker calls os._exit(3)       -> `decoder_crash`
   raise*  RuntimeError in the worker         -> `decode_error`, the worker lives on
   gate*   creates "<path>.started", waits until "<path>.release" exists, then decodes normally (lets a
-          test know a worker holds the file, and choose when it is done)
+          test know a worker holds the file, and choose when it is done); with DEDUPD_TEST_GATE_DIR set,
+          these two marker files are "<that dir>/<name>.started" and ".release" instead (so that a daemon
+          watching the file's folder does not see them)
 Any other name decodes normally. Shared by the encode-pool tests and the daemon end-to-end tests.
 """
 
@@ -30,6 +32,8 @@ def before_decode(path: str) -> None:
     if name.startswith("raise"):
         raise RuntimeError(f"decode hook raised for {name}")
     if name.startswith("gate"):
-        open(path + ".started", "w").close()
-        while not os.path.exists(path + ".release"):
+        gate_dir = os.environ.get("DEDUPD_TEST_GATE_DIR")
+        marker = os.path.join(gate_dir, name) if gate_dir else path
+        open(marker + ".started", "w").close()
+        while not os.path.exists(marker + ".release"):
             time.sleep(0.02)
