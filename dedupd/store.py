@@ -43,6 +43,7 @@ import msgpack
 import numpy as np
 import xxhash
 
+from dedupd import lockfile
 from dedupd.errors import SkipReason, StoreError, StoreVersionMismatch
 from dedupd.records import Capture, Encoding, FileKey, FileRecord
 
@@ -54,6 +55,8 @@ MAX_READERS = 1024
 _MAX_DBS = 64
 _MAX_KEY = 511
 _PAGE = 1024  # records per read transaction when iterating, so no read txn lives long
+#: The lock file in the state dir: one process at a time owns a store (see `lockfile`).
+LOCK_NAME = "dedupd.lock"
 
 NETWORK_FILESYSTEMS = frozenset(
     {
@@ -161,6 +164,37 @@ def refuse_network_filesystem(path: str | os.PathLike[str], mountinfo_path: str 
         raise StoreError(f"state_dir {real} is on a network filesystem ({fstype}); LMDB needs a local filesystem")
 
 
+# --------------------------------------------------------------------------------------------- state dir
+def _lock_state_dir(state: Path) -> int:
+    """Create the state dir (0700) and take its lock: a second dedupd on it gets one line naming the holder."""
+    try:
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot create state dir {state}: {e.strerror}") from e
+    refuse_network_filesystem(state)
+    try:
+        return lockfile.hold(state / LOCK_NAME, f"the state dir {state}")
+    except lockfile.Locked as e:
+        raise StoreError(f"{e}; stop it first (two processes on one store corrupt it)") from None
+    except OSError as e:
+        raise StoreError(f"cannot lock state dir {state}: {e.strerror}") from e
+
+
+def _private_store_dir(state: Path) -> Path:
+    """`<state>/store`, 0700 with its files 0600 (the store lists every path of the library); older, looser
+    modes are tightened."""
+    store_dir = state / "store"
+    try:
+        store_dir.mkdir(mode=0o700, exist_ok=True)
+        for path, mode in ((store_dir, 0o700), (store_dir / "data.mdb", 0o600), (store_dir / "lock.mdb", 0o600)):
+            if path.exists() and path.stat().st_mode & 0o077:
+                log.info("making %s private (mode %o)", path, mode)
+                path.chmod(mode)
+    except OSError as e:
+        raise StoreError(f"cannot create store dir {store_dir}: {e.strerror}") from e
+    return store_dir
+
+
 # --------------------------------------------------------------------------------------------- encoding
 def _rid_key(rid: int) -> bytes:
     return rid.to_bytes(8, "big")
@@ -216,6 +250,7 @@ class Store:
         self._open_env = open_env
         self._env = env = open_env()
         self._lock = threading.RLock()
+        self._state_lock: int | None = None  # the state dir's lock file, held while open (see `open`)
         self.model_id = model_id
         self.dim = dim
         self.stale_readers_cleared = env.reader_check()
@@ -246,22 +281,24 @@ class Store:
         model's embeddings and links (an explicit migration). `model_id=None` leaves embeddings alone.
         """
         state = Path(state_dir)
+        state_lock = _lock_state_dir(state)
         try:
-            (state / "store").mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StoreError(f"cannot create state dir {state}: {e.strerror}") from e
-        refuse_network_filesystem(state)
+            store_dir = _private_store_dir(state)
 
-        def open_env() -> lmdb.Environment:
-            return lmdb.open(
-                str(state / "store"), map_size=map_size, max_dbs=_MAX_DBS, max_readers=MAX_READERS,
-                sync=True, metasync=True, subdir=True, lock=True,
-            )  # fmt: skip
+            def open_env() -> lmdb.Environment:
+                return lmdb.open(
+                    str(store_dir), map_size=map_size, max_dbs=_MAX_DBS, max_readers=MAX_READERS,
+                    sync=True, metasync=True, subdir=True, lock=True, mode=0o600,
+                )  # fmt: skip
 
-        try:
-            store = cls(open_env, model_id, dim)
-        except lmdb.Error as e:
-            raise StoreError(f"cannot open store in {state}: {e}") from e
+            try:
+                store = cls(open_env, model_id, dim)
+            except lmdb.Error as e:
+                raise StoreError(f"cannot open store in {state}: {e}") from e
+        except BaseException:
+            os.close(state_lock)
+            raise
+        store._state_lock = state_lock
         try:
             store._check_versions(encoder_version, drop_embeddings)
         except BaseException:
@@ -315,6 +352,9 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._env.close()
+            if self._state_lock is not None:
+                os.close(self._state_lock)
+                self._state_lock = None
 
     def unmap(self) -> None:
         """Drop every page this process has mapped (they stay in the page cache), by reopening.

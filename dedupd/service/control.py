@@ -11,7 +11,6 @@ listening socket comes from systemd and is used as is.
 """
 
 import contextlib
-import fcntl
 import logging
 import os
 import selectors
@@ -25,7 +24,7 @@ from concurrent.futures import Future, wait
 from pathlib import Path
 from typing import Any
 
-from dedupd import __version__, protocol
+from dedupd import __version__, lockfile, protocol
 from dedupd.errors import DedupdError
 from dedupd.protocol import ErrorCode, ProtocolError
 
@@ -202,13 +201,11 @@ class ControlServer:
         else:
             if self._allowed_gid is not None:
                 os.chown(path.parent, -1, self._allowed_gid)
-        lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(lock_fd)
-            raise DedupdError(f"another dedupd is already serving {path}") from None
-        return lock_fd
+            return lockfile.hold(f"{path}.lock", f"the control socket {path}")
+        except lockfile.Locked as exc:
+            holder = f" (pid {exc.pid})" if exc.pid is not None else ""
+            raise DedupdError(f"another dedupd is already serving {path}{holder}") from None
 
     @staticmethod
     def _check_existing(path: Path) -> None:

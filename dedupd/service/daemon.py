@@ -90,7 +90,7 @@ class Daemon:
 
     def _start(self) -> None:
         settings = self.settings
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the store lists every library path
         if settings.cnn.enabled:
             self.encoder = Encoder(settings.cnn.model, batch_size=settings.cnn.batch_size,
                                    providers=settings.cnn.providers, intra_op_threads=settings.cnn.intra_op_threads)

@@ -2,6 +2,7 @@
 
 import multiprocessing
 import os
+import stat
 from dataclasses import replace
 from pathlib import Path
 
@@ -212,3 +213,20 @@ def test_capture_and_thumbnail_round_trip_and_old_records_open_without_them(tmp_
         assert old.encoding.capture is None and old.encoding.thumb is None
         assert old.encoding.hashes == record("/p/old.jpg", 2).encoding.hashes  # type: ignore[union-attr]
         assert store.check() == []
+
+
+def test_one_process_at_a_time_owns_a_state_dir(tmp_path: Path) -> None:
+    with Store.open(tmp_path):
+        with pytest.raises(StoreError, match=f"the state dir {tmp_path} is in use by dedupd pid {os.getpid()}"):
+            Store.open(tmp_path)
+    Store.open(tmp_path).close()  # released on close
+
+
+def test_a_store_left_world_readable_by_an_older_dedupd_is_made_private(tmp_path: Path) -> None:
+    Store.open(tmp_path).close()
+    for path in (tmp_path / "store", *(tmp_path / "store").iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    Store.open(tmp_path).close()
+    files = (tmp_path / "store", *(tmp_path / "store").iterdir())
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in files}
+    assert modes == {"store": 0o700, "data.mdb": 0o600, "lock.mdb": 0o600}
