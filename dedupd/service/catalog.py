@@ -423,7 +423,7 @@ class Catalog:
             if len(index.dct):
                 log.warning("duplicate rule changed (%s -> %s): searching all %d records again",
                             stored, rule, len(index.dct))  # fmt: skip
-            links = index.relink(self._ignored)
+            links = self._distinct_files(index.relink(self._ignored))
         self._store.replace_links(links, rule)
         return True
 
@@ -480,7 +480,22 @@ class Catalog:
         later, earlier, same = index.among(files, [enc.digest for _, enc in new])
         links += index.links(rids, files, files, later, earlier, rids[earlier], same)
         ignored = self._ignored | set(commit.ignored)
-        return [ln for ln in links if _pair_key(ln.a, ln.b) not in ignored]
+        links = [ln for ln in links if _pair_key(ln.a, ln.b) not in ignored]
+        return self._distinct_files(links, {rid: rec for rid, rec in commit.added})
+
+    def _distinct_files(self, links: list[Link], known: Mapping[int, FileRecord] | None = None) -> list[Link]:
+        """`links` without those joining two names of one file (a symlink followed to its target, hard
+        links): deleting one of them would delete the only copy, so they are never duplicates."""
+        if not links:
+            return links
+        records = dict(known or {})
+        records |= self._store.records({r for ln in links for r in (ln.a, ln.b)} - records.keys())
+
+        def inode(rid: int) -> tuple[int, int] | None:
+            rec = records.get(rid)
+            return None if rec is None else (rec.key.dev, rec.key.inode)
+
+        return [ln for ln in links if inode(ln.a) is None or inode(ln.a) != inode(ln.b)]
 
     def _neighbours(self, rid: int) -> list[int]:
         return [other for other, _, _ in self._store.links_of(rid)]

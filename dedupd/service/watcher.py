@@ -211,15 +211,23 @@ class _PathPolicy:
             self._include_path and self._include_path.match(relative)
         )
 
+    def keeps_node(self, path: str, *, is_link: bool, is_dir: Callable[[], bool]) -> bool:
+        """The one rule for a path on disk, whoever met it (the walk, a polling snapshot, a watch, a live
+        event): a symlink only when `follow_symlinks`, then `keeps_dir` or `keeps_file`. `is_dir` is asked
+        only for an entry that passes the symlink rule."""
+        if is_link and not self.follow_symlinks:
+            return False
+        return self.keeps_dir(path) if is_dir() else self.keeps_file(path)
+
     def keeps_entry(self, entry: os.DirEntry[str]) -> bool:
-        """A directory entry worth walking or reporting (symlinks only when followed)."""
-        if entry.is_symlink() and not self.follow_symlinks:
-            return False
-        try:
-            is_dir = entry.is_dir(follow_symlinks=self.follow_symlinks)
-        except OSError:
-            return False
-        return self.keeps_dir(entry.path) if is_dir else self.keeps_file(entry.path)
+        """A directory entry worth walking or reporting (`keeps_node` on what the listing says)."""
+        return self.keeps_node(entry.path, is_link=entry.is_symlink(),
+                               is_dir=lambda: _is_dir(entry, self.follow_symlinks))
+
+    def keeps_live_file(self, path: str) -> bool:
+        """A file named by a live event that still exists: `keeps_node` on what `lstat` says now, so a
+        symlink made while the daemon runs is ignored exactly as the scan ignores it."""
+        return self.keeps_node(path, is_link=os.path.islink(path), is_dir=lambda: False)
 
 
 def _walk(
@@ -370,8 +378,10 @@ def _changes(event: FileSystemEvent, policy: _PathPolicy, watched_root: str) -> 
     if event.event_type == "moved":
         if event.is_synthetic:  # watchdog's per-file echo of the directory move reported just before
             return []
-        keeps = policy.keeps_dir if event.is_directory else policy.keeps_file
-        from_inside, to_inside = keeps(src), keeps(dest)
+        if event.is_directory:
+            from_inside, to_inside = policy.keeps_dir(src), policy.keeps_dir(dest)
+        else:  # the source is gone; the destination is what lstat says (a symlink stays unseen)
+            from_inside, to_inside = policy.keeps_file(src), policy.keeps_live_file(dest)
         if from_inside and to_inside:
             kind = ChangeKind.DIR_MOVED if event.is_directory else ChangeKind.MOVED
             return [Change(kind, src, root, dest)]
@@ -389,6 +399,8 @@ def _changes(event: FileSystemEvent, policy: _PathPolicy, watched_root: str) -> 
     file_kind = _FILE_KINDS.get(event.event_type)
     if file_kind is None or not policy.keeps_file(src):
         return []
+    if file_kind is not ChangeKind.DELETED and not policy.keeps_live_file(src):
+        return []  # a symlink (not followed): the scan never lists it either
     reason = _MOVED_IN if file_kind is ChangeKind.CREATED and event.is_synthetic else ""
     return [Change(file_kind, src, root, reason=reason)]
 
@@ -506,7 +518,7 @@ class _WatchGroup(InotifyWatchGroup):
     def _add_all_callbacks(self, path: bytes) -> None:
         policy = cast(_PathPolicy, self.policy)
         top = os.fsdecode(path)
-        if path != self.path and (not policy.keeps_dir(top) or (os.path.islink(top) and not self.follow_symlink)):
+        if path != self.path and not policy.keeps_node(top, is_link=os.path.islink(top), is_dir=lambda: True):
             return
         try:
             for directory, _entries in _walk(top, policy, on_error=lambda _d, _e: None):
