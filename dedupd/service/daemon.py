@@ -33,7 +33,7 @@ from dedupd.service.catalog import Catalog, IndexConfig
 from dedupd.service.control import ControlServer
 from dedupd.service.encodepool import EncodePool
 from dedupd.service.notify import DesktopNotifier
-from dedupd.service.pipeline import Pipeline, PipelineSettings
+from dedupd.service.pipeline import OwnFiles, Pipeline, PipelineSettings
 from dedupd.service.reports import ReportWriter, match_document
 from dedupd.service.systemd import Notifier, configure_logging, listen_fds, sandbox_note, watchdog_interval_s
 from dedupd.service.watcher import RootSpec, Watcher, scan
@@ -114,7 +114,8 @@ class Daemon:
             PipelineSettings(settle_ms=settings.settle_ms, polled_settle_ms=settings.settle_ms_for(polled=True),
                              cnn_batch_size=settings.cnn.batch_size, cnn_max_wait_ms=settings.cnn.max_wait_ms,
                              min_file_size=settings.min_file_size,
-                             mass_deletion_guard=settings.mass_deletion_guard),
+                             mass_deletion_guard=settings.mass_deletion_guard,
+                             own=OwnFiles.of([settings.state_dir, settings.report_dir, f"{settings.socket}.lock"])),
             root_of=self.root_of, scanner=self._scan_path,
             on_batch=self.desktop.record if self.desktop else None,
             is_polled=lambda path: self.root_of(path) in self._polled_roots,

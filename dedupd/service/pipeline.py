@@ -24,7 +24,7 @@ import queue
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,37 @@ type Scanner = Callable[[str], Iterator[tuple[str, os.stat_result]]]
 
 
 @dataclass(frozen=True, slots=True)
+class OwnFiles:
+    """What the daemon writes itself (state dir, reports, the socket's lock file, its log file): a root that holds
+    them, directly or through a symlink, must not index them, or each commit would change a file and cause the
+    next decode."""
+
+    trees: tuple[str, ...] = ()  # real paths: each one and everything below it
+    files: frozenset[tuple[int, int]] = frozenset()  # (dev, inode) of single files, e.g. a redirected stderr
+
+    @classmethod
+    def of(cls, trees: Iterable[str | os.PathLike[str]], fds: tuple[int, ...] = (1, 2)) -> "OwnFiles":
+        """`trees` plus the regular files this process writes its output to (`fds`)."""
+        files = set()
+        for fd in fds:
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                files.add((st.st_dev, st.st_ino))
+        return cls(tuple(os.path.realpath(t) for t in trees), frozenset(files))
+
+    def holds(self, path: str, st: os.stat_result) -> bool:
+        if (st.st_dev, st.st_ino) in self.files:
+            return True
+        if not self.trees:
+            return False
+        real = os.path.realpath(path)
+        return any(real == t or real.startswith(t.rstrip("/") + "/") for t in self.trees)
+
+
+@dataclass(frozen=True, slots=True)
 class PipelineSettings:
     settle_ms: int = 2000
     polled_settle_ms: int = 5000  # polling sees a file between two snapshots: give writers more time
@@ -65,6 +96,8 @@ class PipelineSettings:
     max_queued_changes: int = 10_000
     min_file_size: int = 0
     mass_deletion_guard: float = 0.5
+    #: The daemon's own files, never indexed whatever the roots say (see `OwnFiles`).
+    own: OwnFiles | None = None
 
 
 def file_key(path: str, st: os.stat_result) -> FileKey:
@@ -294,6 +327,11 @@ class Pipeline:
                 self._commit_skip(key, SkipReason.UNREADABLE, str(exc))
             return
         if not stat.S_ISREG(st.st_mode):
+            return
+        own = self._settings.own
+        if own is not None and own.holds(path, st):
+            if self._catalog.store.get(path) is not None:  # indexed by a daemon before this rule
+                self._commit_queue.put(Removal(path))
             return
         key = file_key(path, st)
         with self._state_lock:

@@ -1,0 +1,93 @@
+"""Never wrong about the user's files: a real daemon against symlinks, its own files, touched files, floods,
+hostile files and a full disk (issue 10). Photos are scikit-image's, re-encoded here."""
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.e2e
+
+
+def _encoded(source: Path, fmt: str = "JPEG", size: int = 256) -> bytes:
+    with Image.open(source) as image:
+        rgb = image.convert("RGB")
+    rgb.thumbnail((size, size))
+    buffer = io.BytesIO()
+    rgb.save(buffer, fmt, quality=90)
+    return buffer.getvalue()
+
+
+def _follow_symlinks(daemon) -> None:
+    """Turn on follow_symlinks for the (last, here the only) root of a daemon's config."""
+    daemon.config.write_text(daemon.config.read_text() + "follow_symlinks = true\n")
+
+
+@pytest.mark.parametrize("follow", [False, True], ids=["ignored", "followed"])
+def test_a_symlink_made_while_running_is_never_a_duplicate_of_its_target(
+    tmp_path: Path, daemon_factory, photos, follow: bool
+) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (root / "photo.webp").write_bytes(_encoded(photos[0], "WEBP"))
+    (outside / "other.jpg").write_bytes(_encoded(photos[1]))
+    daemon = daemon_factory([root], start=False)
+    if follow:
+        _follow_symlinks(daemon)
+    daemon.start()
+    daemon.wait_idle()
+    os.symlink(root / "photo.webp", root / "a_link.webp")  # live inotify events, not the startup scan
+    os.symlink(outside / "other.jpg", root / "b_link.jpg")
+    os.symlink(root / "photo.webp", outside / "moved_link.webp")
+    os.rename(outside / "moved_link.webp", root / "c_link.webp")  # a link moved in
+    (root / "sentinel.jpg").write_bytes(_encoded(photos[2]))
+    daemon.wait_idle()
+    indexed = set(daemon.ctl_json("export")["encodings"])
+    links = {str(root / n) for n in ("a_link.webp", "b_link.jpg", "c_link.webp")}
+    if follow:
+        assert links <= indexed
+    else:
+        assert indexed == {str(root / "photo.webp"), str(root / "sentinel.jpg")}
+    assert daemon.ctl_json("to-remove")["files"] == []
+    assert daemon.ctl_json("duplicates")["groups"] == []
+    assert daemon.reports() == []
+    assert daemon.stop() == 0
+    # A fresh start (the reconcile scan) applies the same policy and finds the same.
+    daemon.start()
+    daemon.wait_idle()
+    assert set(daemon.ctl_json("export")["encodings"]) == indexed
+    assert daemon.ctl_json("to-remove")["files"] == []
+    assert daemon.stop() == 0
+
+
+def test_the_daemons_own_files_inside_a_root_are_never_indexed(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, daemon_factory, photos
+) -> None:
+    """The root holds the daemon's log (its stderr), its reports and, through a followed symlink, its state dir."""
+    root = tmp_path  # the fixture's home: daemon.log, reports/ and the config live here
+    state = tmp_path_factory.mktemp("elsewhere") / "state"
+    state.mkdir()
+    (root / "state-link").symlink_to(state)
+    (root / "photo.jpg").write_bytes(_encoded(photos[0]))
+    daemon = daemon_factory([root], start=False)
+    daemon.config.write_text(daemon.config.read_text().replace(f'state_dir = "{tmp_path / "state"}"',
+                                                               f'state_dir = "{state}"'))
+    _follow_symlinks(daemon)
+    daemon.start()
+    daemon.wait_idle(timeout=60)
+    (root / "copy.jpg").write_bytes((root / "photo.jpg").read_bytes())  # a report lands in the root
+    daemon.wait_idle(timeout=60)
+    assert len(daemon.reports()) == 1
+    status = daemon.status()
+    assert set(daemon.ctl_json("export")["encodings"]) == {str(root / "photo.jpg"), str(root / "copy.jpg")}
+    # Of the files in the root only the config is a non-image the daemon looked at; nothing of its own.
+    assert status["counts"]["skipped"] == {"unsupported_format": 1}
+    decodes = status["counts"]["decodes"]
+    daemon.ctl("rescan")
+    daemon.wait_idle(timeout=60)
+    assert daemon.status()["counts"]["decodes"] == decodes
+    assert daemon.stop() == 0
