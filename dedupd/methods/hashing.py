@@ -120,6 +120,7 @@ class Hashing:
         """`{relative name: hex}` for every decodable file of `image_dir`, in glob order."""
         if not os.path.isdir(image_dir):  # type: ignore[arg-type]  # None raises TypeError, as upstream
             raise ValueError("Please provide a valid directory path!")
+        assert image_dir is not None  # isdir(None) raised
         files = list_image_files(image_dir, recursive)
         log.info("Start: Calculating hashes...")
         hashes = parallel_map(partial(encode_file, self.method), files, num_enc_workers, self.verbose)
@@ -142,8 +143,8 @@ class Hashing:
     ) -> dict[str, list[Any]]:
         """Duplicates of every image within `max_distance_threshold` bits (imagededup §8)."""
         validate_distance_threshold(max_distance_threshold)
-        encoding_map = encodings_to_search(self.encode_images, image_dir, encoding_map, recursive, num_enc_workers)
-        self.results = find_hash_duplicates(encoding_map, max_distance_threshold, scores, search_method)
+        to_search = encodings_to_search(self.encode_images, image_dir, encoding_map, recursive, num_enc_workers)
+        self.results = find_hash_duplicates(to_search, max_distance_threshold, scores, search_method)
         if outfile:
             save_json(_json_safe(self.results), outfile)
         return self.results

@@ -36,7 +36,7 @@ def _brute_force_rows(
     results: dict[str, list[tuple[str, Any]]] = {}
     for row, query in enumerate(values):
         distances = np.bitwise_count(values ^ query)
-        hits = np.flatnonzero(distances <= threshold)
+        hits = np.flatnonzero(distances <= threshold).tolist()
         results[names[row]] = [
             (names[col], np.int64(distances[col]) if numpy_scores else int(distances[col]))
             for col in hits
