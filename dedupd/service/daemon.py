@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import date
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -127,15 +128,18 @@ class Daemon:
         self.control.start()
         self.state = "scanning"
         self.notifier.notify(READY=1, STATUS="index loaded; scanning roots")
-        log.info("dedupd %s ready: %d records, socket %s", __version__,
-                 self.catalog.stats()["records"].get("encoded", 0), settings.socket)  # type: ignore[union-attr]
+        records = cast(dict[str, int], self.catalog.stats()["records"])
+        log.info("dedupd %s ready: %d records, socket %s", __version__, records.get("encoded", 0), settings.socket)
         self.watcher = Watcher(self._roots(), self.pipeline.on_change,
                                mass_deletion_guard=settings.mass_deletion_guard)
         self.watcher.start()
-        self._polled_roots = frozenset(r["path"].rstrip("/") for r in self.watcher.roots_status()
-                                       if r["state"] == "polling")
+        self._polled_roots = self._polling_roots()
         for spec in self._roots():
             self.pipeline.rescan(spec.path)
+
+    def _polling_roots(self) -> frozenset[str]:
+        assert self.watcher is not None
+        return frozenset(str(r["path"]).rstrip("/") for r in self.watcher.roots_status() if r["state"] == "polling")
 
     def _socket_gid(self) -> int | None:
         if not self.settings.socket_group:
@@ -156,8 +160,7 @@ class Daemon:
                     self.reload()
                 except ProtocolError:
                     pass  # already logged; the running configuration stays
-            self._polled_roots = frozenset(r["path"].rstrip("/") for r in self.watcher.roots_status()
-                                           if r["state"] == "polling")
+            self._polled_roots = self._polling_roots()
             healthy = self.watcher.check_health() and self.pipeline.alive(max(5.0, 3 * (watchdog or 40.0)))
             if healthy and watchdog:
                 self.notifier.notify(WATCHDOG=1)
@@ -198,12 +201,17 @@ class Daemon:
     def _teardown(self) -> None:
         self.state = "stopping"
         self.notifier.notify(STOPPING=1, STATUS="draining")
-        for step, action in (("watcher", lambda: self.watcher and self.watcher.stop()),
-                             ("pipeline", lambda: self.pipeline and self.pipeline.stop(drain=True)),
-                             ("control", lambda: self.control and self.control.stop()),
-                             ("notifications", lambda: self.desktop and self.desktop.stop()),
-                             ("summary", self._final_summary),
-                             ("catalog", lambda: self.catalog and self.catalog.close())):
+        steps: list[tuple[str, Callable[[], None] | None]] = [
+            ("watcher", self.watcher.stop if self.watcher else None),
+            ("pipeline", partial(self.pipeline.stop, drain=True) if self.pipeline else None),
+            ("control", self.control.stop if self.control else None),
+            ("notifications", self.desktop.stop if self.desktop else None),
+            ("summary", self._final_summary),
+            ("catalog", self.catalog.close if self.catalog else None),
+        ]
+        for step, action in steps:
+            if action is None:
+                continue
             try:
                 action()
             except Exception:  # noqa: BLE001 - tear down the rest whatever one part does
@@ -310,7 +318,7 @@ class Daemon:
             if self.pipeline.paused:
                 entry["state"] = "paused"
             roots.append(entry)
-        records = stats["records"]  # type: ignore[index]
+        records = cast(dict[str, int], stats["records"])
         return {
             "state": self.state,
             "version": __version__,
@@ -318,7 +326,7 @@ class Daemon:
             "uptime_s": round(time.monotonic() - self.started, 1),
             "roots": roots,
             "counts": {
-                "indexed": records.get("encoded", 0),  # type: ignore[union-attr]
+                "indexed": records.get("encoded", 0),
                 "pending": self.pipeline.pending(),
                 "decodes": counters.decodes,
                 "duplicates": stats["groups"],
@@ -389,7 +397,7 @@ class Daemon:
             raise ProtocolError("not_found", f"no such file: {path}")
         stored = self.catalog.store.get(path, embedding=True)
         indexed = stored is not None and stored.encoding is not None
-        encoding = stored.encoding if indexed else self._encode_outside(path)  # type: ignore[union-attr]
+        encoding = stored.encoding if stored is not None and stored.encoding is not None else self._encode_outside(path)
         method = args.get("method")
         try:
             if method:
