@@ -290,6 +290,10 @@ class Settings(_Section):
         files = [str(path) for path in roots if path.exists() and not path.is_dir()]
         if files:
             raise ValueError(f"[[roots]] must be directories: {', '.join(files)} is not one")
+        for key in ("state_dir", "report_dir"):
+            path = getattr(self, key)
+            if path.exists() and not path.is_dir():
+                raise ValueError(f"'{key}' must be a directory (or not exist yet): {path} is a file")
         return self
 
     def missing_roots(self) -> list[Path]:

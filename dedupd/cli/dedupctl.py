@@ -7,7 +7,6 @@ stdlib so it starts fast. Exit codes: 0 ok; 1 the daemon answered an error; 2 us
 """
 
 import argparse
-import io
 import json
 import os
 import socket
@@ -16,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dedupd import __version__, paths, protocol
+from dedupd import __version__, names, paths, protocol
 from dedupd.errors import DedupdError
 from dedupd.protocol import ProtocolError
 
@@ -81,6 +80,7 @@ def _table(rows: Sequence[Sequence[str]], indent: str = "") -> list[str]:
     """Rows with left-aligned columns (the last column is not padded, so long paths do not widen others)."""
     if not rows:
         return []
+    rows = [[names.shown(cell) for cell in row] for row in rows]
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
     return [indent + "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]])
             .rstrip() for row in rows]
@@ -158,6 +158,8 @@ class Verb:
     arguments: ArgumentsAdder = _no_arguments
     build: ArgsBuilder = _no_args
     execute: Executor | None = None
+    #: The result's file paths, for `--null` (their exact bytes, each ended by NUL); None: no --null.
+    paths: Callable[[Mapping[str, Any]], list[str]] | None = None
 
     def run(self, socket_path: str, args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
         if self.execute is not None:
@@ -172,11 +174,12 @@ GROUPS = {"watch": "list, add or remove watched roots"}
 
 
 def verb(name: str, help: str, *, cmd: str | None = None, arguments: ArgumentsAdder = _no_arguments,
-         build: ArgsBuilder = _no_args, execute: Executor | None = None) -> Callable[[Formatter], Formatter]:
+         build: ArgsBuilder = _no_args, execute: Executor | None = None,
+         paths: Callable[[Mapping[str, Any]], list[str]] | None = None) -> Callable[[Formatter], Formatter]:
     """Registers the decorated formatter as the text output of verb `name` (sending `cmd`, default: `name`)."""
 
     def register(show: Formatter) -> Formatter:
-        VERBS.append(Verb(name, help, show, cmd or name.split()[0], arguments, build, execute))
+        VERBS.append(Verb(name, help, show, cmd or name.split()[0], arguments, build, execute, paths))
         return show
 
     return register
@@ -292,7 +295,7 @@ def _show_duplicates(result: Mapping[str, Any]) -> list[str]:
 
 
 @verb("to-remove", "files one would delete, keeping one per group", arguments=_listing_arguments,
-      build=_listing_args)
+      build=_listing_args, paths=lambda result: list(result["files"]))
 def _show_to_remove(result: Mapping[str, Any]) -> list[str]:
     return list(result["files"])
 
@@ -391,6 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                                             description=entry.help)
         _global_options(verb_parser, top=False)
         entry.arguments(verb_parser)
+        if entry.paths is not None:
+            verb_parser.add_argument("-0", "--null", action="store_true",
+                                     help="print the paths as their exact bytes, each ended by NUL (for xargs -0): "
+                                          "right for every file name")
         verb_parser.set_defaults(entry=entry)
     return parser
 
@@ -401,15 +408,13 @@ def _print_json(document: Any) -> None:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"dedupctl: {message}", file=sys.stderr)
+    print(f"dedupctl: {names.shown(message)}", file=sys.stderr)
     return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     entry: Verb = args.entry
-    if not args.json and isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(errors="surrogateescape")  # paths that are not UTF-8 print as their bytes
     try:
         request = protocol.validate(entry.cmd, entry.build(args))
         where = paths.locate_socket(args.socket, config=args.config)
@@ -420,12 +425,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json:
             _print_json(result)
             return EXIT_OK
+        if getattr(args, "null", False) and entry.paths is not None:
+            sys.stdout.flush()
+            sys.stdout.buffer.write(b"".join(names.raw(path) + b"\0" for path in entry.paths(result)))
+            return EXIT_OK
         try:
             lines = entry.show(result)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             return _fail(f"unexpected answer from dedupd ({type(exc).__name__}: {exc})", EXIT_DAEMON_ERROR)
         for line in lines:
-            print(line)
+            print(names.shown(line))
         return EXIT_OK
     except DaemonUnreachable as exc:
         print(exc, file=sys.stderr)

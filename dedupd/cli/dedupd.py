@@ -16,9 +16,13 @@ from typing import Any
 
 from dedupd import __version__
 from dedupd.errors import DedupdError
+from dedupd.names import shown
 
 HASH_METHODS = ("phash", "ahash", "dhash", "whash")
+EXIT_FAILED = 1
 EXIT_USAGE = 2
+#: What `model export` needs: the optional `export` extra of the package.
+EXPORT_EXTRA = ("torch", "torchvision", "onnx", "onnxscript")
 
 
 def _hasher(method: str, verbose: bool) -> Any:
@@ -36,8 +40,43 @@ def _print_json(document: Any) -> None:
     sys.stdout.write("\n")
 
 
+class _Skips(logging.Handler):
+    """Turns the library's two-line "Invalid image file PATH:\nWHY" warnings (imagededup's) into one line per
+    skipped file: collected and printed sorted after the results, or at once when an encode worker process (a
+    fork, whose copy of this handler the parent never sees) logs it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.skipped: dict[str, str] = {}
+        self._pid = os.getpid()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == "Invalid image file %s:\n%s" and isinstance(record.args, tuple) and len(record.args) == 2:
+            path, why = os.fspath(record.args[0]), str(record.args[1]).splitlines()[-1]
+            if os.getpid() != self._pid:
+                print(shown(f"skipped {path}: {why}"), file=sys.stderr)
+            self.skipped.setdefault(path, why)
+        else:
+            print(f"{record.levelname} {record.name}: {record.getMessage()}", file=sys.stderr)
+
+    def __enter__(self) -> "_Skips":
+        library = logging.getLogger("dedupd.methods")
+        self._saved = library.propagate
+        library.addHandler(self)
+        library.propagate = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        library = logging.getLogger("dedupd.methods")
+        library.removeHandler(self)
+        library.propagate = self._saved
+        for path, why in sorted(self.skipped.items()):
+            print(shown(f"skipped {path}: {why}"), file=sys.stderr)
+
+
 def _scan_with_method(args: argparse.Namespace) -> int:
-    """imagededup's find_duplicates for one method, its dict printed as is with --json."""
+    """imagededup's find_duplicates for one method, its dict printed as is with --json; in text, each pair once,
+    sorted."""
     hasher = _hasher(args.method, _show_progress())
     if args.method == "cnn":
         if args.threshold is not None:
@@ -50,19 +89,23 @@ def _scan_with_method(args: argparse.Namespace) -> int:
             raise DedupdError("--min-similarity is for --method cnn; use --threshold with hash methods")
         kwargs = {"max_distance_threshold": 10 if args.threshold is None else args.threshold,
                   "num_enc_workers": args.workers}
-    results = hasher.find_duplicates(
-        image_dir=args.dir, scores=args.scores, outfile=args.outfile, recursive=args.recursive, **kwargs
-    )
+    with _Skips():
+        results = hasher.find_duplicates(
+            image_dir=args.dir, scores=args.scores, outfile=args.outfile, recursive=args.recursive, **kwargs
+        )
     if args.json:
         _print_json(_plain_json(results))
         return 0
-    for name, found in results.items():
-        if found:
-            shown = ", ".join(f"{item[0]} ({_score_text(item[1])})" if isinstance(item, tuple) else str(item)
-                              for item in found)
-            print(f"{name}: {shown}")
+    paired: set[frozenset[str]] = set()
+    for name in sorted(results):
+        pairs = sorted((item[0], f" ({_score_text(item[1])})") if isinstance(item, tuple) else (str(item), "")
+                       for item in results[name])
+        new = [f"{other}{score}" for other, score in pairs if frozenset((name, other)) not in paired]
+        paired.update(frozenset((name, other)) for other, _ in pairs)
+        if new:
+            print(shown(f"{name}: {', '.join(new)}"))
     total = sum(1 for found in results.values() if found)
-    print(f"{total} of {len(results)} images have duplicates ({args.method}).", file=sys.stderr)
+    print(f"{total} of {len(results)} images have duplicates, {len(paired)} pairs ({args.method}).", file=sys.stderr)
     return 0
 
 
@@ -90,9 +133,10 @@ def _scan_with_matcher(args: argparse.Namespace) -> int:
         settings = settings.with_threshold(args.threshold)
     if args.min_similarity is not None:
         settings = settings.with_min_similarity(args.min_similarity)
-    result = scan_directory(Path(args.dir), settings, recursive=args.recursive, workers=args.workers,
+    directory = Path(os.path.abspath(args.dir))  # the README shows absolute paths, whatever the cwd
+    result = scan_directory(directory, settings, recursive=args.recursive, workers=args.workers,
                             progress=_show_progress(), model=args.model)
-    document = result.to_json(Path(args.dir))
+    document = result.to_json(directory)
     if args.outfile:
         with open(args.outfile, "w") as handle:
             json.dump(document, handle, indent=2, sort_keys=True)
@@ -103,9 +147,9 @@ def _scan_with_matcher(args: argparse.Namespace) -> int:
         print(f"group {number}:")
         for member in group:
             score = member.get("distance", member.get("similarity"))
-            print(f"  {member['path']}  [{member['method']} {score}]")
+            print(shown(f"  {member['path']}  [{member['method']} {score}]"))
     for skipped in document["skipped"]:
-        print(f"skipped {skipped['path']}: {skipped['reason']}", file=sys.stderr)
+        print(shown(f"skipped {skipped['path']}: {skipped['reason']}"), file=sys.stderr)
     print(f"{len(document['groups'])} duplicate groups among {result.encoded} images "
           f"({len(document['skipped'])} skipped).", file=sys.stderr)
     return 0
@@ -122,23 +166,29 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    """The encodings of a file (exit 1 when it cannot be decoded) or of a directory's decodable files."""
     path = Path(args.path)
     if not path.exists():
         raise DedupdError(f"no such file or directory: {path}")
     hasher = _hasher(args.method, _show_progress())
-    if path.is_dir():
-        encodings = hasher.encode_images(path, recursive=args.recursive, **(
-            {} if args.method == "cnn" else {"num_enc_workers": args.workers}))
-    else:
-        value = hasher.encode_image(image_file=path)
-        encodings = {path.name: value} if value is not None else {}
+    with _Skips() as skips:
+        if path.is_dir():
+            encodings = hasher.encode_images(path, recursive=args.recursive, **(
+                {} if args.method == "cnn" else {"num_enc_workers": args.workers}))
+        else:
+            value = hasher.encode_image(image_file=path)
+            encodings = {path.name: value} if value is not None else {}
+    if not path.is_dir() and not encodings:
+        reason = next(iter(skips.skipped.values()), "cannot be decoded")
+        print(shown(f"dedupd: error: cannot encode {path}: {reason}"), file=sys.stderr)
+        return EXIT_FAILED
     if args.method == "cnn":
         encodings = {name: vector.ravel().tolist() for name, vector in encodings.items()}
     if args.json:
         _print_json(encodings)
     else:
         for name, value in encodings.items():
-            print(f"{value if isinstance(value, str) else len(value)}  {name}")
+            print(shown(f"{value if isinstance(value, str) else len(value)}  {name}"))
     return 0
 
 
@@ -149,6 +199,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_model_export(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    missing = [name for name in EXPORT_EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        raise DedupdError(f"model export needs the `export` extra ({', '.join(EXPORT_EXTRA)}); missing: "
+                          f"{', '.join(missing)}. Install it with: pip install 'dedupd[export]' (in a clone: "
+                          ".venv/bin/pip install -e '.[export]')")
     from dedupd.imaging.export import export_mobilenet_v3_small
 
     weights = None if args.weights == "none" else args.weights

@@ -91,7 +91,12 @@ class Daemon:
 
     def _start(self) -> None:
         settings = self.settings
-        settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the store lists every library path
+        try:
+            settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the store lists every library path
+        except OSError as exc:
+            raise DedupdError(f"cannot create the state directory {settings.state_dir}: {exc.strerror or exc}"
+                              + (f" ({exc.filename})" if exc.filename and exc.filename != str(settings.state_dir)
+                                 else "")) from exc
         if settings.cnn.enabled:
             self.encoder = Encoder(settings.cnn.model, batch_size=settings.cnn.batch_size,
                                    providers=settings.cnn.providers, intra_op_threads=settings.cnn.intra_op_threads)

@@ -217,11 +217,30 @@ def test_version_and_help_show_the_global_options(run):
         assert all(option in shown for option in ("--json", "--socket PATH", "--config FILE")), shown
 
 
-def test_to_remove_prints_paths_that_are_not_utf8_as_their_bytes(run, daemon):
-    daemon.results["to-remove"] = {"files": [b"/srv/\xff\xfe.jpg".decode("utf-8", "surrogateescape")], "policy": ""}
-    done = subprocess.run([sys.executable, "-m", "dedupd.cli.dedupctl", "--socket", daemon.server.path, "to-remove"],
-                          capture_output=True, timeout=60)
-    assert (done.returncode, done.stdout) == (0, b"/srv/\xff\xfe.jpg\n")
+def test_non_utf8_names_are_escaped_in_text_and_exact_with_null_or_json(run, daemon):
+    """Text shows a name that is not UTF-8 with its bytes escaped (it used to print the raw bytes, which were the
+    only lossless form); `--null` gives the exact bytes, `--json` the surrogate escapes Python's os.fsencode reverts."""
+    name = b"/srv/\xff\xfe.jpg".decode("utf-8", "surrogateescape")
+    daemon.results["to-remove"] = {"files": [name, "/srv/plain.jpg"], "policy": ""}
+    argv = [sys.executable, "-m", "dedupd.cli.dedupctl", "--socket", daemon.server.path, "to-remove"]
+    done = subprocess.run(argv, capture_output=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, b"/srv/\\xff\\xfe.jpg\n/srv/plain.jpg\n")
+    done = subprocess.run([*argv, "--null"], capture_output=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, b"/srv/\xff\xfe.jpg\0/srv/plain.jpg\0")
+    done = subprocess.run([*argv, "--json"], capture_output=True, timeout=60)
+    assert b'"/srv/\\udcff\\udcfe.jpg"' in done.stdout
+    assert os.fsencode(json.loads(done.stdout)["files"][0]) == b"/srv/\xff\xfe.jpg"
+
+
+def test_text_output_escapes_terminal_controls_in_names(run, daemon):
+    evil = "/srv/a\x1b]0;owned\x07\nb\u202ec.jpg"
+    daemon.results["duplicates"] = {"groups": [[{"path": evil}, {"path": "/srv/back\\slash.jpg", "method": "exact",
+                                                                 "distance": 0}]]}
+    out = _ok(run("--socket", daemon.server.path, "duplicates"))
+    assert "\x1b" not in out and "\u202e" not in out
+    assert "  /srv/a\\x1b]0;owned\\x07\\nb\\u202ec.jpg\n" in out and "/srv/back\\slash.jpg\n" in out
+    daemon.results["to-remove"] = {"files": [evil], "policy": ""}
+    assert _ok(run("--socket", daemon.server.path, "to-remove")) == "/srv/a\\x1b]0;owned\\x07\\nb\\u202ec.jpg\n"
 
 
 def test_empty_answers_read_clearly(run, daemon):
@@ -358,4 +377,5 @@ def test_dedupctl_imports_nothing_heavy():
     heavy = {"numpy", "PIL", "lmdb", "onnxruntime", "pydantic", "pydantic_settings", "watchdog", "scipy", "pywt"}
     assert {name.split(".")[0] for name in modules} & heavy == set()
     assert {name for name in modules if name.startswith("dedupd")} == {
-        "dedupd", "dedupd.cli", "dedupd.cli.dedupctl", "dedupd.errors", "dedupd.paths", "dedupd.protocol"}
+        "dedupd", "dedupd.cli", "dedupd.cli.dedupctl", "dedupd.errors", "dedupd.names", "dedupd.paths",
+        "dedupd.protocol"}

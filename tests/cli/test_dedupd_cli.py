@@ -82,3 +82,63 @@ def test_missing_path_is_one_clear_line(args: tuple[str, ...]) -> None:
 def test_bad_threshold_is_a_usage_error(folder: Path) -> None:
     run = dedupd("scan", str(folder), "--method", "phash", "--threshold", "70")
     assert run.returncode == 2 and "between 0 and 64" in run.stderr
+
+
+def test_scan_with_method_text_lists_each_pair_once_sorted_and_each_skip_once(folder: Path) -> None:
+    run = dedupd("scan", str(folder), "--method", "phash", "--workers", "2")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines == sorted(lines) and "p0.jpg: p0_copy.jpg" in lines
+    pairs = [frozenset((line.split(": ")[0], other)) for line in lines for other in line.split(": ")[1].split(", ")]
+    assert len(pairs) == len(set(pairs)) and frozenset(("p0.jpg", "p0_copy.jpg")) in pairs
+    assert run.stderr.count("broken.jpg") == 1 and "WARNING" not in run.stderr
+    assert run.stderr.splitlines()[0].startswith(f"skipped {folder / 'broken.jpg'}: ")
+
+
+def test_scan_of_a_relative_dir_prints_absolute_paths(folder: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "dedupd", "scan", folder.name, "--no-cnn"], cwd=folder.parent,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert f"  {folder / 'p0_copy.jpg'}  [exact 0]" in run.stdout.splitlines()
+    assert f"skipped {folder / 'broken.jpg'}: " in run.stderr
+
+
+def test_encode_of_a_broken_file_exits_1_with_its_reason(folder: Path) -> None:
+    run = dedupd("encode", str(folder / "broken.jpg"))
+    assert (run.returncode, run.stdout) == (1, "")
+    assert run.stderr.splitlines()[-1].startswith(f"dedupd: error: cannot encode {folder / 'broken.jpg'}: ")
+    assert dedupd("encode", str(folder / "p0.jpg")).returncode == 0
+
+
+def test_scan_text_escapes_control_characters_in_names(folder: Path, tmp_path: Path) -> None:
+    for name in ("p0.jpg", "p0_copy.jpg"):
+        shutil.copy(folder / name, tmp_path / name)
+    (tmp_path / "p0_copy.jpg").rename(tmp_path / "evil\x1b[31m\nname.jpg")
+    run = dedupd("scan", str(tmp_path), "--no-cnn")
+    assert run.returncode == 0, run.stderr
+    assert "\x1b" not in run.stdout and f"  {tmp_path}/evil\\x1b[31m\\nname.jpg  [exact 0]" in run.stdout.splitlines()
+
+
+def test_model_export_without_torch_names_the_extra() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("torch is installed here")
+    run = dedupd("model", "export", "mobilenet-v3-small")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "needs the `export` extra" in run.stderr and "pip install 'dedupd[export]'" in run.stderr
+
+
+def test_a_state_dir_that_is_a_file_is_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("")
+    config = tmp_path / "dedupd.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\n')
+    run = dedupd("check-config", "--config", str(config))
+    assert run.returncode == 2
+    assert f"'state_dir' must be a directory (or not exist yet): {tmp_path / 'state'} is a file" in run.stderr
+    config.write_text(f'state_dir = "{tmp_path / "state" / "sub"}"\nsocket = "{tmp_path / "s.sock"}"\n'
+                      "[cnn]\nenabled = false\n[notify]\ndesktop = false\n")
+    run = dedupd("run", "--config", str(config))
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.splitlines()[-1] == f"dedupd: cannot create the state directory {tmp_path / 'state/sub'}: " \
+                                          "Not a directory"
