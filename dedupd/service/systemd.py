@@ -199,8 +199,25 @@ class _Window:
     suppressed: int = 0
 
 
+def _is_file_path(value: object) -> bool:
+    """An argument that names a file: what varies within a flood of one error (each file of a share, say)."""
+    if isinstance(value, os.PathLike):
+        return True
+    return isinstance(value, str) and value.startswith("/") and "\n" not in value and ": " not in value
+
+
+def message_identity(record: logging.LogRecord) -> tuple[object, ...]:
+    """What makes two records "the same message": logger, level, template and every argument except file
+    paths. So `cannot decode %s: %s` for a thousand files with the same reason is one message, while two
+    different config errors (`reload refused ...: %s` with two different texts) are two."""
+    template = record.msg if isinstance(record.msg, str) else type(record.msg).__qualname__
+    args = record.args if isinstance(record.args, tuple) else (record.args,) if record.args else ()
+    return (record.name, record.levelno, template,
+            *(None if _is_file_path(arg) else str(arg) for arg in args))
+
+
 class RateLimitFilter(logging.Filter):
-    """Lets one record per (logger, message template, level) through per `interval_s`; counts the rest.
+    """Lets one record per message identity (`message_identity`) through per `interval_s`; counts the rest.
 
     The first record of a class passes and opens a window; repeats inside the window are dropped and counted;
     the first repeat after the window passes with " (N similar messages suppressed)" appended (and a
@@ -217,14 +234,13 @@ class RateLimitFilter(logging.Filter):
         self.interval_s = interval_s
         self.min_level = min_level
         self._clock = clock
-        self._windows: dict[tuple[str, str, int], _Window] = {}
+        self._windows: dict[tuple[object, ...], _Window] = {}
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < self.min_level or self.interval_s <= 0:
             return True
-        template = record.msg if isinstance(record.msg, str) else type(record.msg).__qualname__
-        key = (record.name, template, record.levelno)
+        key = message_identity(record)
         now = self._clock()
         with self._lock:
             window = self._windows.get(key)

@@ -175,6 +175,22 @@ def test_a_class_is_a_logger_a_template_and_a_level():
     assert not limit.filter(quiet) and "suppressed" not in quiet.getMessage()
 
 
+def test_distinct_messages_of_one_template_are_never_suppressed_only_floods_of_one():
+    """Two different config errors on two SIGHUPs within a minute are both logged (issue 13.2); the same error
+    for many files is one flood."""
+    limit = RateLimitFilter(60.0, clock=FakeClock())
+    assert limit.filter(_record("reload refused, keeping the running configuration: %s", "invalid configuration "
+                                "in /etc/dedupd/dedupd.toml:\n  unknown key 'treshold' in [phash]",
+                                level=logging.ERROR))
+    assert limit.filter(_record("reload refused, keeping the running configuration: %s", "config file "
+                                "/etc/dedupd/dedupd.toml is not valid TOML: ...", level=logging.ERROR))
+    assert not limit.filter(_record("reload refused, keeping the running configuration: %s", "config file "
+                                    "/etc/dedupd/dedupd.toml is not valid TOML: ...", level=logging.ERROR))
+    assert limit.filter(_record("cannot decode %s: %s", "/p/a.jpg", "truncated"))
+    assert limit.filter(_record("cannot decode %s: %s", "/p/b.jpg", "decoder_crash"))
+    assert not limit.filter(_record("cannot decode %s: %s", Path("/p/c.jpg"), "truncated"))
+
+
 def test_info_and_debug_are_never_held_back_and_zero_turns_the_limit_off():
     limit = RateLimitFilter(60.0, clock=FakeClock())
     assert all(limit.filter(_record("encoded %s", str(i), level=logging.INFO)) for i in range(5))
