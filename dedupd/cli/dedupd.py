@@ -52,7 +52,7 @@ class _Skips(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.msg == "Invalid image file %s:\n%s" and isinstance(record.args, tuple) and len(record.args) == 2:
-            path, why = os.fspath(record.args[0]), str(record.args[1]).splitlines()[-1]
+            path, why = str(record.args[0]), str(record.args[1]).splitlines()[-1]
             if os.getpid() != self._pid:
                 print(shown(f"skipped {path}: {why}"), file=sys.stderr)
             self.skipped.setdefault(path, why)
