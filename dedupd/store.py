@@ -95,6 +95,8 @@ class Move:
     dst: str
 
 
+#: Every transaction is opened without `buffers`: lmdb hands back bytes, not memoryviews.
+type Txn = lmdb.Transaction[bytes]
 type Change = FileRecord | Removal | Move
 
 
@@ -225,6 +227,14 @@ def _pack_record(rec: FileRecord, has_embedding: bool) -> bytes:
     )  # fmt: skip
 
 
+def _required(txn: Txn, key: bytes, db: Any) -> bytes:
+    """A value the store's own invariants say is there (a record an index points at); missing means corrupt."""
+    raw = txn.get(key, db=db)
+    if raw is None:
+        raise StoreError(f"store is inconsistent: an index names key {key.hex()}, which has no value")
+    return raw
+
+
 def _unpack_record(raw: bytes, embedding: np.ndarray | None = None) -> tuple[FileRecord, bool]:
     fields = msgpack.unpackb(raw)
     path, dev, ino, size, mtime, skip, digest, w, h, hashes, has_emb = fields[:11]
@@ -309,7 +319,7 @@ class Store:
     def _check_versions(self, encoder_version: str | None, drop_embeddings: bool) -> None:
         self._retrying(lambda txn: self._check_versions_in(txn, encoder_version, drop_embeddings))
 
-    def _check_versions_in(self, txn: lmdb.Transaction, encoder_version: str | None, drop_embeddings: bool) -> None:
+    def _check_versions_in(self, txn: Txn, encoder_version: str | None, drop_embeddings: bool) -> None:
         """Record versions in a new store; refuse (or, for the model, migrate) a mismatch."""
         schema = self._meta(txn, "schema")
         if schema is None:
@@ -338,7 +348,7 @@ class Store:
         self._put_meta(txn, "model", self.model_id)
         self._put_meta(txn, "dim", self.dim)
 
-    def _drop_embeddings(self, txn: lmdb.Transaction) -> None:
+    def _drop_embeddings(self, txn: Txn) -> None:
         log.warning("dropping all embeddings and duplicate links (model changed): they are recomputed")
         txn.drop(self._dbs["emb"], delete=False)
         with txn.cursor(self._dbs["files"]) as cur:
@@ -378,13 +388,13 @@ class Store:
         self.close()
 
     # ------------------------------------------------------------------ transactions
-    def _write(self) -> lmdb.Transaction:
+    def _write(self) -> Txn:
         return self._begin(write=True)
 
-    def _read(self) -> lmdb.Transaction:
+    def _read(self) -> Txn:
         return self._begin(write=False)
 
-    def _begin(self, write: bool) -> lmdb.Transaction:
+    def _begin(self, write: bool) -> Txn:
         """Begin a txn; clears stale reader slots or adopts another process's map growth once if needed."""
         try:
             return self._env.begin(write=write)
@@ -394,11 +404,11 @@ class Store:
             self._env.set_mapsize(0)
         return self._env.begin(write=write)
 
-    def _meta(self, txn: lmdb.Transaction, name: str, default: Any = None) -> Any:
+    def _meta(self, txn: Txn, name: str, default: Any = None) -> Any:
         raw = txn.get(name.encode(), db=self._dbs["meta"])
         return default if raw is None else msgpack.unpackb(raw)
 
-    def _put_meta(self, txn: lmdb.Transaction, name: str, value: Any) -> None:
+    def _put_meta(self, txn: Txn, name: str, value: Any) -> None:
         txn.put(name.encode(), msgpack.packb(value), db=self._dbs["meta"])
 
     def reader_check(self) -> int:
@@ -428,7 +438,7 @@ class Store:
             self._ensure_hash_dbs(changes)
             return self._retrying(lambda txn: self._commit(txn, changes, link))
 
-    def _retrying[T](self, work: Callable[[lmdb.Transaction], T]) -> T:
+    def _retrying[T](self, work: Callable[[Txn], T]) -> T:
         """Run `work` in one write txn; on MapFullError grow the map and run it again from scratch."""
         while True:
             try:
@@ -447,14 +457,14 @@ class Store:
         if not new:
             return
 
-        def create(txn: lmdb.Transaction) -> dict[str, Any]:
+        def create(txn: Txn) -> dict[str, Any]:
             opened = {name: self._env.open_db(f"h:{name}".encode(), txn=txn) for name in new}
             self._put_meta(txn, "hash_names", sorted([*self._hash_dbs, *new]))
             return opened
 
         self._hash_dbs.update(self._retrying(create))
 
-    def _commit(self, txn: lmdb.Transaction, changes: Sequence[Change], link: LinkFinder | None) -> Commit:
+    def _commit(self, txn: Txn, changes: Sequence[Change], link: LinkFinder | None) -> Commit:
         added: dict[int, FileRecord] = {}
         removed: list[int] = []
         moved: list[tuple[int, str, str]] = []
@@ -503,7 +513,7 @@ class Store:
             self._put_links(txn, link(commit))
         return commit
 
-    def _put_record(self, txn: lmdb.Transaction, rid: int, rec: FileRecord, counts: dict[str, int]) -> None:
+    def _put_record(self, txn: Txn, rid: int, rec: FileRecord, counts: dict[str, int]) -> None:
         enc = rec.encoding
         if (enc is None) == (rec.skip is None):
             raise StoreError(f"record for {rec.key.path} needs exactly one of encoding or skip reason")
@@ -529,9 +539,9 @@ class Store:
         kind = "encoded" if enc is not None else f"skipped:{rec.skip}"
         counts[kind] = counts.get(kind, 0) + 1
 
-    def _delete_record(self, txn: lmdb.Transaction, rid: int, counts: dict[str, int]) -> None:
+    def _delete_record(self, txn: Txn, rid: int, counts: dict[str, int]) -> None:
         key = _rid_key(rid)
-        rec, has_emb = _unpack_record(txn.get(key, db=self._dbs["files"]))
+        rec, has_emb = _unpack_record(_required(txn, key, self._dbs["files"]))
         txn.delete(key, db=self._dbs["files"])
         txn.delete(_path_key(rec.key.path), db=self._dbs["paths"])
         txn.delete(_DEVINO.pack(rec.key.dev, rec.key.inode), key, db=self._dbs["inodes"])
@@ -554,16 +564,16 @@ class Store:
         kind = "encoded" if rec.encoding is not None else f"skipped:{rec.skip}"
         counts[kind] -= 1
 
-    def _rekey(self, txn: lmdb.Transaction, rid: int, old: str, new: str) -> FileRecord:
+    def _rekey(self, txn: Txn, rid: int, old: str, new: str) -> FileRecord:
         key = _rid_key(rid)
-        rec, has_emb = _unpack_record(txn.get(key, db=self._dbs["files"]))
+        rec, has_emb = _unpack_record(_required(txn, key, self._dbs["files"]))
         rec = replace(rec, key=replace(rec.key, path=new))
         txn.put(key, _pack_record(rec, has_emb), db=self._dbs["files"])
         txn.delete(_path_key(old), db=self._dbs["paths"])
         txn.put(_path_key(new), key, db=self._dbs["paths"])
         return rec
 
-    def _rids_under(self, txn: lmdb.Transaction, path: str) -> list[tuple[int, str]]:
+    def _rids_under(self, txn: Txn, path: str) -> list[tuple[int, str]]:
         """(rid, path) of the record at `path` and of every record below `path/`."""
         found = []
         exact = txn.get(_path_key(path), db=self._dbs["paths"])
@@ -584,7 +594,7 @@ class Store:
         return found
 
     # ------------------------------------------------------------------ links
-    def _method_code(self, txn: lmdb.Transaction, method: str) -> int:
+    def _method_code(self, txn: Txn, method: str) -> int:
         methods: list[str] = self._meta(txn, "methods", [])
         if method not in methods:
             if len(methods) == 256:
@@ -593,7 +603,7 @@ class Store:
             self._put_meta(txn, "methods", methods)
         return methods.index(method)
 
-    def _put_links(self, txn: lmdb.Transaction, links: Iterable[Link]) -> None:
+    def _put_links(self, txn: Txn, links: Iterable[Link]) -> None:
         db, files = self._dbs["links"], self._dbs["files"]
         for ln in links:
             if ln.a == ln.b or txn.get(_rid_key(ln.a), db=files) is None or txn.get(_rid_key(ln.b), db=files) is None:
@@ -606,7 +616,7 @@ class Store:
         """Swap every stored link for `links`, computed with `rule` (the matcher's thresholds)."""
         links = list(links)
 
-        def replace(txn: lmdb.Transaction) -> None:
+        def replace(txn: Txn) -> None:
             txn.drop(self._dbs["links"], delete=False)
             self._put_links(txn, links)
             self._put_meta(txn, "link_rule", rule)
@@ -642,19 +652,19 @@ class Store:
                 return [(other, methods[code], score) for other, code, score in map(_LINK.unpack, cur.iternext_dup())]
 
     # ------------------------------------------------------------------ ignored pairs
-    def _ignored_of(self, txn: lmdb.Transaction, rid: int) -> list[int]:
+    def _ignored_of(self, txn: Txn, rid: int) -> list[int]:
         with txn.cursor(self._dbs["ignored"]) as cur:
             if not cur.set_key(_rid_key(rid)):
                 return []
             return [int.from_bytes(v, "big") for v in cur.iternext_dup()]
 
-    def _ignores_kept(self, txn: lmdb.Transaction, old: int, new: FileRecord) -> list[int]:
+    def _ignores_kept(self, txn: Txn, old: int, new: FileRecord) -> list[int]:
         """The ignored partners of record `old` that its replacement keeps: those of an unchanged file."""
-        before = _unpack_record(txn.get(_rid_key(old), db=self._dbs["files"]))[0].encoding
+        before = _unpack_record(_required(txn, _rid_key(old), self._dbs["files"]))[0].encoding
         same = before is not None and new.encoding is not None and before.digest == new.encoding.digest
         return self._ignored_of(txn, old) if same else []
 
-    def _put_ignored(self, txn: lmdb.Transaction, pairs: Iterable[tuple[int, int]]) -> int:
+    def _put_ignored(self, txn: Txn, pairs: Iterable[tuple[int, int]]) -> int:
         added = 0
         for a, b in pairs:
             added += txn.put(_rid_key(a), _rid_key(b), db=self._dbs["ignored"], dupdata=False)
@@ -668,7 +678,7 @@ class Store:
         """
         pairs = [(min(a, b), max(a, b)) for a, b in pairs]
 
-        def store(txn: lmdb.Transaction) -> int:
+        def store(txn: Txn) -> int:
             files, links = self._dbs["files"], self._dbs["links"]
             for a, b in pairs:
                 if a == b or txn.get(_rid_key(a), db=files) is None or txn.get(_rid_key(b), db=files) is None:
@@ -714,10 +724,10 @@ class Store:
                     out[rid] = self._record(txn, _rid_key(rid), embedding, raw)
             return out
 
-    def _record(self, txn: lmdb.Transaction, key: bytes, embedding: bool, raw: bytes | None = None) -> FileRecord:
-        rec, has_emb = _unpack_record(raw if raw is not None else txn.get(key, db=self._dbs["files"]))
+    def _record(self, txn: Txn, key: bytes, embedding: bool, raw: bytes | None = None) -> FileRecord:
+        rec, has_emb = _unpack_record(raw if raw is not None else _required(txn, key, self._dbs["files"]))
         if embedding and has_emb and rec.encoding is not None:
-            vec = np.frombuffer(txn.get(key, db=self._dbs["emb"]), dtype=np.float16).astype(np.float32)
+            vec = np.frombuffer(_required(txn, key, self._dbs["emb"]), dtype=np.float16).astype(np.float32)
             rec = replace(rec, encoding=replace(rec.encoding, embedding=vec))
         return rec
 
@@ -768,7 +778,7 @@ class Store:
             if not cur.set_key(_DEVINO.pack(dev, inode)):
                 return []
             keys = list(cur.iternext_dup())
-            return sorted(_unpack_record(txn.get(k, db=self._dbs["files"]))[0].key.path for k in keys)
+            return sorted(_unpack_record(_required(txn, k, self._dbs["files"]))[0].key.path for k in keys)
 
     def paths(self, rids: Iterable[int]) -> dict[int, str]:
         """Path of each given rid that still exists (decodes only the path: groups list many)."""
