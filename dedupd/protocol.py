@@ -128,6 +128,21 @@ def _choice(choices: tuple[str, ...]) -> Check:
     return check
 
 
+def _expected(value: Any) -> list[dict[str, Any]]:
+    """Records a client puts back (`expect`): path, size, mtime_ns and the token `records` gave for the file."""
+    if not isinstance(value, list) or not value:
+        raise ValueError("must be a non-empty list of {path, size, mtime_ns, token} objects")
+    checked = []
+    for item in value:
+        if not isinstance(item, dict) or set(item) != {"path", "size", "mtime_ns", "token"}:
+            raise ValueError("each item must be an object with exactly path, size, mtime_ns and token")
+        if not isinstance(item["token"], str):
+            raise ValueError("token must be a string")
+        checked.append({"path": _path(item["path"]), "size": _integer(0, 1 << 63)(item["size"]),
+                        "mtime_ns": _integer(-(1 << 63), 1 << 63)(item["mtime_ns"]), "token": item["token"]})
+    return checked
+
+
 _ABSENT: Any = object()
 
 
@@ -194,6 +209,12 @@ VERBS: Mapping[str, Verb] = {
              {"method": Arg(_choice((*HASH_METHODS, "cnn")))}),
         Verb("needles", "which images of a directory are already in the library", {"dir": Arg(_path, required=True)}),
         Verb("ignore", "mark files as not duplicates of each other", {"paths": Arg(_paths(2), required=True)}),
+        Verb("records", "what the store holds for some files (stat identity, digest, pixel size; a token with "
+                        "`tokens`)", {"paths": Arg(_paths(1), required=True), "tokens": Arg(_boolean, default=False)}),
+        Verb("changed", "files a user action just moved away, replaced or put back: look at them now",
+             {"paths": Arg(_paths(1), required=True)}),
+        Verb("expect", "files about to come back unchanged (an undo): index them from their tokens, no decode",
+             {"records": Arg(_expected, required=True)}),
     )
 }
 

@@ -247,6 +247,28 @@ def _unpack_record(raw: bytes, embedding: np.ndarray | None = None) -> tuple[Fil
     return FileRecord(key, enc, SkipReason(skip) if skip else None), has_emb
 
 
+def record_token(rec: FileRecord) -> bytes:
+    """A record as opaque bytes (the stored form, its float16 embedding appended), for `record_from_token`.
+
+    What `dedupctl` keeps in its action journal so that a file an undo brings back is re-indexed
+    without decoding it again; the format stays the store's own, so a new record field travels with it.
+    """
+    enc = rec.encoding
+    vector = b"" if enc is None or enc.embedding is None else np.asarray(enc.embedding, np.float16).tobytes()
+    return msgpack.packb([_pack_record(rec, bool(vector)), vector])
+
+
+def record_from_token(token: bytes) -> FileRecord:
+    """The record `record_token` made; StoreError for bytes that are not one."""
+    try:
+        packed, vector = msgpack.unpackb(token)
+        embedding = np.frombuffer(vector, np.float16).astype(np.float32) if vector else None
+        rec, _ = _unpack_record(packed, embedding)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise StoreError(f"not a record token: {exc}") from None
+    return rec
+
+
 def _under(path: str, root: str) -> bool:
     root = root.rstrip("/") or "/"
     return path == root or path.startswith(root if root == "/" else root + "/")

@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -160,6 +161,7 @@ class Verb:
     execute: Executor | None = None
     #: The result's file paths, for `--null` (their exact bytes, each ended by NUL); None: no --null.
     paths: Callable[[Mapping[str, Any]], list[str]] | None = None
+    problems: Formatter | None = None  # what went wrong although the verb ran: printed on stderr, exit status 1
 
     def run(self, socket_path: str, args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
         if self.execute is not None:
@@ -175,11 +177,12 @@ GROUPS = {"watch": "list, add or remove watched roots"}
 
 def verb(name: str, help: str, *, cmd: str | None = None, arguments: ArgumentsAdder = _no_arguments,
          build: ArgsBuilder = _no_args, execute: Executor | None = None,
-         paths: Callable[[Mapping[str, Any]], list[str]] | None = None) -> Callable[[Formatter], Formatter]:
+         paths: Callable[[Mapping[str, Any]], list[str]] | None = None,
+         problems: Formatter | None = None) -> Callable[[Formatter], Formatter]:
     """Registers the decorated formatter as the text output of verb `name` (sending `cmd`, default: `name`)."""
 
     def register(show: Formatter) -> Formatter:
-        VERBS.append(Verb(name, help, show, cmd or name.split()[0], arguments, build, execute, paths))
+        VERBS.append(Verb(name, help, show, cmd or name.split()[0], arguments, build, execute, paths, problems))
         return show
 
     return register
@@ -359,6 +362,126 @@ def _show_ignore(result: Mapping[str, Any]) -> list[str]:
     return [f"ignored: {result['ignored']} (these files are no longer reported as duplicates of each other)"]
 
 
+# ---- actions: carried out here, with the rights of the user who asks, never by the daemon ----
+
+type Ask = Callable[[str, Mapping[str, Any]], dict[str, Any]]
+#: A verb carried out in this process; it may ask the daemon through `Ask`.
+type LocalVerb = Callable[[argparse.Namespace, Ask], dict[str, Any]]
+_RECORDS_PER_REQUEST = 2000  # paths per `records` request, well inside the 1 MiB request line
+
+
+def _acting(local: LocalVerb) -> Executor:
+    def execute(socket_path: str, args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
+        return local(args, lambda cmd, sent: call(socket_path, cmd, sent))
+
+    return execute
+
+
+def _resolve(args: argparse.Namespace, ask: Ask) -> dict[str, Any]:
+    from dedupd.service import actions  # loaded only by the verbs that act: dedupctl must start fast
+
+    op = "move" if args.move_to else "reflink" if args.reflink else "hardlink" if args.hardlink else "trash"
+    acting = bool(args.trash or args.move_to or args.reflink or args.hardlink) and not args.dry_run
+    listing = _given(under=args.under and _absolute(args.under))
+    groups = [[member["path"] for member in group] for group in ask("duplicates", listing)["groups"]]
+    if args.group:
+        wanted = _absolute(args.group)
+        groups = [group for group in groups if wanted in group]
+        if not groups:
+            raise ProtocolError("not_found", f"{wanted} is in no duplicate group")
+    proposed = set(ask("to-remove", listing)["files"])
+    records = _records(ask, sorted({path for group in groups for path in group}), acting)
+    target = _absolute(args.move_to) if args.move_to else None
+    planned = actions.plan(op, groups, proposed, records, target)
+    if not acting:
+        return {"dry_run": True, **planned.document()}
+    records.update(_records(ask, sorted({path for step in planned.steps for path in step.sidecars}), True))
+    scope = _given(group=args.group and _absolute(args.group), under=listing.get("under"))
+    return {"dry_run": False, **actions.execute(planned, records, scope=scope, ask=ask).document()}
+
+
+def _records(ask: Ask, paths_: Sequence[str], tokens: bool) -> dict[str, Any]:
+    """The daemon's records of these files (with the tokens an undo gives back), a request per batch."""
+    records: dict[str, Any] = {}
+    for start in range(0, len(paths_), _RECORDS_PER_REQUEST):
+        batch = list(paths_[start:start + _RECORDS_PER_REQUEST])
+        records.update(ask("records", {"paths": batch, "tokens": tokens})["records"])
+    return records
+
+
+def _undo(args: argparse.Namespace, ask: Ask) -> dict[str, Any]:
+    from dedupd.service import actions
+
+    return actions.undo(args.action, ask=ask).document()
+
+
+def _history(args: argparse.Namespace, ask: Ask) -> dict[str, Any]:
+    from dedupd.service import actions
+
+    return {"actions": actions.history()}
+
+
+def _refusals(result: Mapping[str, Any]) -> list[str]:
+    return [refusal["reason"] for refusal in result.get("refused", [])] + [
+        f"{step['path']}: refused, {step['refused']}" for step in result.get("steps", []) if step.get("refused")]
+
+
+def _resolve_arguments(parser: argparse.ArgumentParser) -> None:
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--trash", action="store_true", help="into the freedesktop trash")
+    how.add_argument("--move-to", metavar="DIR", help="into DIR (keeping the path below the root)")
+    how.add_argument("--reflink", action="store_true", help="byte-identical copies become reflinks of the keeper")
+    how.add_argument("--hardlink", action="store_true", help="byte-identical copies become hard links to the keeper")
+    parser.add_argument("--dry-run", action="store_true", help="only print what it would do (the default)")
+    parser.add_argument("--group", metavar="FILE", help="only the group FILE is in")
+    parser.add_argument("--under", metavar="DIR", help="only files under DIR")
+
+
+@verb("resolve", "keep one file per group and trash, move or link the others (a dry run unless told how); "
+                 "journaled, undo with `dedupctl undo`", cmd="duplicates", arguments=_resolve_arguments,
+      build=lambda ns: _given(under=ns.under and _absolute(ns.under)), execute=_acting(_resolve), problems=_refusals)
+def _show_resolve(result: Mapping[str, Any]) -> list[str]:
+    if result["dry_run"]:
+        steps = result["steps"]
+        doing = [step for step in steps if not step.get("refused")]
+        target = f" to {result['target']}" if result.get("target") else ""
+        lines = [f"would {result['op']} {len(doing)} file{'' if len(doing) == 1 else 's'}{target} from "
+                 f"{result['groups']} group{'' if result['groups'] == 1 else 's'} (dry run; act with --trash, "
+                 "--move-to DIR, --reflink or --hardlink)"]
+        lines += _table([[result["op"], step["path"], f"(keeps {step['keeper']})"] for step in doing], "  ")
+        lines += _table([["refused", step["path"], step["refused"]] for step in steps if step.get("refused")], "  ")
+        return lines + _table([["skipped", skip["path"], skip["reason"]] for skip in result["skipped"]], "  ")
+    lines = [f"action {result['action']}: {result['op']} {len(result['done'])} file"
+             f"{'' if len(result['done']) == 1 else 's'} (undo with: dedupctl undo {result['action']})"]
+    lines += _table([[done["op"], done["path"], f"-> {done['dest']}" if done.get("dest") else
+                      f"(now a {done['op']} of {done['keeper']})" if done.get("keeper") and not done.get("dest")
+                      else ""] for done in result["done"]], "  ")
+    return lines + _table([["skipped", skip["path"], skip["reason"]] for skip in result["skipped"]], "  ")
+
+
+@verb("undo", "put back what an action moved or linked (the latest by default)", cmd="hello",
+      arguments=_positional("action", nargs="?", help="an action id from `dedupctl history`"),
+      execute=_acting(_undo), problems=_refusals)
+def _show_undo(result: Mapping[str, Any]) -> list[str]:
+    lines = [f"undid action {result['action']} ({result['op']}): {len(result['done'])} file"
+             f"{'' if len(result['done']) == 1 else 's'} put back"]
+    return lines + _table([["restored", done["path"]] for done in result["done"]], "  ")
+
+
+@verb("history", "the actions taken, newest first", cmd="hello", execute=_acting(_history))
+def _show_history(result: Mapping[str, Any]) -> list[str]:
+    if not result["actions"]:
+        return ["no actions yet"]
+    rows = []
+    for entry in result["actions"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["at"])) if entry.get("at") else "?"
+        state = ("undone" if not entry["undoable"] and entry["undone"] else
+                 "interrupted" if not entry["finished"] else "done")
+        target = f" {entry['target']}" if entry.get("target") else ""
+        rows.append([entry["action"], when, f"{entry['op']}{target}", f"{entry['files']} files", state])
+    return _table(rows)
+
+
 # ---- the parser ----
 
 def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:
@@ -422,20 +545,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_USAGE)
     try:
         result = entry.run(str(where.path), args, request)
+        problems = entry.problems(result) if entry.problems is not None else []
         if args.json:
             _print_json(result)
-            return EXIT_OK
-        if getattr(args, "null", False) and entry.paths is not None:
+        elif getattr(args, "null", False) and entry.paths is not None:
             sys.stdout.flush()
             sys.stdout.buffer.write(b"".join(names.raw(path) + b"\0" for path in entry.paths(result)))
-            return EXIT_OK
-        try:
-            lines = entry.show(result)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            return _fail(f"unexpected answer from dedupd ({type(exc).__name__}: {exc})", EXIT_DAEMON_ERROR)
-        for line in lines:
-            print(names.shown(line))
-        return EXIT_OK
+        else:
+            try:
+                lines = entry.show(result)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                return _fail(f"unexpected answer from dedupd ({type(exc).__name__}: {exc})", EXIT_DAEMON_ERROR)
+            for line in lines:
+                print(names.shown(line))
+        for problem in problems:
+            print(f"dedupctl: {names.shown(problem)}", file=sys.stderr)
+        return EXIT_DAEMON_ERROR if problems else EXIT_OK
     except DaemonUnreachable as exc:
         print(exc, file=sys.stderr)
         if where.origin != "--socket":
@@ -446,6 +571,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json:
             _print_json({"error": {"code": exc.code.value, "message": exc.message}})
         return _fail(exc.message, EXIT_DAEMON_ERROR)
+    except DedupdError as exc:  # an action refused as a whole (nothing to undo, an unknown action id)
+        if args.json:
+            _print_json({"error": {"code": "refused", "message": str(exc)}})
+        return _fail(str(exc), EXIT_DAEMON_ERROR)
     except BrokenPipeError:  # e.g. `dedupctl to-remove | head`: stop quietly, as other filters do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141

@@ -6,6 +6,7 @@ READY -> watchers -> reconcile scan of every root (the scan continues after READ
 the index is not rebuilt); SIGUSR1 logs every thread's stack. One `finally` tears down in reverse.
 """
 
+import base64
 import faulthandler
 import logging
 import os
@@ -38,6 +39,7 @@ from dedupd.service.pipeline import OwnFiles, Pipeline, PipelineSettings
 from dedupd.service.reports import ReportWriter, match_document
 from dedupd.service.systemd import Notifier, configure_logging, listen_fds, sandbox_note, watchdog_interval_s
 from dedupd.service.watcher import RootSpec, Watcher, scan
+from dedupd.store import record_from_token, record_token
 
 log = logging.getLogger(__name__)
 
@@ -309,6 +311,9 @@ class Daemon:
             "export": self._export,
             "needles": self._needles,
             "ignore": self._ignore,
+            "records": self._records,
+            "expect": self._expect,
+            "changed": self._changed,
         }
 
     def status(self) -> dict[str, Any]:
@@ -506,6 +511,59 @@ class Daemon:
         if self.reports is not None:
             self.reports.mark_summary_dirty()
         return {"ignored": ignored}
+
+
+    def _records(self, args: dict[str, Any]) -> dict[str, Any]:
+        """What the store holds for each path (null when nothing): what `dedupctl resolve` checks before acting."""
+        assert self.catalog is not None
+        protected = self._protected_roots()
+        out: dict[str, Any] = {}
+        for path in args["paths"]:
+            rec = self.catalog.store.get(path, embedding=args["tokens"])
+            if rec is None:
+                out[path] = None
+                continue
+            key, enc = rec.key, rec.encoding
+            document: dict[str, Any] = {
+                "size": key.size, "mtime_ns": key.mtime_ns, "dev": key.dev, "inode": key.inode,
+                "digest": enc.digest.hex() if enc else None, "width": enc.width if enc else None,
+                "height": enc.height if enc else None, "skip": rec.skip.value if rec.skip else None,
+                "root": self.root_of(path), "protected": any(_under(path, root) for root in protected)}
+            if args["tokens"]:
+                document["token"] = base64.b64encode(record_token(rec)).decode("ascii")
+            out[path] = document
+        return {"records": out}
+
+    def _changed(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Look at these files now (a user action moved, replaced or restored them): gone ones leave their
+        groups, present ones are settled as closed files. Paths outside the roots are left alone."""
+        assert self.pipeline is not None
+        seen = []
+        for path in args["paths"]:
+            root = self.root_of(path)
+            if root is None:
+                continue
+            kind = ChangeKind.CLOSED if os.path.lexists(path) else ChangeKind.DELETED
+            self.pipeline.on_change(Change(kind, path, root, reason="user action"))
+            seen.append(path)
+        return {"changed": seen}
+
+    def _expect(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Files an undo is about to put back: indexed from their tokens when they arrive unchanged, not decoded
+        (a file that was skipped keeps its skip reason)."""
+        assert self.pipeline is not None
+        records = []
+        for item in args["records"]:
+            if self.root_of(item["path"]) is None:
+                raise ProtocolError("bad_args", f"{item['path']} is not under a watched root")
+            try:
+                rec = record_from_token(base64.b64decode(item["token"], validate=True))
+            except (ValueError, StoreError) as exc:
+                raise ProtocolError("bad_args", f"expect: bad token for {item['path']}: {exc}") from None
+            records.append(replace(rec, key=replace(rec.key, path=item["path"], size=item["size"],
+                                                    mtime_ns=item["mtime_ns"])))
+        self.pipeline.expect(records)
+        return {"expected": len(records)}
 
 
 def _without_path(document: dict[str, Any]) -> dict[str, Any]:

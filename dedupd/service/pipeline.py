@@ -47,6 +47,8 @@ type Outcome = EncodedFile | Skipped
 #: Idle also means no watcher event for this long: watchdog holds events up to 0.5 s to pair moves, and an
 #: inotify overflow is only seen when its reader gets to it.
 EVENT_QUIET_S = 1.5
+#: How long `expect` remembers a file an undo is bringing back.
+EXPECT_TTL_S = 600.0
 
 #: Test-only: with DEDUPD_TEST_WEDGE=1 a file named wedge* blocks the commit stage forever, so tests can
 #: check that a wedged pipeline stops the systemd watchdog pings.
@@ -162,6 +164,7 @@ class Pipeline:
         self._offline: set[str] = set()
         self._last_change_at = 0.0
         self._recently_vanished: dict[str, None] = {}  # insertion-ordered, bounded: counts each path once
+        self._expected: dict[str, tuple[float, FileRecord]] = {}  # path -> (deadline, record): see expect()
         self._state_lock = threading.Condition()
         self._scans: queue.Queue[str | None] = queue.Queue()
         self._scan_running = False
@@ -225,6 +228,25 @@ class Pipeline:
         with self._state_lock:
             self._scan_running = True
         self._scans.put(path)
+
+    def expect(self, records: list[FileRecord]) -> None:
+        """Files that are coming back unchanged (an undo): when one settles with the record's size and mtime,
+        the record is committed with the file's current key instead of decoding it again. Forgotten after
+        EXPECT_TTL_S; a file that arrives changed is decoded as usual."""
+        deadline = time.monotonic() + EXPECT_TTL_S
+        with self._state_lock:
+            now = time.monotonic()
+            for path in [p for p, (until, _) in self._expected.items() if until < now]:
+                del self._expected[path]
+            for rec in records:
+                self._expected[rec.key.path] = (deadline, rec)
+
+    def _take_expected(self, key: FileKey) -> FileRecord | None:
+        with self._state_lock:
+            until, rec = self._expected.pop(key.path, (0.0, None))
+        if rec is None or until < time.monotonic() or (rec.key.size, rec.key.mtime_ns) != (key.size, key.mtime_ns):
+            return None
+        return replace(rec, key=key)
 
     def set_root_offline(self, root: str, offline: bool) -> None:
         with self._state_lock:
@@ -376,8 +398,12 @@ class Pipeline:
                 continue
             if self._moved_while_away(key):
                 continue
+            known = self._take_expected(key)
             with self._state_lock:
                 self._in_flight[path] = key
+            if known is not None:  # an undo brought it back as it was: committed without a decode
+                self._commit_queue.put(known)
+                continue
             self._pool.submit(key, path)  # blocks while the pool is full: back-pressure
 
     def _unchanged_in_store(self, key: FileKey) -> bool:
