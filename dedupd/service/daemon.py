@@ -79,6 +79,7 @@ class Daemon:
         self.desktop: DesktopNotifier | None = None
         self.reports: ReportWriter | None = None
         self._last_status = ""
+        self._healthy = True
         self._polled_roots: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------ lifecycle
@@ -168,9 +169,14 @@ class Daemon:
                 except ProtocolError:
                     pass  # already logged; the running configuration stays
             self._polled_roots = self._polling_roots()
-            healthy = self.watcher.check_health() and self.pipeline.alive(max(5.0, 3 * (watchdog or 40.0)))
+            stall_s = max(5.0, 3 * (watchdog or 40.0))
+            healthy = self.watcher.check_health() and self.pipeline.alive(stall_s)
             if healthy and watchdog:
                 self.notifier.notify(WATCHDOG=1)
+            elif not healthy and self._healthy:
+                log.error("a pipeline stage or a watcher made no progress for %g s: %s (SIGUSR1 logs every "
+                          "thread's stack)", stall_s, "watchdog pings stop" if watchdog else "no watchdog to tell")
+            self._healthy = healthy
             self._update_state()
             if self.reports is not None:
                 self.reports.refresh_summary(self.duplicate_documents)
@@ -188,7 +194,9 @@ class Daemon:
         assert self.pipeline is not None
         scan = self.pipeline.scan_state()
         pending = self.pipeline.pending()
-        if self.pipeline.paused:
+        if not self._healthy:
+            status = "stalled: a pipeline stage or a watcher makes no progress"
+        elif self.pipeline.paused:
             self.state = "paused"
             status = "paused"
         elif scan["running"] or (self.state == "scanning" and pending):

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 
 START_TIMEOUT_S = 120
+#: What the test itself sends to the notify socket after the daemon exited: the reader stops on it.
+DRAINED = "X-TEST-DRAINED=1"
 
 
 @dataclass
@@ -37,6 +39,7 @@ class RunningDaemon:
         notify_path = self.home / f"notify-{len(self.messages)}-{time.monotonic_ns()}.sock"
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(notify_path))
+        self._notify_path = notify_path
         self.notify.settimeout(0.2)
         self._arrived = threading.Condition()
         # Read the notify socket all the time, as a service manager does: a full socket would block the daemon.
@@ -57,6 +60,8 @@ class RunningDaemon:
             except TimeoutError:
                 continue
             except OSError:
+                return
+            if message == DRAINED:
                 return
             with self._arrived:
                 self.messages.append(message)
@@ -105,9 +110,13 @@ class RunningDaemon:
             self.process.send_signal(sig)
         code = self.process.wait(timeout=120)
         if self.notify is not None:
-            time.sleep(0.3)  # let the reader take the last datagrams (STOPPING=1) before the socket closes
+            # The daemon has exited, so all it sent is queued; a datagram of ours queues behind it, and the
+            # reader stops when it reads that one: every message of the daemon (STOPPING=1) is in `messages`.
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+                sender.sendto(DRAINED.encode(), str(self._notify_path))
+            self._reader.join(60)
+            assert not self._reader.is_alive(), "the notify reader did not drain the socket"
             self.notify.close()
-            self._reader.join(5)
         self.log.close()
         return code
 

@@ -78,6 +78,7 @@ def test_camera_import_reports_exactly_the_duplicates(tmp_path: Path, daemon_fac
     assert _group_pairs(json.loads(scan.stdout)["groups"]) == expected
 
 
+@pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed (apt-get install rsync)")
 def test_slow_writer_mkdir_burst_rsync_and_renames(tmp_path: Path, daemon_factory, photo_bytes) -> None:
     root = tmp_path / "photos"
     root.mkdir()
