@@ -12,7 +12,9 @@ then follows every committed batch:
 - a MultiIndexHash over the "dct" hash, queried with each of a file's 8 dihedral variants (exact Hamming
   range queries; faster than a BK-tree at these thresholds, see BENCHMARKS.md "Index and store"),
 - the embedding matrix, when the CNN is on,
-- exact duplicates through the store's digest map (LMDB, not duplicated in memory),
+- exact duplicates through the store's digest map (LMDB, not duplicated in memory); records with one digest
+  are one class, linked as a star to its smallest rid (its representative) and searched through it only,
+  so a flood of byte copies costs links and reports linear in its size (see `_batch_links`),
 - duplicate groups: connected components of the stored links.
 Every candidate pair is then judged on its whole evidence: the oriented distance and the dot product of
 the two embeddings as stored (float16), so a pair gets the same decision whichever file came first,
@@ -44,6 +46,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass
 from functools import cache, cached_property
 
@@ -310,21 +313,21 @@ class _LiveIndex:
         unique, ib = np.unique(others, return_inverse=True)
         return self.links(rids, files, self.stored(unique), pos, ib, others, is_exact)
 
-    def relink(self, ignored: set[tuple[int, int]]) -> list[Link]:
-        """Every link among the live records, searching the index once per record (slow)."""
-        group_of = {rid: group for group in self._store.exact_groups() for rid in group}
+    def relink(self, ignored: set[tuple[int, int]], classes: list[list[int]], copies: set[int]) -> list[Link]:
+        """Every link among the live records, searching the index once per record that is not a byte copy
+        (slow). `classes`: the records sharing a digest (`Store.exact_groups`), linked by `_class_pairs`."""
+        links = [Link(a, b, EXACT, 0.0) for rids in classes for a, b in sorted(_class_pairs(rids, copies))]
+        excluded = np.array(sorted(copies), np.int64)
         all_rids, _ = self.dct.items()
-        links: list[Link] = []
-        for first in range(0, len(all_rids), _RELINK_BLOCK):
-            rids = all_rids[first : first + _RELINK_BLOCK]
-            exact = [[r for r in group_of.get(rid, ()) if r != rid] for rid in rids.tolist()]
+        searchers = all_rids[~np.isin(all_rids, excluded)]
+        for first in range(0, len(searchers), _RELINK_BLOCK):
+            rids = searchers[first : first + _RELINK_BLOCK]
 
             def keep(pos: np.ndarray, others: np.ndarray, rids: np.ndarray = rids) -> np.ndarray:
-                return others > rids[pos]
+                return (others > rids[pos]) & ~np.isin(others, excluded)
 
-            found = self.against_index(rids, self.stored(rids), exact, keep)
-            links += [ln for ln in found if (ln.a, ln.b) not in ignored]
-        return links
+            links += self.against_index(rids, self.stored(rids), [[] for _ in range(len(rids))], keep)
+        return _unique(links, ignored)
 
     def rejudge(self, store_links: tuple[np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]) -> list[Link]:
         """The stored links that a stricter rule still accepts, with its method and score."""
@@ -347,6 +350,7 @@ class Catalog:
         self._lock = threading.RLock()
         self._columns: dict[str, MultiIndexHash] = {}  # imagededup-style hashes, loaded by the first `near`
         self._ignored: set[tuple[int, int]] = set()
+        self._copies: set[int] = set()  # byte copies: records whose digest a smaller rid also has
         self._groups = Groups()
         self._check_cnn(config.matcher)
         self._index = self._rebuild(config.matcher)
@@ -405,6 +409,7 @@ class Catalog:
         vectors = EmbeddingIndex.from_arrays(*self._store.embeddings()) if settings.cnn_enabled else None
         index = _LiveIndex(settings, MultiIndexHash.from_arrays(rids, hashes), vectors, self._store)
         self._ignored = set(self._store.ignored())
+        self._copies = _copies_of(self._store.exact_groups()) - {r for pair in self._ignored for r in pair}
         self._relink(index)
         self._regroup()
         self._store.unmap()
@@ -423,7 +428,7 @@ class Catalog:
             if len(index.dct):
                 log.warning("duplicate rule changed (%s -> %s): searching all %d records again",
                             stored, rule, len(index.dct))  # fmt: skip
-            links = self._distinct_files(index.relink(self._ignored))
+            links = self._distinct_files(index.relink(self._ignored, self._store.exact_groups(), self._copies))
         self._store.replace_links(links, rule)
         return True
 
@@ -453,35 +458,67 @@ class Catalog:
                 if isinstance(change, FileRecord) and change.encoding and ORIENTED_HASH not in change.encoding.hashes:
                     raise StoreError(f"encoding of {change.key.path} has no {ORIENTED_HASH!r} hash (an older encoder)")
             found: list[Link] = []
+            copies: set[int] = set()
 
-            def find(commit: Commit) -> list[Link]:
-                found[:] = self._batch_links(commit)
+            def find(commit: Commit) -> list[Link]:  # may run twice (a map resize): no side effects
+                links, after = self._batch_links(commit)
+                found[:] = links
+                copies.clear()
+                copies.update(after)
                 return found
 
             commit = self._store.commit(changes, link=find)
+            self._copies = copies
             self._follow(commit, found)
-            return Applied(commit.seq, self._matches_of_added(found))
+            return Applied(commit.seq, self._matches_of_added(found, {rid for rid, _ in commit.added}))
 
-    def _batch_links(self, commit: Commit) -> list[Link]:
-        """Links of the batch's new records: to records before the batch (minus removed) and among them."""
+    def _batch_links(self, commit: Commit) -> tuple[list[Link], set[int]]:
+        """Links the batch adds, and the byte copies after it.
+
+        Records with one content digest form one class. Its smallest rid is its representative; the others
+        are copies (`_copies`), except "loners": records in an ignored pair, which keep links of their own.
+        A class is linked by the pairs that hold a non-copy (`_class_pairs`: a star from the representative,
+        plus the loners' links), and only non-copies are searched for near duplicates, so 2,000 copies of
+        a file are 1,999 links, not 2 million. When a representative goes, the next smallest rid takes
+        over: it is linked to the copies and searched like a new record."""
+        removed = set(commit.removed)
+        gone = self._store.records(commit.removed)  # the store as it was before this transaction
         new = [(rid, rec.encoding) for rid, rec in commit.added if rec.encoding is not None]
-        if not new:
-            return []
-        index = self._index
-        rids = np.array([rid for rid, _ in new], np.int64)
-        files = index.files([enc for _, enc in new])
-        removed = np.array(commit.removed, np.int64)
-        exact = [self._store.rids_for_digest(enc.digest) for _, enc in new]
-
-        def keep(pos: np.ndarray, others: np.ndarray) -> np.ndarray:
-            return ~np.isin(others, removed)
-
-        links = index.against_index(rids, files, exact, keep)
-        later, earlier, same = index.among(files, [enc.digest for _, enc in new])
-        links += index.links(rids, files, files, later, earlier, rids[earlier], same)
+        touched = {rec.encoding.digest for rec in gone.values() if rec.encoding is not None}
+        touched |= {enc.digest for _, enc in new}
+        classes = {d: sorted(set(self._store.rids_for_digest(d)) - removed) for d in touched}
+        for rid, enc in new:  # rids grow in batch order, above every stored one
+            classes[enc.digest].append(rid)
         ignored = self._ignored | set(commit.ignored)
-        links = [ln for ln in links if _pair_key(ln.a, ln.b) not in ignored]
-        return self._distinct_files(links, {rid: rec for rid, rec in commit.added})
+        loners = {r for pair in ignored for r in pair}
+        members = {r for rs in classes.values() for r in rs}
+        copies = (self._copies - removed - members) | (_copies_of(classes.values()) - loners)
+        fresh = {rid for rid, _ in new}
+        promoted = sorted(rs[0] for rs in classes.values() if rs and rs[0] in self._copies)
+        changed = fresh | set(promoted)
+        links = [Link(a, b, EXACT, 0.0) for rs in classes.values() for a, b in sorted(_class_pairs(rs, copies))
+                 if a in changed or b in changed]  # fmt: skip
+        index = self._index
+        excluded = np.array(sorted(copies | removed), np.int64)
+        if promoted:  # took over a class whose representative went: searched like a new record
+            stored = np.array(promoted, np.int64)
+
+            def keep_others(pos: np.ndarray, others: np.ndarray) -> np.ndarray:
+                return ~np.isin(others, excluded) & (others != stored[pos])
+
+            links += index.against_index(stored, index.stored(stored), [[] for _ in promoted], keep_others)
+        searchers = [(rid, enc) for rid, enc in new if rid not in copies]
+        if searchers:
+            rids = np.array([rid for rid, _ in searchers], np.int64)
+            files = index.files([enc for _, enc in searchers])
+
+            def keep(pos: np.ndarray, others: np.ndarray) -> np.ndarray:
+                return ~np.isin(others, excluded)
+
+            links += index.against_index(rids, files, [[] for _ in searchers], keep)
+            later, earlier, same = index.among(files, [enc.digest for _, enc in searchers])
+            links += index.links(rids, files, files, later, earlier, rids[earlier], same)
+        return self._distinct_files(_unique(links, ignored), dict(commit.added)), copies
 
     def _distinct_files(self, links: list[Link], known: Mapping[int, FileRecord] | None = None) -> list[Link]:
         """`links` without those joining two names of one file (a symlink followed to its target, hard
@@ -525,8 +562,10 @@ class Catalog:
         for ln in links:
             self._groups.link(ln.a, ln.b)
 
-    def _matches_of_added(self, links: Sequence[Link]) -> dict[str, list[Match]]:
-        """Each link reported once, under its newer record (rids grow in batch order)."""
+    def _matches_of_added(self, links: Sequence[Link], added: AbstractSet[int]) -> dict[str, list[Match]]:
+        """Each link of an added record reported once, under its newer record (rids grow in batch order).
+        Links among older records (a class whose representative went) are no news: not reported."""
+        links = [ln for ln in links if max(ln.a, ln.b) in added]
         if not links:
             return {}
         paths = self._store.paths({r for ln in links for r in (ln.a, ln.b)})
@@ -548,6 +587,11 @@ class Catalog:
             pairs = list(itertools.combinations(rids, 2))
             added = self._store.ignore(pairs)
             self._ignored.update(pairs)
+            loners = sorted(set(rids) & self._copies)  # a byte copy now keeps links of its own
+            if loners:
+                self._copies -= set(loners)
+                links = self._loner_links(np.array(loners, np.int64))
+                self._store.commit([], link=lambda _commit: links)
             regrouped: set[int] = set()
             for rid in rids:  # removing a node recomputes its whole former group from the remaining links
                 group = self._groups.group_of(rid)
@@ -557,6 +601,21 @@ class Catalog:
                     for other in self._neighbours(rid):
                         self._groups.link(rid, other)
             return added
+
+    def _loner_links(self, loners: np.ndarray) -> list[Link]:
+        """Links of stored byte copies that became loners: to every other record of their class, and their
+        near duplicates (they were linked to their representative only)."""
+        records = self._store.records(loners.tolist())
+        links = [Link(rid, other, EXACT, 0.0) for rid, rec in records.items() if rec.encoding is not None
+                 for other in self._store.rids_for_digest(rec.encoding.digest) if other != rid]  # fmt: skip
+        excluded = np.array(sorted(self._copies), np.int64)
+
+        def keep(pos: np.ndarray, others: np.ndarray) -> np.ndarray:
+            return ~np.isin(others, excluded) & (others != loners[pos])
+
+        index = self._index
+        links += index.against_index(loners, index.stored(loners), [[] for _ in range(len(loners))], keep)
+        return self._distinct_files(_unique(links, self._ignored))
 
     # ------------------------------------------------------------------ queries
     def _resolve(self, target: Encoding | str) -> tuple[int | None, Encoding]:
@@ -748,6 +807,25 @@ class Catalog:
                 "ignored": len(self._ignored),
                 "matcher": link_rule(index.settings),
             }
+
+
+def _copies_of(classes: Iterable[Sequence[int]]) -> set[int]:
+    """The byte copies of records sharing a digest: all but the smallest rid of each class (loners aside)."""
+    return {rid for rids in classes for rid in sorted(rids)[1:]}
+
+
+def _class_pairs(rids: Sequence[int], copies: AbstractSet[int]) -> set[tuple[int, int]]:
+    """The exact links a class of byte-identical records keeps: every pair with a non-copy in it."""
+    return {_pair_key(n, o) for n in rids if n not in copies for o in rids if o != n}
+
+
+def _unique(links: Iterable[Link], ignored: AbstractSet[tuple[int, int]]) -> list[Link]:
+    """One link per pair (the first found), none for an ignored pair."""
+    unique: dict[tuple[int, int], Link] = {}
+    for ln in links:
+        if _pair_key(ln.a, ln.b) not in ignored:
+            unique.setdefault(_pair_key(ln.a, ln.b), ln)
+    return list(unique.values())
 
 
 def _return_freed_memory() -> None:

@@ -91,3 +91,37 @@ def test_the_daemons_own_files_inside_a_root_are_never_indexed(
     daemon.wait_idle(timeout=60)
     assert daemon.status()["counts"]["decodes"] == decodes
     assert daemon.stop() == 0
+
+
+def test_a_flood_of_byte_copies_is_one_class_not_every_pair(tmp_path: Path, daemon_factory, photos) -> None:
+    """N copies of one PNG: N - 1 links and reported matches (pair by pair was N(N-1)/2), one group; the class
+    survives losing any member, its first one included, and a re-encoded copy arriving later joins it once."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    png = _encoded(photos[3], "PNG", size=64)
+    daemon = daemon_factory([root])
+    count = 120
+    for i in range(count):
+        (root / f"copy_{i:03d}.png").write_bytes(png)
+    daemon.wait_idle()
+    reports = daemon.reports()
+    assert sum(len(r["matches"]) for r in reports) == count - 1
+    assert {m["method"] for r in reports for m in r["matches"]} == {"exact"}
+    (group,) = daemon.ctl_json("duplicates")["groups"]
+    assert len(group) == count
+    assert len(daemon.ctl_json("to-remove")["files"]) == count - 1
+    first = min(reports, key=lambda r: r["detected_at"])["matches"][0]["path"]  # the class's first member
+    os.unlink(first)
+    os.unlink(root / "copy_077.png")
+    daemon.wait_idle()
+    (group,) = daemon.ctl_json("duplicates")["groups"]
+    assert len(group) == count - 2 - (first == str(root / "copy_077.png"))
+    assert len(daemon.reports()) == len(reports), "losing a copy reports nothing"
+    with Image.open(io.BytesIO(png)) as image:
+        image.convert("RGB").save(root / "recompressed.jpg", "JPEG", quality=85)
+    daemon.wait_idle()
+    (group,) = daemon.ctl_json("duplicates")["groups"]
+    assert str(root / "recompressed.jpg") in {member["path"] for member in group}
+    (late,) = daemon.reports()[len(reports):]
+    assert late["file"] == str(root / "recompressed.jpg") and len(late["matches"]) == 1
+    assert daemon.stop() == 0
