@@ -27,7 +27,8 @@ def _notify_helpers() -> ModuleType:
     return module
 
 
-@pytest.mark.skipif(shutil.which("dbus-daemon") is None, reason="dbus-daemon is not installed (apt-get install dbus-daemon)")
+@pytest.mark.skipif(shutil.which("dbus-daemon") is None,
+                    reason="dbus-daemon is not installed (apt-get install dbus-daemon)")
 def test_an_import_burst_is_one_notification_updated_in_place(tmp_path: Path, daemon_factory, photo_bytes) -> None:
     helpers = _notify_helpers()
     config = tmp_path / "bus.conf"

@@ -491,7 +491,7 @@ def test_an_inherited_socket_of_the_wrong_kind_is_refused(tmp_path, handlers):
 
 def test_systemd_socket_activation(tmp_path):
     if not shutil.which("systemd-socket-activate"):
-        pytest.skip("needs systemd-socket-activate")
+        pytest.skip("needs systemd-socket-activate (apt-get install systemd)")
     path = tmp_path / "control.sock"
     script = Path(__file__).with_name("control_activated.py")
     activator = subprocess.Popen(["systemd-socket-activate", "-l", str(path), sys.executable, str(script), str(path)],

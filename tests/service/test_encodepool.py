@@ -26,6 +26,9 @@ from dedupd.imaging.encode import EncodedFile, encode_path
 from dedupd.service.encodepool import TEST_HOOK_ENV, EncodePool, Outcome
 
 HOOK = Path(__file__).with_name("decode_hook.py")
+#: The pool's timeout in the tests of the timeout itself: they last that long. The files that must not time out
+#: meanwhile are small generated JPEGs (milliseconds to decode), so even a heavily loaded machine stays far inside it.
+SHORT_TIMEOUT_S = 5
 
 
 class Outcomes:
@@ -192,20 +195,21 @@ def test_bad_files_get_their_usual_reason(tmp_path: Path, images: list[Path]) ->
 
 def test_hang_times_out_and_the_pool_keeps_working(tmp_path: Path, images: list[Path], hooked: None) -> None:
     hang = Path(shutil.copy(images[0], tmp_path / "hang.jpg"))
+    small = [small_jpeg(tmp_path / f"small{i}.jpg", seed=100 + i) for i in range(8)]
     results = Outcomes()
-    with EncodePool[str](2, results, timeout_s=2) as pool:
+    with EncodePool[str](2, results, timeout_s=SHORT_TIMEOUT_S) as pool:
         pool.submit("hang", hang)
-        for path in images[:5]:
+        for path in small[:5]:
             pool.submit(path.name, path)
         assert pool.drain()
-        for path in images[5:8]:  # after the replacement
+        for path in small[5:]:  # after the replacement
             pool.submit(path.name, path)
         assert pool.drain()
         stats = pool.stats()
         assert stats["workers"] == 2
     got = results.by_token()
     assert isinstance(got["hang"], Skipped) and got["hang"].reason == SkipReason.DECODE_TIMEOUT
-    assert all(isinstance(got[path.name], EncodedFile) for path in images[:8])
+    assert all(isinstance(got[path.name], EncodedFile) for path in small)
     assert len(got) == 9
     assert stats["timeouts"] == 1 and stats["restarts"] == 1 and stats["crashes"] == 0
     assert stats["skipped"] == 1 and stats["encoded"] == 8
@@ -266,18 +270,19 @@ def test_a_failing_callback_does_not_stop_the_pool(images: list[Path]) -> None:
 
 def test_a_slow_consumer_does_not_time_out_finished_files(tmp_path: Path, images: list[Path], hooked: None) -> None:
     """The second file finishes while on_result holds the pool up past its deadline: still encoded."""
-    gate = Path(shutil.copy(images[1], tmp_path / "gate.jpg"))
+    gate = small_jpeg(tmp_path / "gate.jpg", seed=200)
+    first = small_jpeg(tmp_path / "first.jpg", seed=201)
     results = Outcomes()
 
     def slow_consumer(token: str, outcome: Outcome) -> None:
         results(token, outcome)
         if token == "first":
             release(gate)
-            time.sleep(3)  # longer than timeout_s, while the gated file completes
+            time.sleep(SHORT_TIMEOUT_S + 1)  # the scenario: held past the deadline, while the gated file completes
 
-    with EncodePool[str](2, slow_consumer, timeout_s=2) as pool:
+    with EncodePool[str](2, slow_consumer, timeout_s=SHORT_TIMEOUT_S) as pool:
         pool.submit("gated", gate)
-        pool.submit("first", images[0])
+        pool.submit("first", first)
         assert pool.drain()
         assert pool.stats()["timeouts"] == 0
     assert all(isinstance(outcome, EncodedFile) for outcome in results.by_token().values())

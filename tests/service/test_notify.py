@@ -40,7 +40,8 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
 </busconfig>
 """
 
-pytestmark = pytest.mark.skipif(shutil.which("dbus-daemon") is None, reason="dbus-daemon is not installed (apt-get install dbus-daemon)")
+pytestmark = pytest.mark.skipif(shutil.which("dbus-daemon") is None,
+                                reason="dbus-daemon is not installed (apt-get install dbus-daemon)")
 
 
 def wait_for(condition: Callable[[], Any], what: str) -> Any:

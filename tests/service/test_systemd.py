@@ -362,7 +362,7 @@ def test_a_user_unit_outside_a_user_namespace_says_it_has_no_mount_sandbox():
 @pytest.mark.e2e
 def test_dedupd_run_serves_the_socket_systemd_socket_activate_passes_and_speaks_sd_notify(tmp_path, receiver):
     if not shutil.which("systemd-socket-activate"):
-        pytest.skip("needs systemd-socket-activate (the systemd package)")
+        pytest.skip("needs systemd-socket-activate (apt-get install systemd)")
     notify_address, notify = receiver
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -377,12 +377,18 @@ def test_dedupd_run_serves_the_socket_systemd_socket_activate_passes_and_speaks_
          sys.executable, "-m", "dedupd", "run", "--config", str(config)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        while not control.exists():  # systemd-socket-activate listens before it starts anything
+        # systemd-socket-activate listens before it starts anything; a connection makes it exec the daemon. The
+        # path appears at bind(), before listen(): until then a connect is refused, so try again.
+        while True:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as first:
+                try:
+                    first.connect(str(control))
+                    break
+                except (FileNotFoundError, ConnectionRefusedError):
+                    pass
             with pytest.raises(subprocess.TimeoutExpired):
                 activator.wait(0.01)
         listening = os.stat(control).st_ino
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as first:
-            first.connect(str(control))  # a connection makes systemd-socket-activate exec the daemon
         _wait_for_line(notify, "READY=1", activator)
         _wait_for_line(notify, "WATCHDOG=1", activator)  # pings while the pipeline and the watcher live
         status = subprocess.run([sys.executable, "-m", "dedupd.cli.dedupctl", "--socket", str(control), "--json",
