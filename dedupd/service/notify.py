@@ -30,7 +30,7 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,7 +161,9 @@ class DesktopNotifier:
     """Best-effort desktop notifications for duplicate bursts; see the module docstring."""
 
     def __init__(self, *, burst_gap_s: float = 10.0, retry_s: float = 60.0, app_name: str = "dedupd",
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        """`clock` (seconds, monotonic) dates batches and paces updates: tests pass one they can move on."""
+        self._clock = clock
         self._burst_gap_s = burst_gap_s
         self._retry_s = retry_s
         self._app_name = app_name
@@ -218,7 +220,7 @@ class DesktopNotifier:
         """Queue one committed batch for the notification thread; never waits for it or for the bus."""
         if not added and not duplicates:
             return
-        batch = _Batch(time.monotonic(), tuple(added), dict(duplicates), dict(reports))
+        batch = _Batch(self._clock(), tuple(added), dict(duplicates), dict(reports))
         with self._wakeup:
             if self._stopping:
                 return
@@ -256,7 +258,7 @@ class DesktopNotifier:
         """Wait for the next thing to do: a batch to absorb, `_DELIVER` when an update is due, None at stop."""
         with self._wakeup:
             while True:
-                now = time.monotonic()
+                now = self._clock()
                 if self._stopping:
                     for batch in self._batches:  # their counts belong in the last update
                         self._absorb(batch)
@@ -313,7 +315,7 @@ class DesktopNotifier:
             return
         burst.notification_id = notification_id
         burst.shown = changes
-        burst.last_sent_at = time.monotonic()
+        burst.last_sent_at = self._clock()
         if self._logged:
             log.info("desktop notifications are delivered again")
             self._logged.clear()
@@ -374,7 +376,7 @@ class DesktopNotifier:
 
     def _failure(self, error: Exception, *, counts: bool) -> None:
         """Note a failed call: state, back-off, and one log line per kind of error until a delivery works."""
-        self._retry_at = time.monotonic() + self._retry_s
+        self._retry_at = self._clock() + self._retry_s
         unexpected = False
         if isinstance(error, BusUnavailable):
             state, kind = "no_bus", "no_bus"

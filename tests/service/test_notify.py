@@ -44,6 +44,19 @@ pytestmark = pytest.mark.skipif(shutil.which("dbus-daemon") is None,
                                 reason="dbus-daemon is not installed (apt-get install dbus-daemon)")
 
 
+class Clock:
+    """The notifier's clock: real monotonic time plus what the test has moved it on by (no sleeping)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
 def wait_for(condition: Callable[[], Any], what: str) -> Any:
     """Poll until `condition()` is truthy and return it; fail after PATIENCE_S."""
     deadline = time.monotonic() + PATIENCE_S
@@ -128,7 +141,7 @@ def make_notifier() -> Iterator[Callable[..., DesktopNotifier]]:
     """Started notifiers, all stopped at teardown."""
     notifiers: list[DesktopNotifier] = []
 
-    def make(environ: dict[str, str], *, start: bool = True, **options: float) -> DesktopNotifier:
+    def make(environ: dict[str, str], *, start: bool = True, **options: Any) -> DesktopNotifier:
         notifier = DesktopNotifier(environ=environ, **options)
         notifiers.append(notifier)
         if start:
@@ -218,10 +231,12 @@ def test_stop_sends_the_pending_update(bus: Bus, home: Path, make_notifier: Call
 def test_a_new_burst_after_the_gap_gets_a_new_notification(
         bus: Bus, home: Path, make_notifier: Callable[..., DesktopNotifier]) -> None:
     server = bus.start_server()
-    notifier = make_notifier({"DBUS_SESSION_BUS_ADDRESS": bus.address, "HOME": str(home)}, burst_gap_s=0.5)
+    clock = Clock()
+    notifier = make_notifier({"DBUS_SESSION_BUS_ADDRESS": bus.address, "HOME": str(home)}, burst_gap_s=0.5,
+                             clock=clock)
     notifier.record(*batch(home / "a", range(10), {9: 0}))
     server.wait_notifies(1)
-    time.sleep(0.6)  # let the burst end: a gap longer than burst_gap_s between two batches
+    clock.advance(0.6)  # the burst ends: a gap longer than burst_gap_s between two batches
     notifier.record(*batch(home / "b", range(3), {2: 1}))
     first, second = server.wait_notifies(2)
     assert second["replaces_id"] == 0
@@ -254,8 +269,9 @@ def test_markup_servers_get_an_escaped_body(
 def test_no_server_is_logged_once_and_a_server_that_appears_later_is_used(
         bus: Bus, home: Path, make_notifier: Callable[..., DesktopNotifier], caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, LOGGER)
+    clock = Clock()
     notifier = make_notifier({"DBUS_SESSION_BUS_ADDRESS": bus.address, "HOME": str(home)},
-                             burst_gap_s=0.5, retry_s=0.1)
+                             burst_gap_s=0.5, retry_s=0.1, clock=clock)
     notifier.record(*batch(home / "early", range(5), {4: 0}))
     wait_for(lambda: notifier.stats()["failed"] >= 3, "several failed deliveries")
     notifier.record(*batch(home / "early", range(5, 10), {9: 5}))
@@ -266,7 +282,7 @@ def test_no_server_is_logged_once_and_a_server_that_appears_later_is_used(
     server = bus.start_server()
     (stale,) = server.wait_notifies(1)  # the burst that waited is delivered once the server is there
     assert stale["body"].startswith("2 duplicates among 10 new photos in ~/early\n")
-    time.sleep(0.6)  # let the burst end
+    clock.advance(0.6)  # the burst ends
     notifier.record(*batch(home / "late", range(3), {2: 1}))
     _, fresh = server.wait_notifies(2)
     assert fresh["replaces_id"] == 0 and fresh["body"].startswith("1 duplicate among 3 new photos in ~/late\n")
