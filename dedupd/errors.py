@@ -23,6 +23,10 @@ class StoreVersionMismatch(StoreError):
     """The store was written by an incompatible schema, encoder or CNN model."""
 
 
+class StoreDamaged(StoreError):
+    """The store's file is damaged (truncated, overwritten, inconsistent); `dedupd check-store --repair` helps."""
+
+
 class ModelError(DedupdError):
     """A CNN model cannot be found, loaded or run."""
 

@@ -31,20 +31,25 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import struct
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import lmdb
+import lmdb.verify as lmdb_verify
 import msgpack
 import numpy as np
 import xxhash
 
 from dedupd import lockfile
-from dedupd.errors import SkipReason, StoreError, StoreVersionMismatch
+from dedupd.errors import SkipReason, StoreDamaged, StoreError, StoreVersionMismatch
 from dedupd.records import Capture, Encoding, FileKey, FileRecord
 
 log = logging.getLogger(__name__)
@@ -187,6 +192,9 @@ def _private_store_dir(state: Path) -> Path:
     modes are tightened."""
     store_dir = state / "store"
     try:
+        if not store_dir.exists() and (state / _REPAIRED).exists():
+            log.warning("finishing an interrupted repair: %s becomes the store", state / _REPAIRED)
+            (state / _REPAIRED).rename(store_dir)
         store_dir.mkdir(mode=0o700, exist_ok=True)
         for path, mode in ((store_dir, 0o700), (store_dir / "data.mdb", 0o600), (store_dir / "lock.mdb", 0o600)):
             if path.exists() and path.stat().st_mode & 0o077:
@@ -269,6 +277,18 @@ def record_from_token(token: bytes) -> FileRecord:
     return rec
 
 
+#: What decoding a damaged record can raise (msgpack's errors are ValueErrors).
+_RECORD_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError, struct.error)
+
+
+def _hash_value(value: object) -> bytes | None:
+    """A hash as its column stores it; None for a value no column could hold (a damaged record)."""
+    try:
+        return int(value).to_bytes(8, "little")  # type: ignore[call-overload]
+    except _RECORD_ERRORS:
+        return None
+
+
 def _under(path: str, root: str) -> bool:
     root = root.rstrip("/") or "/"
     return path == root or path.startswith(root if root == "/" else root + "/")
@@ -316,6 +336,9 @@ class Store:
         state_lock = _lock_state_dir(state)
         try:
             store_dir = _private_store_dir(state)
+            problems = _structure_problems(store_dir)  # before mapping: a truncated file would SIGBUS us
+            if problems:
+                raise _damaged(store_dir, problems)
 
             def open_env() -> lmdb.Environment:
                 return lmdb.open(
@@ -327,12 +350,20 @@ class Store:
                 store = cls(open_env, model_id, dim)
             except lmdb.Error as e:
                 raise StoreError(f"cannot open store in {state}: {e}") from e
+            except _RECORD_ERRORS as e:
+                raise _damaged(store_dir, [f"unreadable meta data ({type(e).__name__})"]) from e
         except BaseException:
             os.close(state_lock)
             raise
         store._state_lock = state_lock
         try:
+            problems = store.check()
+            if problems:
+                raise _damaged(store_dir, problems)
             store._check_versions(encoder_version, drop_embeddings)
+        except _RECORD_ERRORS as e:
+            store.close()
+            raise _damaged(store_dir, [f"unreadable meta data ({type(e).__name__})"]) from e
         except BaseException:
             store.close()
             raise
@@ -856,26 +887,90 @@ class Store:
         with self._lock, self._read() as txn:
             return {k: v for k, v in self._meta(txn, "counts", {}).items() if v}
 
+    # ------------------------------------------------------------------ repair (see `repair`)
+    def _restore(self, records: Sequence[tuple[int, FileRecord]]) -> int:
+        """Put salvaged records under their own rids; a later record of a path replaces an earlier one.
+        Returns how many were replaced that way."""
+        if not records:
+            return 0
+        with self._lock:
+            self._ensure_hash_dbs([rec for _, rec in records])
+            return self._retrying(lambda txn: self._restore_in(txn, records))
+
+    def _restore_in(self, txn: lmdb.Transaction, records: Sequence[tuple[int, FileRecord]]) -> int:
+        counts: dict[str, int] = self._meta(txn, "counts", {})
+        next_rid = self._meta(txn, "next_rid", 1)
+        replaced = 0
+        for rid, rec in records:
+            old = txn.get(_path_key(rec.key.path), db=self._dbs["paths"])
+            for doomed in {int.from_bytes(old, "big")} if old is not None else set():
+                self._delete_record(txn, doomed, counts)
+                replaced += 1
+            if txn.get(_rid_key(rid), db=self._dbs["files"]) is not None:  # a damaged key repeated a rid
+                self._delete_record(txn, rid, counts)
+                replaced += 1
+            self._put_record(txn, rid, rec, counts)
+            next_rid = max(next_rid, rid + 1)
+        self._put_meta(txn, "next_rid", next_rid)
+        self._put_meta(txn, "counts", counts)
+        return replaced
+
+    def _restore_ignored(self, pairs: Iterable[tuple[int, int]]) -> int:
+        """Keep the salvaged ignored pairs whose two records were kept; returns how many."""
+        wanted = sorted({(min(a, b), max(a, b)) for a, b in pairs if a != b})
+
+        def put(txn: lmdb.Transaction) -> int:
+            files = self._dbs["files"]
+            whole = [(a, b) for a, b in wanted
+                     if txn.get(_rid_key(a), db=files) is not None and txn.get(_rid_key(b), db=files) is not None]
+            self._put_ignored(txn, whole)
+            return len(whole)
+
+        with self._lock:
+            return self._retrying(put)
+
     # ------------------------------------------------------------------ consistency
     def check(self) -> list[str]:
-        """Every inconsistency between records and their secondary keys (empty when sound)."""
+        """Every inconsistency between records and their secondary keys (empty when sound).
+
+        Never raises for what a damaged file holds: an unreadable page or record is a problem in the list.
+        """
+        with self._lock:
+            try:
+                return self._check()
+            except lmdb.Error as e:
+                return [f"cannot read the store: {e}"]
+
+    def _expect(self, txn: lmdb.Transaction, key: bytes, raw: bytes, expect: dict[str, set[tuple[bytes, bytes]]],
+                expect_hash: dict[str, set[bytes]]) -> list[str]:
+        """Add the secondary keys record `key` implies to `expect`; its hash column problems."""
+        problems = []
+        rec, has_emb = _unpack_record(raw)
+        expect["paths"].add((_path_key(rec.key.path), key))
+        expect["inodes"].add((_DEVINO.pack(rec.key.dev, rec.key.inode), key))
+        if has_emb:
+            expect["emb"].add((key, b""))
+        if rec.encoding is not None:
+            expect["digests"].add((rec.encoding.digest, key))
+            for name, value in rec.encoding.hashes.items():
+                column = self._hash_dbs.get(name)
+                if column is None or txn.get(key, db=column) != _hash_value(value):
+                    problems.append(f"rid {int.from_bytes(key, 'big')}: hash {name!r} missing or wrong")
+                if column is not None:
+                    expect_hash[name].add(key)
+        return problems
+
+    def _check(self) -> list[str]:
         problems: list[str] = []
-        with self._lock, self._read() as txn:
+        with self._read() as txn:
             db = self._dbs
             expect: dict[str, set[tuple[bytes, bytes]]] = {n: set() for n in ("paths", "digests", "inodes", "emb")}
             expect_hash: dict[str, set[bytes]] = {n: set() for n in self._hash_dbs}
             for key, raw in txn.cursor(db["files"]):
-                rec, has_emb = _unpack_record(raw)
-                expect["paths"].add((_path_key(rec.key.path), key))
-                expect["inodes"].add((_DEVINO.pack(rec.key.dev, rec.key.inode), key))
-                if has_emb:
-                    expect["emb"].add((key, b""))
-                if rec.encoding is not None:
-                    expect["digests"].add((rec.encoding.digest, key))
-                    for name, value in rec.encoding.hashes.items():
-                        if txn.get(key, db=self._hash_dbs[name]) != int(value).to_bytes(8, "little"):
-                            problems.append(f"rid {int.from_bytes(key, 'big')}: hash {name} missing or wrong")
-                        expect_hash[name].add(key)
+                try:
+                    problems += self._expect(txn, key, raw, expect, expect_hash)
+                except _RECORD_ERRORS as e:
+                    problems.append(f"rid {int.from_bytes(key, 'big')}: unreadable record ({type(e).__name__})")
             for name in ("paths", "digests", "inodes"):
                 actual = set(txn.cursor(db[name]))
                 if actual != expect[name]:
@@ -888,6 +983,9 @@ class Store:
                     problems.append(f"h:{name}: stray hash entries")
             links = set(txn.cursor(db["links"]))
             for key, packed in links:
+                if len(packed) != _LINK.size:
+                    problems.append(f"link of {int.from_bytes(key, 'big')}: {len(packed)} bytes")
+                    continue
                 other, code, score = _LINK.unpack(packed)
                 if (_rid_key(other), _LINK.pack(int.from_bytes(key, "big"), code, score)) not in links:
                     problems.append(f"link {int.from_bytes(key, 'big')}->{other} has no reverse")
@@ -901,3 +999,316 @@ class Store:
                 if txn.get(key, db=db["files"]) is None:
                     problems.append(f"ignored pair of a missing record {rid}")
         return problems
+
+
+# --------------------------------------------------------------------------------------------- damage and repair
+#: What to do about a damaged store, in every message that reports one.
+REPAIR_HINT = ("stop dedupd and run `dedupd check-store --repair`: it keeps what can be read, sets the damaged "
+               "store aside, and the daemon re-encodes the rest from the files on disk")
+_REPAIRED = "store.repaired"  # a finished repair not yet renamed into place (see `repair`)
+_WORK = ".repair"
+_PROBE_LIMIT = 1 << 64
+
+
+def _structure_problems(store_dir: Path) -> list[str]:
+    """What py-lmdb's offline verifier finds wrong in data.mdb; [] for a sound file or a store not created yet.
+
+    The verifier reads the file with plain reads and never hands it to the engine, so a truncated or
+    overwritten file is a list of problems here, not a SIGBUS (the engine maps the file and trusts its page
+    numbers). An empty data.mdb is damage too: LMDB would silently start an empty store over it.
+    """
+    data = store_dir / "data.mdb"
+    if not data.exists():
+        return ["data.mdb is missing (lock.mdb is there, so the store existed)"] if (store_dir / "lock.mdb").exists() \
+            else []  # fmt: skip
+    try:
+        problems = lmdb_verify.verify(str(store_dir), subdir=True)
+    except lmdb_verify.VerifyError as e:
+        problems = [str(e)]
+    except OSError as e:
+        problems = [f"cannot read it: {e.strerror}"]
+    return [f"data.mdb ({data.stat().st_size} bytes): {problem}" for problem in problems]
+
+
+def _damaged(store_dir: Path, problems: list[str]) -> StoreDamaged:
+    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    error = StoreDamaged(f"the store {store_dir} is damaged: {problems[0]}{more}; {REPAIR_HINT}")
+    error.problems = problems  # type: ignore[attr-defined]
+    return error
+
+
+def diagnose(state_dir: str | os.PathLike[str]) -> list[str] | None:
+    """What is wrong with the store in `state_dir` ([] when sound, None when there is none yet); changes
+    nothing. Raises StoreError when another process holds the state dir."""
+    if not (Path(state_dir) / "store").exists():
+        return None
+    try:
+        Store.open(state_dir).close()
+    except StoreDamaged as e:
+        return list(e.problems)  # type: ignore[attr-defined]
+    return []
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """What `repair` did: records and ignored pairs carried over, records left for a re-encode, notes."""
+
+    kept: int
+    dropped: int
+    ignored: int
+    damaged_copy: Path | None
+    notes: tuple[str, ...]
+
+
+def repair(state_dir: str | os.PathLike[str]) -> Repair:
+    """Rebuild the store in `state_dir` from what its damaged file still holds.
+
+    Every record that can be read whole (with its embedding and its ignored pairs) is kept under its rid;
+    links are recomputed by the catalog at the next start and files whose record was lost are re-encoded by
+    the daemon's start-up scan. The salvage reads the damaged file in a child process (a damaged page can
+    SIGBUS or crash the engine: the child dies, what it sent is kept) from a copy padded to the size its
+    meta page claims. The damaged store is kept as `store.damaged-<time>`; nothing is replaced unless the
+    new store was written and closed.
+    """
+    state = Path(state_dir)
+    state_lock = _lock_state_dir(state)
+    try:
+        return _repair(state)
+    finally:
+        os.close(state_lock)
+
+
+def _repair(state: Path) -> Repair:
+    work = state / _WORK
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "salvage").mkdir(mode=0o700, parents=True)
+    try:
+        damaged = state / "store"
+        if (damaged / "data.mdb").exists():
+            _padded_copy(damaged / "data.mdb", work / "salvage" / "data.mdb")
+        kept, dropped, ignored, notes = _rebuild(work)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        (work / "store").rename(state / _REPAIRED)
+        damaged_copy = state / f"store.damaged-{stamp}" if damaged.exists() else None
+        if damaged_copy is not None:
+            damaged.rename(damaged_copy)
+        (state / _REPAIRED).rename(damaged)
+        log.warning("store rebuilt: %d records kept, %d left to re-encode; the damaged store is %s",
+                    kept, dropped, damaged_copy)
+        return Repair(kept, dropped, ignored, damaged_copy, tuple(notes))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _padded_copy(source: Path, target: Path) -> None:
+    """Copy data.mdb and extend the copy with zeros to the size its meta pages claim (plus slack), so the
+    engine reads zeros (an error it reports) where a truncated file would SIGBUS it."""
+    shutil.copyfile(source, target)
+    with open(source, "rb") as handle:
+        head = handle.read(2 * 65536)
+    needed = 0
+    for magic_at in range(0, min(len(head), 65536), 4):
+        if head[magic_at:magic_at + 4] == struct.pack("=I", 0xBEEFC0DE):
+            page_size = struct.unpack_from("=I", head, magic_at + 24)[0]  # the free DB's md_pad is the page size
+            last_page = struct.unpack_from("=Q", head, magic_at + 120)[0] if len(head) >= magic_at + 128 else 0
+            if 0 < page_size <= 65536 and last_page < 1 << 40:
+                needed = max(needed, (last_page + 1) * page_size)
+    os.truncate(target, max(target.stat().st_size, needed) + (1 << 20))
+
+
+def _rebuild(work: Path) -> tuple[int, int, int, list[str]]:
+    """Write the new store at `work/store` from the child's salvage stream; (kept, dropped, ignored, notes)."""
+    errors = (work / "salvage.err").open("w+b")  # a file, not a pipe: the child must never block on it
+    child = subprocess.Popen([sys.executable, "-c", "import sys; from dedupd.store import _salvage; "
+                              "_salvage(sys.argv[1])", str(work / "salvage")],
+                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=errors)
+    assert child.stdout is not None
+    items = msgpack.Unpacker(child.stdout, raw=False, use_list=True)
+    notes: list[str] = []
+    dropped = ignored = 0
+    new: Store | None = None
+    batch: list[tuple[int, FileRecord]] = []
+    pairs: list[tuple[int, int]] = []
+    finished = False
+    meta: dict[str, Any] = {}
+    try:
+        for item in items:
+            kind = item[0]
+            if kind == "meta":
+                meta = item[1]
+                new = Store.open(work, encoder_version=meta.get("encoder"), model_id=meta.get("model"),
+                                 dim=meta.get("dim"))
+            elif kind == "rec" and new is not None:
+                restored = _restorable(item[1], item[2], item[3], new, meta.get("hash_names"))
+                if restored is None:
+                    dropped += 1
+                else:
+                    batch.append(restored)
+                if len(batch) >= 1000:
+                    dropped += new._restore(batch)
+                    batch = []
+            elif kind == "drop":
+                dropped += 1
+            elif kind == "ign":
+                pairs.append((int.from_bytes(item[1], "big"), int.from_bytes(item[2], "big")))
+            elif kind == "note":
+                notes.append(item[1])
+            elif kind == "end":
+                finished = True
+        if new is None:
+            new = Store.open(work)
+        dropped += new._restore(batch)
+        ignored = new._restore_ignored(pairs)
+        kept = sum(new.counts().values())
+    finally:
+        child.wait()
+        if new is not None:
+            new.close()
+    if not finished:
+        code = child.returncode
+        errors.seek(0)
+        said = errors.read().decode(errors="replace").strip().splitlines()
+        why = (f"signal {-code}" if code < 0 else f"exit {code}") + (f": {said[-1]}" if said else "")
+        notes.append(f"the salvage stopped early at a damaged page ({why}); what it read before is kept")
+    errors.close()
+    return kept, dropped, ignored, notes
+
+
+def _restorable(key: bytes, raw: bytes, emb: bytes | None, new: Store, hash_names: list[str] | None
+                ) -> tuple[int, FileRecord] | None:
+    """(rid, record) when the salvaged record is whole and fits the new store, else None (re-encoded later)."""
+    try:
+        rec, has_emb = _unpack_record(raw)
+        rid = int.from_bytes(key, "big")
+        enc = rec.encoding
+        sound = len(key) == 8 and os.path.isabs(rec.key.path) and (enc is None) != (rec.skip is None) and all(
+            isinstance(v, int) for v in (rec.key.dev, rec.key.inode, rec.key.size, rec.key.mtime_ns))
+        if enc is not None:
+            sound = sound and isinstance(enc.digest, bytes) and all(
+                isinstance(v, int) and 0 <= v < 1 << 64 for v in enc.hashes.values())
+            sound = sound and (hash_names is None or sorted(enc.hashes) == sorted(hash_names))
+            if has_emb:
+                if emb is None or new.dim is None or new.model_id is None or len(emb) != 2 * new.dim:
+                    return None
+                rec = replace(rec, encoding=replace(enc, embedding=np.frombuffer(emb, dtype=np.float16)))
+        return (rid, rec) if sound else None
+    except _RECORD_ERRORS:
+        return None
+
+
+def _salvage(copy_dir: str) -> None:
+    """Child process of `repair`: stream every readable meta value, record (with its embedding) and ignored
+    pair of the damaged copy at `copy_dir` to stdout as msgpack items, then "end"."""
+    out = sys.stdout.buffer
+
+    def emit(*item: Any) -> None:
+        out.write(msgpack.packb(item))
+        out.flush()
+
+    try:
+        env = lmdb.open(copy_dir, readonly=True, lock=False, max_dbs=_MAX_DBS, subdir=True,
+                        map_size=DEFAULT_MAP_SIZE)
+        dbs = {}
+        for name, dup in _DBS:
+            try:
+                dbs[name] = env.open_db(name.encode(), create=False, dupsort=dup, dupfixed=dup)
+            except lmdb.Error as e:
+                emit("note", f"{name}: cannot open ({e})")
+    except lmdb.Error as e:
+        emit("note", f"the damaged file cannot be opened at all ({e}); nothing could be kept")
+        emit("meta", {})
+        emit("end")
+        return
+    meta = {}
+    for name in ("encoder", "model", "dim", "hash_names", "next_rid"):
+        try:
+            with env.begin() as txn:
+                raw = txn.get(name.encode(), db=dbs["meta"])
+            meta[name] = None if raw is None else msgpack.unpackb(raw)
+        except (lmdb.Error, KeyError, *_RECORD_ERRORS) as e:
+            emit("note", f"meta {name}: unreadable ({type(e).__name__})")
+    emit("meta", meta)
+    for name in meta.get("hash_names") or []:
+        try:
+            dbs[f"h:{name}"] = env.open_db(f"h:{name}".encode(), create=False)
+        except (lmdb.Error, *_RECORD_ERRORS) as e:
+            emit("note", f"h:{name}: cannot open ({type(e).__name__})")
+    end = meta["next_rid"] if isinstance(meta.get("next_rid"), int) else _PROBE_LIMIT
+    if "files" in dbs:
+        for txn, key, raw in _readable(env, dbs["files"], emit, "files", end):
+            emb = None
+            if "emb" in dbs:
+                try:
+                    emb = txn.get(key, db=dbs["emb"])
+                except lmdb.Error:
+                    pass
+            if _corroborated(txn, dbs, key, raw) is not False:
+                emit("rec", key, raw, emb)
+            else:
+                emit("drop", key)
+    if "ignored" in dbs:
+        for _, key, other in _readable(env, dbs["ignored"], emit, "ignored", end):
+            emit("ign", key, other)
+    emit("end")
+
+
+def _corroborated(txn: lmdb.Transaction, dbs: dict[str, Any], key: bytes, raw: bytes) -> bool | None:
+    """Whether the damaged store's own secondary keys (path, inode, digest, hash columns) agree with the
+    record: False when one readable copy disagrees (a flipped byte in the record), None when none can be read.
+    Why: LMDB has no checksums, and a record that decodes may still hold a flipped path or hash."""
+    try:
+        rec, _ = _unpack_record(raw)
+    except _RECORD_ERRORS:
+        return False
+    checks: list[tuple[str, Callable[[], bool]]] = [
+        ("paths", lambda: txn.get(_path_key(rec.key.path), db=dbs["paths"]) == key),
+        ("inodes", lambda: txn.cursor(dbs["inodes"]).set_key_dup(_DEVINO.pack(rec.key.dev, rec.key.inode), key)),
+    ]
+    if rec.encoding is not None:
+        enc = rec.encoding
+        checks.append(("digests", lambda: txn.cursor(dbs["digests"]).set_key_dup(enc.digest, key)))
+        checks += [(f"h:{name}", lambda name=name, value=value: txn.get(key, db=dbs[f"h:{name}"]) == _hash_value(value))
+                   for name, value in enc.hashes.items()]
+    seen = None
+    for db, agrees in checks:
+        if db not in dbs:
+            continue
+        try:
+            if not agrees():
+                return False
+            seen = True
+        except (lmdb.Error, *_RECORD_ERRORS):
+            continue
+    return seen
+
+
+def _readable(env: lmdb.Environment, db: Any, emit: Callable[..., None], name: str, end: int
+              ) -> Iterator[tuple[lmdb.Transaction, bytes, bytes]]:
+    """Every readable (txn, key, value) of a rid-keyed DB in key order, rids below `end` only. A damaged page
+    is skipped by probing ahead (1, 2, 4, ... rids) until a key reads again; a key out of order or out of
+    range (a damaged key) is left out."""
+    start, step, bad_from = 0, 0, 0
+    while start < end:
+        try:
+            with env.begin() as txn, txn.cursor(db) as cur:
+                if not cur.set_range(_rid_key(start)):
+                    break
+                last = start
+                for key, value in cur:
+                    rid = int.from_bytes(key, "big") if len(key) == 8 else -1
+                    if not last <= rid < end:
+                        continue
+                    if step:
+                        emit("note", f"{name}: rids {bad_from} to {rid - 1} are on damaged pages; skipped")
+                    last, step = rid, 0
+                    yield txn, key, value
+                    start = rid + 1
+            return
+        except lmdb.Error as e:
+            if not step:
+                log.debug("%s: damaged at rid %d: %s", name, start, e)
+                bad_from = start
+            step = max(1, 2 * step)
+            start += step
+    if step:
+        emit("note", f"{name}: rids from {bad_from} on are on damaged pages; skipped")

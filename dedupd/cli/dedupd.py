@@ -233,6 +233,41 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_store(args: argparse.Namespace) -> int:
+    """Verify the store (0 sound, 1 damaged); with --repair rebuild a damaged one from what can be read."""
+    from dedupd import store
+    from dedupd.config import load_settings
+
+    state_dir = load_settings(args.config).state_dir
+    problems = store.diagnose(state_dir)
+    document: dict[str, Any] = {"state_dir": str(state_dir), "sound": not problems, "problems": problems or []}
+    if problems and args.repair:
+        done = store.repair(state_dir)
+        document["repair"] = {"kept": done.kept, "dropped": done.dropped, "ignored_pairs": done.ignored,
+                              "damaged_copy": str(done.damaged_copy) if done.damaged_copy else None,
+                              "notes": list(done.notes)}
+    if args.json:
+        _print_json(document)
+    elif problems is None:
+        print(f"no store in {state_dir} yet (dedupd creates it at its first start)")
+    elif not problems:
+        print(f"the store in {state_dir} is sound")
+    else:
+        print(f"the store in {state_dir} is damaged ({len(problems)} problems):")
+        for problem in problems[:20]:
+            print(f"  {problem}")
+        if "repair" not in document:
+            print("run `dedupd check-store --repair` to rebuild it (the damaged store is kept aside)")
+        else:
+            done = document["repair"]
+            print(f"rebuilt: {done['kept']} records kept, {done['dropped']} left for the daemon to re-encode, "
+                  f"{done['ignored_pairs']} ignored pairs kept; the damaged store is {done['damaged_copy']}")
+            for note in done["notes"]:
+                print(f"  {note}")
+            print("links between duplicates are recomputed, and lost files re-encoded, when dedupd next starts")
+    return 1 if problems and not args.repair else 0
+
+
 def cmd_install_unit(args: argparse.Namespace) -> int:
     """Write the systemd units for this environment (or print them with --dry-run); systemctl only with --enable."""
     import shlex
@@ -297,6 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, help="config file (default: $DEDUPD_CONFIG, then the default location)")
     check.add_argument("--json", action="store_true", help="print one JSON document")
     check.set_defaults(handler=cmd_check_config)
+
+    check_store = commands.add_parser("check-store", help="verify the store (exit 1 when damaged); --repair "
+                                      "rebuilds a damaged one from what can be read (stop the daemon first)")
+    check_store.add_argument("--config", type=Path, help="config file naming the state_dir (default: "
+                             "$DEDUPD_CONFIG, then the default location)")
+    check_store.add_argument("--repair", action="store_true", help="rebuild a damaged store; the damaged one is "
+                             "kept as store.damaged-<time> in the state dir")
+    check_store.add_argument("--json", action="store_true", help="print one JSON document")
+    check_store.set_defaults(handler=cmd_check_store)
 
     units = commands.add_parser("install-unit", help="install the systemd units (a user unit, or as root the system "
                                 "unit) pointing at this environment's dedupd")
