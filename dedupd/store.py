@@ -897,7 +897,7 @@ class Store:
             self._ensure_hash_dbs([rec for _, rec in records])
             return self._retrying(lambda txn: self._restore_in(txn, records))
 
-    def _restore_in(self, txn: lmdb.Transaction, records: Sequence[tuple[int, FileRecord]]) -> int:
+    def _restore_in(self, txn: Txn, records: Sequence[tuple[int, FileRecord]]) -> int:
         counts: dict[str, int] = self._meta(txn, "counts", {})
         next_rid = self._meta(txn, "next_rid", 1)
         replaced = 0
@@ -919,7 +919,7 @@ class Store:
         """Keep the salvaged ignored pairs whose two records were kept; returns how many."""
         wanted = sorted({(min(a, b), max(a, b)) for a, b in pairs if a != b})
 
-        def put(txn: lmdb.Transaction) -> int:
+        def put(txn: Txn) -> int:
             files = self._dbs["files"]
             whole = [(a, b) for a, b in wanted
                      if txn.get(_rid_key(a), db=files) is not None and txn.get(_rid_key(b), db=files) is not None]
@@ -941,7 +941,7 @@ class Store:
             except lmdb.Error as e:
                 return [f"cannot read the store: {e}"]
 
-    def _expect(self, txn: lmdb.Transaction, key: bytes, raw: bytes, expect: dict[str, set[tuple[bytes, bytes]]],
+    def _expect(self, txn: Txn, key: bytes, raw: bytes, expect: dict[str, set[tuple[bytes, bytes]]],
                 expect_hash: dict[str, set[bytes]]) -> list[str]:
         """Add the secondary keys record `key` implies to `expect`; its hash column problems."""
         problems = []
@@ -1233,7 +1233,8 @@ def _salvage(copy_dir: str) -> None:
             dbs[f"h:{name}"] = env.open_db(f"h:{name}".encode(), create=False)
         except (lmdb.Error, *_RECORD_ERRORS) as e:
             emit("note", f"h:{name}: cannot open ({type(e).__name__})")
-    end = meta["next_rid"] if isinstance(meta.get("next_rid"), int) else _PROBE_LIMIT
+    next_rid = meta.get("next_rid")
+    end: int = next_rid if isinstance(next_rid, int) else _PROBE_LIMIT
     if "files" in dbs:
         for txn, key, raw in _readable(env, dbs["files"], emit, "files", end):
             emb = None
@@ -1252,7 +1253,11 @@ def _salvage(copy_dir: str) -> None:
     emit("end")
 
 
-def _corroborated(txn: lmdb.Transaction, dbs: dict[str, Any], key: bytes, raw: bytes) -> bool | None:
+def _same_hash(txn: Txn, column: Any, key: bytes, value: object) -> Callable[[], bool]:
+    return lambda: txn.get(key, db=column) == _hash_value(value)
+
+
+def _corroborated(txn: Txn, dbs: dict[str, Any], key: bytes, raw: bytes) -> bool | None:
     """Whether the damaged store's own secondary keys (path, inode, digest, hash columns) agree with the
     record: False when one readable copy disagrees (a flipped byte in the record), None when none can be read.
     Why: LMDB has no checksums, and a record that decodes may still hold a flipped path or hash."""
@@ -1267,7 +1272,7 @@ def _corroborated(txn: lmdb.Transaction, dbs: dict[str, Any], key: bytes, raw: b
     if rec.encoding is not None:
         enc = rec.encoding
         checks.append(("digests", lambda: txn.cursor(dbs["digests"]).set_key_dup(enc.digest, key)))
-        checks += [(f"h:{name}", lambda name=name, value=value: txn.get(key, db=dbs[f"h:{name}"]) == _hash_value(value))
+        checks += [(f"h:{name}", _same_hash(txn, dbs.get(f"h:{name}"), key, value))
                    for name, value in enc.hashes.items()]
     seen = None
     for db, agrees in checks:
@@ -1283,7 +1288,7 @@ def _corroborated(txn: lmdb.Transaction, dbs: dict[str, Any], key: bytes, raw: b
 
 
 def _readable(env: lmdb.Environment, db: Any, emit: Callable[..., None], name: str, end: int
-              ) -> Iterator[tuple[lmdb.Transaction, bytes, bytes]]:
+              ) -> Iterator[tuple[Txn, bytes, bytes]]:
     """Every readable (txn, key, value) of a rid-keyed DB in key order, rids below `end` only. A damaged page
     is skipped by probing ahead (1, 2, 4, ... rids) until a key reads again; a key out of order or out of
     range (a damaged key) is left out."""

@@ -38,7 +38,8 @@ def sound(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for first in range(0, RECORDS, 500):
             store.commit([_record(n) for n in range(first, first + 500)],
                          link=lambda c: [Link(a, b, "phash", 2.0) for (a, _), (b, _) in zip(c.added[:20:2],
-                                                                                              c.added[1:20:2])])
+                                                                                              c.added[1:20:2],
+                                                                                              strict=True)])
         store.ignore([(1, 2), (2999, 3000)])
         assert store.check() == []
     return state
