@@ -253,6 +253,8 @@ class Settings(_Section):
     log_level: Annotated[LogLevel, BeforeValidator(_upper)] = "INFO"
     #: Files smaller than this many bytes are skipped as too_small.
     min_file_size: int = Field(default=0, ge=0, le=1 << 50, strict=True)
+    #: Larger files are skipped as too_large, never read (a worker holds a file whole in memory).
+    max_file_size: int = Field(default=1 << 30, ge=1, le=1 << 50, strict=True)
     #: A poll that loses more than this share of a root's files is an outage, not deletions.
     mass_deletion_guard: float = Field(default=0.5, gt=0, le=1, strict=True)
 

@@ -40,6 +40,7 @@ class SkipReason(StrEnum):
     UNREADABLE = "unreadable"
     VANISHED = "vanished"
     TOO_SMALL = "too_small"
+    TOO_LARGE = "too_large"
     DECODE_ERROR = "decode_error"
     DECODE_TIMEOUT = "decode_timeout"
     DECODER_CRASH = "decoder_crash"

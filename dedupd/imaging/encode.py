@@ -10,13 +10,14 @@ Runs in worker processes: no LMDB, no ONNX Runtime here.
 """
 
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
 import xxhash
 from PIL import Image
 
-from dedupd.errors import Skipped
+from dedupd.errors import Skipped, SkipReason
 from dedupd.imaging.cnn import ModelSpec, prepare
 from dedupd.imaging.decode import DEFAULT_MAX_PIXELS, MATCH_MIN_SIDE, open_for_matching, preprocess, skip_for_exception
 from dedupd.imaging.hashing import TARGET_SIZES, bits_to_int, dct_sign_bits, dihedral_variants, hash_int
@@ -28,6 +29,9 @@ THUMB_SIDE = 32
 
 #: Name of the matcher's orientation-aware hash in `Encoding.hashes` and in the store.
 ORIENTED_HASH = "dct"
+
+#: Larger files are skipped as too_large without being read (a file is read whole: a worker holds it in memory).
+DEFAULT_MAX_FILE_SIZE = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +48,36 @@ def content_digest(data: bytes) -> bytes:
     return xxhash.xxh3_128_digest(data)
 
 
-def read_file(path: str | os.PathLike[str]) -> bytes:
-    """The file's bytes, read once; a vanished or unreadable file becomes a counted Skip."""
+def read_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_FILE_SIZE) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`, read once; anything else becomes a counted Skip:
+    vanished or unreadable, not a regular file (a FIFO, a device, also through a symlink: opened without
+    blocking, never read), or larger (`too_large`, also when it grows while read: at most `max_bytes` + 1
+    bytes are read)."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except Exception as exc:  # noqa: BLE001
-        raise skip_for_exception(exc) from exc
+        raise skip_for_exception(exc) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Skipped(SkipReason.UNREADABLE, f"not a regular file (mode {stat.filemode(st.st_mode)})")
+        if st.st_size > max_bytes:
+            raise Skipped(SkipReason.TOO_LARGE, _too_large(st.st_size, max_bytes))
+        with open(fd, "rb", closefd=False) as handle:
+            data = handle.read(max_bytes + 1)
+    except Skipped:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise skip_for_exception(exc) from None
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise Skipped(SkipReason.TOO_LARGE, _too_large(len(data), max_bytes))
+    return data
+
+
+def _too_large(size: int, max_bytes: int) -> str:
+    return f"{size} bytes or more; max_file_size is {max_bytes}"
 
 
 def encode_bytes(
@@ -85,7 +112,11 @@ def encode_bytes(
 
 
 def encode_path(
-    path: str | os.PathLike[str], *, cnn_spec: ModelSpec | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    path: str | os.PathLike[str],
+    *,
+    cnn_spec: ModelSpec | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_FILE_SIZE,
 ) -> EncodedFile:
-    """`encode_bytes` of the file at `path`."""
-    return encode_bytes(read_file(path), cnn_spec=cnn_spec, max_pixels=max_pixels)
+    """`encode_bytes` of the file at `path` (`read_file`: a regular file of at most `max_bytes`)."""
+    return encode_bytes(read_file(path, max_bytes), cnn_spec=cnn_spec, max_pixels=max_pixels)

@@ -116,13 +116,14 @@ class Daemon:
 
         def make_pool(on_result: Callable[..., None]) -> EncodePool:
             return EncodePool(settings.encode_workers, on_result, timeout_s=settings.decode_timeout_s,
-                              cnn_spec=cnn_spec, max_pixels=settings.max_image_pixels)
+                              cnn_spec=cnn_spec, max_pixels=settings.max_image_pixels,
+                              max_bytes=settings.max_file_size)
 
         self.pipeline = Pipeline(
             self.catalog, make_pool, self.encoder, reports,
             PipelineSettings(settle_ms=settings.settle_ms, polled_settle_ms=settings.settle_ms_for(polled=True),
                              cnn_batch_size=settings.cnn.batch_size, cnn_max_wait_ms=settings.cnn.max_wait_ms,
-                             min_file_size=settings.min_file_size,
+                             min_file_size=settings.min_file_size, max_file_size=settings.max_file_size,
                              mass_deletion_guard=settings.mass_deletion_guard,
                              own=OwnFiles.of([settings.state_dir, settings.report_dir, f"{settings.socket}.lock"])),
             root_of=self.root_of, scanner=self._scan_path,

@@ -45,7 +45,7 @@ from weakref import WeakSet
 from dedupd.errors import Skipped, SkipReason
 from dedupd.imaging.cnn import ModelSpec
 from dedupd.imaging.decode import DEFAULT_MAX_PIXELS
-from dedupd.imaging.encode import EncodedFile, encode_path
+from dedupd.imaging.encode import DEFAULT_MAX_FILE_SIZE, EncodedFile, encode_path
 
 log = logging.getLogger(__name__)
 
@@ -90,22 +90,26 @@ def _load_hook(hook_path: str) -> Hook:
 
 
 def _encode_outcome(
-    path: str, *, cnn_spec: ModelSpec | None, max_pixels: int, before_decode: Hook | None = None
+    path: str, *, cnn_spec: ModelSpec | None, max_pixels: int, max_bytes: int, before_decode: Hook | None = None
 ) -> Outcome:
-    """`encode_path`, with every exception turned into a Skip: a task always has exactly one outcome."""
+    """`encode_path`, with every exception turned into a Skip: a task always has exactly one outcome.
+
+    The Skip returned is a fresh one: the raised one's traceback holds the decoder's frames, and with them
+    the file's bytes, for as long as the outcome lives."""
     try:
         if before_decode is not None:
             before_decode(path)
-        return encode_path(path, cnn_spec=cnn_spec, max_pixels=max_pixels)
+        return encode_path(path, cnn_spec=cnn_spec, max_pixels=max_pixels, max_bytes=max_bytes)
     except Skipped as skip:
-        return skip
+        return Skipped(skip.reason, skip.detail)
     except Exception as exc:  # noqa: BLE001 - an encoder bug must cost one file, not the worker
         log.exception("unexpected error encoding %s", path)
         return Skipped(SkipReason.DECODE_ERROR, f"{type(exc).__name__}: {exc}")
 
 
 def _worker_main(
-    conn: Connection, cnn_spec: ModelSpec | None, max_pixels: int, timeout_s: float, hook_path: str | None
+    conn: Connection, cnn_spec: ModelSpec | None, max_pixels: int, max_bytes: int, timeout_s: float,
+    hook_path: str | None,
 ) -> None:
     """A worker's life: announce readiness, then encode one path per message until the pool hangs up."""
     # ^C in a terminal reaches the whole process group; the daemon handles it by closing the pool.
@@ -120,9 +124,11 @@ def _worker_main(
         while True:
             path = conn.recv()
             signal.alarm(self_destruct_s)
-            outcome = _encode_outcome(path, cnn_spec=cnn_spec, max_pixels=max_pixels, before_decode=before_decode)
+            outcome = _encode_outcome(path, cnn_spec=cnn_spec, max_pixels=max_pixels, max_bytes=max_bytes,
+                                      before_decode=before_decode)
             signal.alarm(0)
             conn.send(outcome)
+            del outcome  # its tensors must not outlive the file while the worker waits for the next
     except (EOFError, BrokenPipeError):
         return  # the pool closed its end (or died): nothing left to do
 
@@ -188,6 +194,7 @@ class EncodePool[T]:
         timeout_s: float = 30.0,
         cnn_spec: ModelSpec | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_bytes: int = DEFAULT_MAX_FILE_SIZE,
         max_pending: int | None = None,
     ) -> None:
         if workers < 1:
@@ -199,6 +206,7 @@ class EncodePool[T]:
         self._timeout_s = timeout_s
         self._cnn_spec = cnn_spec
         self._max_pixels = max_pixels
+        self._max_bytes = max_bytes
         self._max_pending = 2 * workers if max_pending is None else max_pending
         if self._max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {self._max_pending}")
@@ -359,7 +367,7 @@ class EncodePool[T]:
         parent_conn, child_conn = _CONTEXT.Pipe()
         process = _CONTEXT.Process(
             target=_worker_main,
-            args=(child_conn, self._cnn_spec, self._max_pixels, self._timeout_s, self._hook_path),
+            args=(child_conn, self._cnn_spec, self._max_pixels, self._max_bytes, self._timeout_s, self._hook_path),
             name="dedupd-encode-worker",
             daemon=True,
         )

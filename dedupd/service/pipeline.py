@@ -33,7 +33,7 @@ import numpy as np
 
 from dedupd.errors import Skipped, SkipReason
 from dedupd.imaging.cnn import Encoder
-from dedupd.imaging.encode import EncodedFile
+from dedupd.imaging.encode import DEFAULT_MAX_FILE_SIZE, EncodedFile
 from dedupd.records import Change, ChangeKind, FileKey, FileRecord, Match
 from dedupd.service.catalog import Catalog
 from dedupd.service.encodepool import EncodePool
@@ -97,6 +97,7 @@ class PipelineSettings:
     commit_wait_ms: int = 100
     max_queued_changes: int = 10_000
     min_file_size: int = 0
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE
     mass_deletion_guard: float = 0.5
     #: The daemon's own files, never indexed whatever the roots say (see `OwnFiles`).
     own: OwnFiles | None = None
@@ -395,6 +396,10 @@ class Pipeline:
                 continue
             if key.size < max(1, self._settings.min_file_size):
                 self._commit_skip(key, SkipReason.TOO_SMALL, f"{key.size} bytes")
+                continue
+            if key.size > self._settings.max_file_size:  # never read: a worker would hold it all
+                self._commit_skip(key, SkipReason.TOO_LARGE, f"{key.size} bytes; max_file_size is "
+                                  f"{self._settings.max_file_size}")
                 continue
             if self._moved_while_away(key):
                 continue

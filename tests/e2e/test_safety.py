@@ -125,3 +125,19 @@ def test_a_flood_of_byte_copies_is_one_class_not_every_pair(tmp_path: Path, daem
     (late,) = daemon.reports()[len(reports):]
     assert late["file"] == str(root / "recompressed.jpg") and len(late["matches"]) == 1
     assert daemon.stop() == 0
+
+
+def test_a_file_over_max_file_size_is_skipped_unread(tmp_path: Path, daemon_factory, photos) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    daemon = daemon_factory([root])
+    with open(root / "sparse.jpg", "wb") as handle:  # 2.5 GB that take no disk: read whole, 2.5 GB of RSS
+        handle.write(_encoded(photos[0]))
+        handle.truncate(2_500_000_000)
+    (root / "small.jpg").write_bytes(_encoded(photos[1]))
+    daemon.wait_idle()
+    status = daemon.status()
+    assert status["counts"]["skipped"] == {"too_large": 1}
+    assert status["counts"]["indexed"] == 1
+    assert "sparse.jpg: too_large" in daemon.log_text()
+    assert daemon.stop() == 0

@@ -73,6 +73,23 @@ def test_unreadable_path(tmp_path: Path) -> None:
     assert _reason(tmp_path) == SkipReason.UNREADABLE  # a directory
 
 
+def test_only_regular_files_under_the_size_cap_are_read(tmp_path: Path, jpeg_bytes: bytes) -> None:
+    """A FIFO (it would block an open for reading) and a device behind a symlink are refused without reading;
+    a file over the cap is too_large, from its size or, when it grew, from what was read."""
+    os.mkfifo(tmp_path / "fifo.jpg")
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    for name in ("fifo.jpg", "zero.jpg"):
+        with pytest.raises(Skipped, match="not a regular file") as caught:
+            read_file(tmp_path / name)
+        assert caught.value.reason == SkipReason.UNREADABLE
+    (tmp_path / "p.jpg").write_bytes(jpeg_bytes)
+    assert read_file(tmp_path / "p.jpg", max_bytes=len(jpeg_bytes)) == jpeg_bytes
+    with pytest.raises(Skipped) as caught:
+        encode_path(tmp_path / "p.jpg", max_bytes=len(jpeg_bytes) - 1)
+    assert caught.value.reason == SkipReason.TOO_LARGE
+    assert caught.value.__cause__ is None and caught.value.__context__ is None  # no frames kept alive
+
+
 def test_heic_and_avif_are_readable(tmp_path: Path, photos: list[Path]) -> None:
     rgb = _photo_rgb(photos)
     for name, fmt in (("p.heic", "HEIF"), ("p.avif", "AVIF")):
