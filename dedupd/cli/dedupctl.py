@@ -1,7 +1,7 @@
 """The `dedupctl` command: asks a running dedupd over its control socket and prints the answer.
 
 Owns argument parsing, the client side of the socket and output formatting (clear text by default, the
-result document as one JSON document with `--json`). Imports only `protocol`, `errors`, `paths` and the
+result document as one JSON document with `--json`). Imports only `protocol`, `errors`, `paths`, `peer` and the
 stdlib so it starts fast. Exit codes: 0 ok; 1 the daemon answered an error; 2 usage (or a bad config file);
 3 the daemon cannot be reached (said in one sentence).
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dedupd import __version__, names, paths, protocol
+from dedupd import __version__, names, paths, peer, protocol
 from dedupd.errors import DedupdError
 from dedupd.protocol import ProtocolError
 
@@ -41,6 +41,16 @@ def _unreachable(socket_path: str, exc: OSError) -> DaemonUnreachable:
     return DaemonUnreachable(f"cannot reach dedupd at {socket_path} ({exc.strerror or exc}).")
 
 
+def _check_server(conn: socket.socket, socket_path: str) -> None:
+    """Refuse a server that is not root, us, or the owner of a socket directory only it could have made."""
+    pid, uid, _ = peer.credentials(conn)
+    if uid not in peer.trusted_server_uids(socket_path, os.getuid()):
+        raise DaemonUnreachable(
+            f"not trusting {socket_path}: it is served by uid {uid} (pid {pid}), not by root, you, or the owner of "
+            f"a socket directory only that owner could have made; another user may have taken the directory "
+            f"({os.path.dirname(socket_path)}).")
+
+
 def call(socket_path: str, cmd: str, args: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One request to the daemon; its result document.
 
@@ -54,6 +64,7 @@ def call(socket_path: str, cmd: str, args: Mapping[str, Any] | None = None) -> d
         conn.settimeout(limit)
         try:
             conn.connect(socket_path)
+            _check_server(conn, socket_path)  # before the request: it must not reach an impostor either
             try:
                 conn.sendall(protocol.request_line(1, cmd, checked))
             except (BrokenPipeError, ConnectionResetError):

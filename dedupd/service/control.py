@@ -16,7 +16,6 @@ import os
 import selectors
 import socket
 import stat
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -24,7 +23,7 @@ from concurrent.futures import Future, wait
 from pathlib import Path
 from typing import Any
 
-from dedupd import __version__, lockfile, protocol
+from dedupd import __version__, lockfile, peer, protocol
 from dedupd.errors import DedupdError
 from dedupd.protocol import ErrorCode, ProtocolError
 
@@ -32,8 +31,6 @@ log = logging.getLogger(__name__)
 
 type Handler = Callable[[dict[str, Any]], Mapping[str, Any]]
 
-#: struct ucred {pid_t pid; uid_t uid; gid_t gid;} as SO_PEERCRED returns it.
-_UCRED = struct.Struct("3i")
 _RECV_BYTES = 1 << 16
 _BACKLOG = 64
 #: How long a refused client ("busy", "forbidden") gets to take its one reply.
@@ -201,6 +198,9 @@ class ControlServer:
         else:
             if self._allowed_gid is not None:
                 os.chown(path.parent, -1, self._allowed_gid)
+        refusal = peer.socket_dir_refusal(path.parent, self._uid)
+        if refusal is not None:
+            raise DedupdError(f"not serving on {path}: {refusal}")
         try:
             return lockfile.hold(f"{path}.lock", f"the control socket {path}")
         except lockfile.Locked as exc:
@@ -278,7 +278,7 @@ class ControlServer:
 
     def _peer_refusal(self, conn: socket.socket) -> str | None:
         """Why this peer may not talk to the daemon, or None: its uid must be ours or root, or its group allowed."""
-        pid, uid, gid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+        pid, uid, gid = peer.credentials(conn)
         if uid in (0, self._uid):
             return None
         if self._allowed_gid is not None and (gid == self._allowed_gid or self._allowed_gid in

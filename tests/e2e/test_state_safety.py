@@ -133,3 +133,20 @@ def test_a_damaged_store_is_refused_in_one_line_and_check_store_repair_rebuilds_
     daemon.wait_idle()
     assert daemon.status()["counts"]["indexed"] == 4
     assert daemon.stop() == 0
+
+
+def test_the_daemon_will_not_serve_in_a_socket_directory_another_user_made(tmp_path: Path, daemon_factory) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a directory to another uid")
+    daemon = daemon_factory([], start=False)
+    squat = daemon.socket_path.parent
+    squat.mkdir()
+    os.chown(squat, 65534, 65534)  # as if uid 65534 had made /tmp/dedupd-0 first
+    squat.chmod(0o777)
+    run = _dedupd(daemon.config, "run")
+    assert run.returncode == 1, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.startswith("dedupd: ")]
+    assert lines == [f"dedupd: not serving on {daemon.socket_path}: the socket directory {squat} belongs to uid "
+                     "65534, not to this dedupd (uid 0) or root: another user may have made it to answer in "
+                     "dedupd's place"], run.stderr
+    assert os.listdir(squat) == []
