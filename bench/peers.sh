@@ -6,7 +6,8 @@
 #   .bench/peers312  Python 3.12 venv: immaculate[sscd] (the CNN/near-dup peer for bench/encode.py).
 #
 # Idempotent: an environment whose marker file exists and whose imports work is left alone; run
-# `bench/peers.sh --force` to rebuild both. torch is ~5.5 GB; pip resolves it from the local indexes
+# `bench/peers.sh --force` to rebuild both, `bench/peers.sh [--force] peers311` for only one (CI builds only
+# peers311: the torch exporter tests run under it). torch is ~5.5 GB; pip resolves it from the local indexes
 # configured in pip.conf (no internet needed). Do not use uv here: it ignores that pip configuration.
 #
 # imagededup import note: the spec (§1) says `from imagededup.methods import PHash` builds MobileNetV3
@@ -64,11 +65,16 @@ make_venv() {  # make_venv NAME PY_VERSION CHECK_CODE PIP_ARGS...
 }
 
 mkdir -p "$bench_dir"
+only="${2:-${1:-}}"  # `bench/peers.sh [--force] peers311` builds only that one (CI needs only torch's)
+[[ "$only" == "--force" ]] && only=""
 
-make_venv peers311 3.11 \
-    'import torch, torchvision, imagehash; from imagededup.methods.hashing import PHash; PHash()' \
-    torch==2.14.1 torchvision==0.29.1 imagededup imagehash onnx onnxscript
-
-make_venv peers312 3.12 \
-    'import immaculate' \
-    'immaculate[sscd]'
+if [[ -z "$only" || "$only" == peers311 ]]; then
+    make_venv peers311 3.11 \
+        'import torch, torchvision, imagehash; from imagededup.methods.hashing import PHash; PHash()' \
+        torch==2.14.1 torchvision==0.29.1 imagededup imagehash onnx onnxscript
+fi
+if [[ -z "$only" || "$only" == peers312 ]]; then
+    make_venv peers312 3.12 \
+        'import immaculate' \
+        'immaculate[sscd]'
+fi

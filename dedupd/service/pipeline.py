@@ -278,11 +278,16 @@ class Pipeline:
         return {"running": self._scan_running, "done": done, "total": total}
 
     def wait_idle(self, timeout: float, *, settle_pending: bool = True) -> bool:
-        """True once nothing is queued, settling, decoding, embedding, committing or scanning."""
-        deadline = time.monotonic() + timeout
+        """True once nothing is queued, settling, decoding, embedding, committing or scanning.
+
+        With `settle_pending`, also not before EVENT_QUIET_S without watcher events counted from the call: a
+        file written just before it may still be on its way (watchdog holds events up to 0.5 s).
+        """
+        started = time.monotonic()
+        deadline = started + timeout
         with self._state_lock:
             while True:
-                quiet = time.monotonic() - self._last_change_at >= EVENT_QUIET_S
+                quiet = time.monotonic() - max(self._last_change_at, started) >= EVENT_QUIET_S
                 busy = (self._changes.unfinished_tasks or self._in_flight or self._scan_running
                         or (settle_pending and (self._settling or not quiet)) or self._scans.unfinished_tasks
                         or self._commit_queue.unfinished_tasks)
