@@ -1,0 +1,239 @@
+"""The daemon's data path (dedupd/service/pipeline.py) on real components: a real LMDB catalog in a temporary
+folder, the real encode worker pool and CNN, real report files, real photographs on disk. Changes are fed the
+way the watcher feeds them (`on_change`), so each test decides exactly which events the pipeline sees.
+"""
+
+import io
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from dedupd.imaging.cnn import Encoder
+from dedupd.imaging.encode import content_digest
+from dedupd.records import Change, ChangeKind, Match
+from dedupd.search.matcher import MatcherSettings
+from dedupd.service.catalog import Catalog, IndexConfig
+from dedupd.service.encodepool import TEST_HOOK_ENV, EncodePool
+from dedupd.service.pipeline import Pipeline, PipelineSettings
+from dedupd.service.reports import ReportWriter
+from dedupd.service.watcher import RootSpec, scan
+
+HOOK = Path(__file__).with_name("decode_hook.py")
+IDLE_S = 120
+
+
+@dataclass
+class Batches:
+    """What the pipeline hands the desktop notifier after each commit (`on_batch`)."""
+
+    calls: list[tuple[list[str], dict[str, list[Match]]]] = field(default_factory=list)
+
+    def __call__(self, added: list[str], duplicates: dict[str, list[Match]], reports: dict[str, Path]) -> None:
+        self.calls.append((list(added), dict(duplicates)))
+
+    def duplicates(self) -> dict[str, list[Match]]:
+        return {path: matches for _, found in self.calls for path, matches in found.items()}
+
+
+@dataclass
+class Rig:
+    pipeline: Pipeline
+    catalog: Catalog
+    root: Path
+    reports: Path
+    batches: Batches
+
+    def change(self, kind: ChangeKind, path: Path, dest: Path | None = None) -> None:
+        self.pipeline.on_change(Change(kind, str(path), str(self.root), dest=str(dest) if dest else None))
+
+    def idle(self) -> None:
+        assert self.pipeline.wait_idle(IDLE_S), f"still busy: {self.pipeline.pending()} pending"
+
+    def write(self, path: Path, data: bytes) -> Path:
+        """A file written the way an application does: created, then closed after writing."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        self.change(ChangeKind.CREATED, path)
+        self.change(ChangeKind.CLOSED, path)
+        return path
+
+    def record(self, path: Path) -> Any:
+        return self.catalog.store.get(str(path))
+
+    def report_files(self) -> list[Path]:
+        return sorted(self.reports.glob("????-??-??/*.json"))
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Encoder:
+    return Encoder(intra_op_threads=1)
+
+
+@pytest.fixture
+def rig(tmp_path: Path, encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
+    monkeypatch.setenv(TEST_HOOK_ENV, str(HOOK))  # files named gate* wait for the test (decode_hook.py)
+    monkeypatch.setenv("DEDUPD_TEST_GATE_DIR", str(tmp_path))
+    root = tmp_path / "Pictures"
+    root.mkdir()
+    spec = RootSpec(str(root))
+    catalog = Catalog.open(tmp_path / "state", IndexConfig(matcher=MatcherSettings.defaults()), encoder_version="test",
+                           model_id=encoder.spec.fingerprint(), dim=encoder.dim)
+    reports = ReportWriter(tmp_path / "reports")
+    batches = Batches()
+
+    def make_pool(on_result: Any) -> EncodePool:
+        return EncodePool(1, on_result, timeout_s=300, cnn_spec=encoder.spec)
+
+    pipeline = Pipeline(catalog, make_pool, encoder, reports, PipelineSettings(settle_ms=200, min_file_size=100),
+                        root_of=lambda path: str(root) if path.startswith(str(root) + "/") or path == str(root)
+                        else None,
+                        scanner=lambda path: scan(spec, under=path), on_batch=batches)
+    pipeline.start()
+    try:
+        yield Rig(pipeline, catalog, root, tmp_path / "reports", batches)
+    finally:
+        pipeline.stop(drain=False)
+        catalog.close()
+
+
+def q60(data: bytes) -> bytes:
+    with Image.open(io.BytesIO(data)) as image:
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=60)
+    return buffer.getvalue()
+
+
+def test_new_files_are_encoded_once_and_a_copy_is_reported(rig: Rig, photo_bytes: list[bytes]) -> None:
+    for i in range(4):
+        rig.write(rig.root / f"p{i}.jpg", photo_bytes[i])
+    rig.idle()
+    assert rig.pipeline.counters.decodes == 4 and rig.report_files() == []
+    assert all(rig.record(rig.root / f"p{i}.jpg").encoding is not None for i in range(4))
+    copy = rig.root / "copy.jpg"
+    shutil.copy(rig.root / "p2.jpg", copy)
+    rig.change(ChangeKind.CREATED, copy)
+    rig.change(ChangeKind.MODIFIED, copy)
+    rig.change(ChangeKind.CLOSED, copy)  # three events for one file: one decode
+    near = rig.write(rig.root / "near.jpg", q60(photo_bytes[3]))
+    rig.idle()
+    assert rig.pipeline.counters.decodes == 6
+    found = rig.batches.duplicates()
+    assert [(m.path, m.method) for m in found[str(copy)]] == [(str(rig.root / "p2.jpg"), "exact")]
+    assert [m.path for m in found[str(near)]] == [str(rig.root / "p3.jpg")]
+    assert found[str(near)][0].method in ("phash", "cnn")
+    assert len(rig.report_files()) == 2 and rig.pipeline.counters.reports == 2
+    groups = {frozenset(group.paths) for group in rig.catalog.groups()}
+    assert groups == {frozenset({str(rig.root / "p2.jpg"), str(copy)}),
+                      frozenset({str(rig.root / "p3.jpg"), str(near)})}
+
+
+def test_an_unchanged_file_is_not_decoded_again_and_a_changed_one_is(rig: Rig, photo_bytes: list[bytes]) -> None:
+    path = rig.write(rig.root / "p.jpg", photo_bytes[0])
+    rig.idle()
+    rig.change(ChangeKind.CLOSED, path)  # e.g. a touch-less re-close, or a rescan seeing the same file
+    rig.idle()
+    assert rig.pipeline.counters.decodes == 1
+    path.write_bytes(photo_bytes[1])
+    rig.change(ChangeKind.CLOSED, path)
+    rig.idle()
+    assert rig.pipeline.counters.decodes == 2
+    assert rig.record(path).encoding.digest == content_digest(photo_bytes[1])
+
+
+def test_moves_of_files_and_folders_rekey_records_without_decoding(rig: Rig, photo_bytes: list[bytes]) -> None:
+    single = rig.write(rig.root / "single.jpg", photo_bytes[0])
+    for i in range(3):
+        rig.write(rig.root / "album" / f"a{i}.jpg", photo_bytes[1 + i])
+    rig.idle()
+    decodes = rig.pipeline.counters.decodes
+    moved = rig.root / "renamed.jpg"
+    single.rename(moved)
+    rig.change(ChangeKind.MOVED, single, moved)
+    (rig.root / "album").rename(rig.root / "2024")
+    rig.change(ChangeKind.DIR_MOVED, rig.root / "album", rig.root / "2024")
+    rig.idle()
+    assert rig.pipeline.counters.decodes == decodes
+    assert rig.record(single) is None and rig.record(moved).encoding.digest == content_digest(photo_bytes[0])
+    assert all(rig.record(rig.root / "2024" / f"a{i}.jpg") is not None for i in range(3))
+    assert all(rig.record(rig.root / "album" / f"a{i}.jpg") is None for i in range(3))
+    assert rig.report_files() == [], "a moved file is not a duplicate of its old path"
+
+
+def test_a_deleted_file_leaves_its_group(rig: Rig, photo_bytes: list[bytes]) -> None:
+    original = rig.write(rig.root / "o.jpg", photo_bytes[0])
+    copy = rig.write(rig.root / "c.jpg", photo_bytes[0])
+    rig.idle()
+    assert len(rig.catalog.groups()) == 1
+    copy.unlink()
+    rig.change(ChangeKind.DELETED, copy)
+    rig.idle()
+    assert rig.catalog.groups() == [] and rig.record(copy) is None and rig.record(original) is not None
+
+
+def test_rescan_reconciles_what_happened_without_events(rig: Rig, photo_bytes: list[bytes]) -> None:
+    kept = rig.write(rig.root / "kept.jpg", photo_bytes[0])
+    gone = rig.write(rig.root / "gone.jpg", photo_bytes[1])
+    rig.idle()
+    gone.unlink()  # no events from here on: as if the watcher had lost them
+    (rig.root / "sub").mkdir()
+    (rig.root / "sub" / "new.jpg").write_bytes(photo_bytes[2])
+    (rig.root / "sub" / "dup.jpg").write_bytes(photo_bytes[0])
+    rig.pipeline.rescan(str(rig.root))
+    rig.idle()
+    assert rig.record(gone) is None and rig.record(kept) is not None
+    assert rig.record(rig.root / "sub" / "new.jpg") is not None
+    assert rig.pipeline.counters.decodes == 4  # kept.jpg was not decoded again
+    assert [m.path for m in rig.batches.duplicates()[str(rig.root / "sub" / "dup.jpg")]] == [str(kept)]
+    assert rig.pipeline.scan_state()["running"] is False
+
+
+def test_bad_and_small_files_are_skipped_with_their_reason_and_never_retried(rig: Rig,
+                                                                            photo_bytes: list[bytes]) -> None:
+    notes = rig.write(rig.root / "notes.jpg", b"not an image, but long enough to be looked at: " * 4)
+    tiny = rig.write(rig.root / "tiny.jpg", photo_bytes[0][:50])  # under min_file_size (100 bytes)
+    truncated = rig.write(rig.root / "truncated.jpg", photo_bytes[0][: len(photo_bytes[0]) // 3])
+    rig.idle()
+    skips = {name: rig.record(rig.root / name).skip.value for name in ("notes.jpg", "tiny.jpg", "truncated.jpg")}
+    assert skips == {"notes.jpg": "unsupported_format", "tiny.jpg": "too_small", "truncated.jpg": "truncated"}
+    decodes = rig.pipeline.counters.decodes
+    assert decodes == 2, "the too-small file is never handed to a decoder"
+    for path in (notes, tiny, truncated):
+        rig.change(ChangeKind.CLOSED, path)
+    rig.idle()
+    assert rig.pipeline.counters.decodes == decodes, "an unchanged broken file is not decoded again"
+
+
+def test_pause_holds_new_files_back_and_resume_lets_them_through(rig: Rig, photo_bytes: list[bytes]) -> None:
+    rig.pipeline.pause()
+    path = rig.write(rig.root / "p.jpg", photo_bytes[0])
+    assert not rig.pipeline.wait_idle(3), "paused: the file stays pending"
+    assert rig.pipeline.counters.decodes == 0 and rig.pipeline.pending() >= 1
+    rig.pipeline.resume()
+    rig.idle()
+    assert rig.pipeline.counters.decodes == 1 and rig.record(path) is not None
+
+
+def test_a_file_rewritten_while_it_is_decoded_is_stored_with_its_final_content(rig: Rig, tmp_path: Path,
+                                                                               photo_bytes: list[bytes]) -> None:
+    path = rig.write(rig.root / "gate_photo.jpg", photo_bytes[0])
+    started = tmp_path / "gate_photo.jpg.started"
+    deadline = time.monotonic() + IDLE_S
+    while not started.exists():  # the decode hook holds the worker before it decodes the first content
+        assert time.monotonic() < deadline, "no worker took the file"
+        time.sleep(0.02)
+    path.write_bytes(photo_bytes[1])
+    os.utime(path, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))  # a new key, however fast
+    rig.change(ChangeKind.CLOSED, path)
+    (tmp_path / "gate_photo.jpg.release").touch()
+    rig.idle()
+    record = rig.record(path)
+    assert record.encoding.digest == content_digest(photo_bytes[1])
+    assert (record.key.size, record.key.mtime_ns) == (len(photo_bytes[1]), 1_700_000_000_000_000_000)
+    assert rig.pipeline.counters.decodes == 2
