@@ -22,6 +22,9 @@ from dedupd.errors import DedupdError
 PROTOCOL_VERSION = 1
 #: Longest accepted line, newline excluded; a longer one gets "too_long" and the connection is closed.
 MAX_LINE_BYTES = 1 << 20
+#: How long a request line may take to arrive from its first byte; a slower client is answered "timeout" and
+#: dropped, so trickling clients cannot hold the server's client slots.
+LINE_TIMEOUT_S = 5.0
 #: How long the server lets one handler run before answering "timeout" (a verb's own `timeout` adds to it).
 REQUEST_TIMEOUT_S = 120.0
 #: How long `wait-idle` waits when the request names no timeout.

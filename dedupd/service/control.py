@@ -66,6 +66,10 @@ class _TooLong(Exception):
     """A request line exceeded the limit; the connection cannot be resynchronised and is closed."""
 
 
+class _TooSlow(Exception):
+    """A request line took longer than the line timeout to arrive (a trickle); the connection is closed."""
+
+
 class ControlServer:
     """Serves the control protocol on a Unix socket, one thread per client (at most `max_clients`).
 
@@ -85,6 +89,7 @@ class ControlServer:
         max_line: int = protocol.MAX_LINE_BYTES,
         request_timeout_s: float = protocol.REQUEST_TIMEOUT_S,
         idle_timeout_s: float = 60.0,
+        line_timeout_s: float = protocol.LINE_TIMEOUT_S,
         listen_fd: int | None = None,
     ) -> None:
         unknown = sorted(set(handlers) - set(protocol.VERBS))
@@ -96,12 +101,16 @@ class ControlServer:
         self._max_line = max_line
         self._request_timeout_s = request_timeout_s
         self._idle_timeout_s = idle_timeout_s
+        self._line_timeout_s = line_timeout_s
         self._listen_fd = listen_fd
         self._uid = os.geteuid()
         self._client_slots = threading.BoundedSemaphore(max_clients)
         # Handlers that outlived their time limit keep running; bounding them too keeps threads bounded.
         self._handler_slots = threading.BoundedSemaphore(max_clients)
         self._clients: dict[socket.socket, threading.Thread] = {}
+        #: Since when each client has been waited for (None while its request is being answered): when every
+        #: slot is taken, the one waited for longest makes room, so idle clients can never lock others out.
+        self._waiting_since: dict[socket.socket, float | None] = {}
         self._clients_lock = threading.Lock()
         self._stopping = threading.Event()
         self._listener: socket.socket | None = None
@@ -260,7 +269,7 @@ class ControlServer:
             log.warning("control socket: cannot accept: %s", exc)
             self._stopping.wait(0.5)
             return
-        if not self._client_slots.acquire(blocking=False):
+        if not self._client_slots.acquire(blocking=False) and not self._make_room():
             self._refuse(conn, ErrorCode.BUSY, "too many clients; try again later")
             return
         thread = threading.Thread(target=self._serve_client, args=(conn,), name=f"control-{conn.fileno()}",
@@ -268,6 +277,18 @@ class ControlServer:
         with self._clients_lock:
             self._clients[conn] = thread
         thread.start()
+
+    def _make_room(self) -> bool:
+        """Drop the client waited for longest (one sending nothing, or trickling) and take its slot."""
+        with self._clients_lock:
+            waiting = [(since, id(conn), conn) for conn, since in self._waiting_since.items() if since is not None]
+        if not waiting:
+            return False
+        _, _, idlest = min(waiting)
+        log.info("control socket: all client slots taken; dropping the client idle longest")
+        with contextlib.suppress(OSError):
+            idlest.shutdown(socket.SHUT_RDWR)
+        return self._client_slots.acquire(timeout=_REFUSAL_SEND_S)
 
     @staticmethod
     def _refuse(conn: socket.socket, code: ErrorCode, message: str) -> None:
@@ -294,29 +315,57 @@ class ControlServer:
                 if refusal is not None:
                     self._refuse(conn, ErrorCode.FORBIDDEN, refusal)
                     return
-                conn.settimeout(self._idle_timeout_s)
                 try:
                     for line in self._lines(conn):
+                        self._waiting(conn, None)
                         conn.sendall(self._answer(line))
                 except _TooLong:
                     conn.sendall(protocol.error_line(
                         None, ErrorCode.TOO_LONG, f"request line longer than {self._max_line} bytes"))
+                except _TooSlow as slow:
+                    conn.settimeout(_REFUSAL_SEND_S)
+                    conn.sendall(protocol.error_line(None, ErrorCode.TIMEOUT, str(slow)))
         except OSError as exc:  # idle timeout, peer gone, reset: the connection just ends
             log.debug("control client closed: %r", exc)
         finally:
             with self._clients_lock:
                 self._clients.pop(conn, None)
+                self._waiting_since.pop(conn, None)
             self._client_slots.release()
 
+    def _waiting(self, conn: socket.socket, since: float | None) -> None:
+        with self._clients_lock:
+            self._waiting_since[conn] = since
+
     def _lines(self, conn: socket.socket) -> Iterator[bytes]:
-        """Request lines as they arrive (blank ones skipped); a final unterminated line counts at EOF."""
+        """Request lines as they arrive (blank ones skipped); a final unterminated line counts at EOF.
+
+        A client may send nothing for `idle_timeout_s` (then the connection just ends), and a line must be
+        complete within `line_timeout_s` of its first byte (`_TooSlow`): a trickle cannot hold a slot.
+        """
         buffer = bytearray()
+        started: float | None = None  # when the first byte of the pending line arrived
+        self._waiting(conn, time.monotonic())
         while True:
             newline = buffer.find(b"\n")
             if newline < 0:
                 if len(buffer) > self._max_line:
                     raise _TooLong
-                chunk = conn.recv(_RECV_BYTES)
+                now = time.monotonic()
+                if buffer and started is None:  # blank lines count too: they are not requests
+                    started = now
+                wait = self._idle_timeout_s
+                if started is not None:
+                    wait = min(wait, started + self._line_timeout_s - now)
+                    if wait <= 0:
+                        raise _TooSlow(f"request line not complete within {self._line_timeout_s:g} s")
+                conn.settimeout(wait)
+                try:
+                    chunk = conn.recv(_RECV_BYTES)
+                except TimeoutError:
+                    if started is not None and time.monotonic() >= started + self._line_timeout_s:
+                        raise _TooSlow(f"request line not complete within {self._line_timeout_s:g} s") from None
+                    raise
                 if not chunk:
                     if buffer.strip():
                         yield bytes(buffer)
@@ -328,7 +377,9 @@ class ControlServer:
             line = bytes(buffer[:newline])
             del buffer[: newline + 1]
             if line.strip():
+                started = None
                 yield line
+                self._waiting(conn, time.monotonic())
 
     # ---- requests ----
 

@@ -1,7 +1,10 @@
-"""The state dir end to end, with real daemon processes: one daemon per state dir, private files."""
+"""The state dir and the socket end to end, with real daemon processes: one daemon per state dir, private
+files, a damaged store, a squatted socket directory, half-open connections."""
 
+import contextlib
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -150,3 +153,20 @@ def test_the_daemon_will_not_serve_in_a_socket_directory_another_user_made(tmp_p
                      "65534, not to this dedupd (uid 0) or root: another user may have made it to answer in "
                      "dedupd's place"], run.stderr
     assert os.listdir(squat) == []
+
+
+def test_fifty_half_open_connections_do_not_lock_dedupctl_out(tmp_path: Path, daemon_factory) -> None:
+    daemon = daemon_factory([])
+    idle = []
+    try:
+        for _ in range(50):
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            conn.connect(str(daemon.socket_path))
+            with contextlib.suppress(OSError):  # a connection the daemon already dropped to make room
+                conn.sendall(b'{"id": 1, "cmd": "sta')
+            idle.append(conn)
+        assert daemon.status()["state"] in ("scanning", "running")
+        assert daemon.stop() == 0
+    finally:
+        for conn in idle:
+            conn.close()

@@ -248,15 +248,19 @@ def test_a_client_that_shuts_down_writing_still_gets_its_answer(server):
     assert client.closed_by_server()
 
 
-def test_clients_over_the_limit_get_busy(serve):
-    server = serve(max_clients=2)
-    first, second = Client(server.path), Client(server.path)
-    assert first.request("status")["ok"] and second.request("status")["ok"]
-    third = Client(server.path)
-    assert _error(third.reply()) == (None, "busy")
-    assert third.closed_by_server()
-    first.close()
-    for _ in range(1000):  # the slot frees once the server has seen the close
+def test_clients_over_the_limit_get_busy(serve, release, waiting):
+    """Busy when every slot is answering a request; an idle client makes room (issue 10: idle clients must not
+    lock others out), so the limit is on clients at work."""
+    server = serve(max_clients=1)
+    first = Client(server.path)
+    first.send(b'{"id": "w", "cmd": "wait-idle", "args": {"timeout": 30}}\n')
+    assert waiting.wait(PATIENCE_S)  # the only slot is at work
+    second = Client(server.path)
+    assert _error(second.reply()) == (None, "busy")
+    assert second.closed_by_server()
+    release.set()
+    assert first.reply()["id"] == "w"  # answered, and now idle: the next client takes its slot
+    for _ in range(1000):  # the slot frees once the server has seen the idle one go
         try:
             reply = Client(server.path).request("status")
         except (BrokenPipeError, ConnectionResetError):  # refused before the request was sent
@@ -265,6 +269,31 @@ def test_clients_over_the_limit_get_busy(serve):
             break
         assert _error(reply) == (None, "busy")
     assert reply["ok"]
+    assert first.closed_by_server()
+
+
+def test_half_open_and_trickling_clients_never_lock_out_status(serve):
+    server = serve(line_timeout_s=1.0)
+    half_open = [Client(server.path) for _ in range(50)]
+    for client in half_open:
+        client.send(b'{"id": 1, "cmd": "sta')  # and then nothing
+    assert Client(server.path).request("status")["ok"]
+    trickle = Client(server.path)
+    reply = None
+    for byte in b'{"id": 1, "cmd": "status"}' * 1000:  # one byte at a time, forever: dropped with "timeout"
+        try:
+            trickle.send(bytes([byte]))
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        trickle.sock.settimeout(0.05)
+        try:
+            reply = trickle.reply()
+            break
+        except TimeoutError:
+            continue
+    assert reply is not None and _error(reply) == (None, "timeout"), reply
+    assert reply["error"]["message"] == "request line not complete within 1 s"
+    assert Client(server.path).request("status")["ok"]
 
 
 def _malformed(rng: random.Random, n: int) -> bytes:
