@@ -4,7 +4,16 @@ Every module raises subclasses of DedupdError so entry points can turn any expec
 one clear line; SkipReason names why a file was not encoded, so nothing is ever skipped silently.
 """
 
+import re
 from enum import StrEnum
+
+#: An object's repr with its heap address (`<_io.BytesIO object at 0x7f...>`, as Pillow names what it was given).
+_HEAP_OBJECT = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def without_addresses(message: str) -> str:
+    """`message` without object reprs that carry heap addresses: noise to a user, and different every run."""
+    return _HEAP_OBJECT.sub("", message)
 
 
 class DedupdError(Exception):

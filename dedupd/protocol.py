@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeGuard
 
-from dedupd.errors import DedupdError
+from dedupd.errors import DedupdError, without_addresses
 
 PROTOCOL_VERSION = 1
 #: Longest accepted line, newline excluded; a longer one gets "too_long" and the connection is closed.
@@ -285,14 +285,24 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise ValueError(f"key {key!r} given twice")
+        document[key] = value
+    return document
+
+
 def decode_line(line: bytes) -> Any:
     """One JSON value from one line; anything that is not strict JSON in UTF-8 is "bad_json".
 
-    NaN/Infinity, integers too long to convert and nesting too deep for the parser are refused too,
-    so no line can make the caller raise anything but ProtocolError.
+    NaN/Infinity, integers too long to convert, nesting too deep for the parser and an object naming a key
+    twice (`{"cmd": "status", "cmd": "pause"}`: which one counts?) are refused too, so no line can make the
+    caller raise anything but ProtocolError.
     """
     try:
-        return json.loads(line.decode("utf-8"), parse_constant=_no_constants)
+        return json.loads(line.decode("utf-8"), parse_constant=_no_constants, object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(ErrorCode.BAD_JSON, f"not a JSON line: {exc}") from None
 
@@ -335,6 +345,7 @@ def ok_line(request_id: RequestId, result: Mapping[str, Any]) -> bytes:
 
 
 def error_line(request_id: RequestId | None, code: ErrorCode, message: str) -> bytes:
+    message = without_addresses(message)  # e.g. an internal error quoting a Pillow message
     return encode({"id": request_id, "ok": False, "error": {"code": code.value, "message": message}})
 
 

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dedupd import protocol
-from dedupd.protocol import ErrorCode, ProtocolError
+from dedupd.protocol import ErrorCode, ProtocolError, error_line, parse_request
 
 #: The machine may be busy: neither input generation speed nor example run time is what these tests check.
 _PATIENT = settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
@@ -179,3 +179,17 @@ def test_what_json_cannot_carry_is_refused_when_encoding():
 def test_time_limit_adds_the_verbs_own_timeout():
     assert protocol.time_limit({}, 2.0) == 2.0
     assert protocol.time_limit({"timeout": 30.0}, 2.0) == 32.0
+
+
+def test_a_key_given_twice_is_refused_wherever_it_is() -> None:
+    """`{"cmd":"status","cmd":"pause"}` paused (the last key won): a request must mean one thing."""
+    for line in (b'{"id": 1, "cmd": "status", "cmd": "pause"}', b'{"id": 1, "id": 2, "cmd": "status"}',
+                 b'{"id": 1, "cmd": "ignore", "args": {"paths": ["/a", "/b"], "paths": ["/c", "/d"]}}'):
+        with pytest.raises(ProtocolError) as refused:
+            parse_request(line)
+        assert refused.value.code == ErrorCode.BAD_JSON and "given twice" in refused.value.message
+
+
+def test_error_replies_never_carry_heap_addresses() -> None:
+    line = error_line(1, ErrorCode.INTERNAL, "query failed: cannot identify image file <_io.BytesIO object at 0x7f4>")
+    assert json.loads(line)["error"]["message"] == "query failed: cannot identify image file"

@@ -23,7 +23,7 @@ import numpy as np
 import pillow_heif
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from dedupd.errors import Skipped, SkipReason
+from dedupd.errors import Skipped, SkipReason, without_addresses
 from dedupd.imaging.capture import read_capture
 from dedupd.records import Capture
 
@@ -47,11 +47,32 @@ DEFAULT_MAX_PIXELS = 250_000_000
 _TRUNCATION_MARKERS = ("truncated", "broken data stream", "premature end", "unexpected end")
 
 
+def ends_early(data: bytes) -> bool:
+    """Whether the file ends before its container says it does (pure): a RIFF file (WebP) shorter than its
+    header's size, or an ISO-BMFF file (HEIC, AVIF) whose top-level boxes run past its end. Why: their
+    decoders report a cut file as a generic error ("could not create decoder object")."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return int.from_bytes(data[4:8], "little") + 8 > len(data)
+    if data[4:8] != b"ftyp":
+        return False
+    offset = 0
+    while offset + 8 <= len(data):
+        size = int.from_bytes(data[offset:offset + 4], "big")
+        if size == 1 and offset + 16 <= len(data):
+            size = int.from_bytes(data[offset + 8:offset + 16], "big")
+        if size == 0:  # the last box runs to the end of the file
+            return False
+        if size < 8 or offset + size > len(data):
+            return size >= 8
+        offset += size
+    return offset < len(data)
+
+
 def skip_for_exception(exc: BaseException) -> Skipped:
     """Map an exception raised while opening or decoding to the reason users see in `status`."""
     if isinstance(exc, Skipped):
         return exc
-    detail = f"{type(exc).__name__}: {exc}"
+    detail = without_addresses(f"{type(exc).__name__}: {exc}")  # Pillow names the BytesIO it was given
     if isinstance(exc, FileNotFoundError):
         return Skipped(SkipReason.VANISHED, detail)
     if isinstance(exc, Image.DecompressionBombError):
@@ -223,18 +244,23 @@ def open_for_matching(
     """
     if not data:
         raise Skipped(SkipReason.TOO_SMALL, "empty file")
-    with open_image(io.BytesIO(data), max_pixels=max_pixels) as image:
-        try:
-            full_size = image.size
-            stored = _to_display_rgb(_reduced(image, min_side))
-            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-            transpose = _ORIENTATION_TRANSPOSE.get(orientation)
-            oriented = stored.transpose(transpose) if transpose is not None else stored
-        except Exception as exc:  # noqa: BLE001 - Pillow raises many types while decoding
-            raise skip_for_exception(exc) from exc
-        if orientation in (5, 6, 7, 8):
-            full_size = (full_size[1], full_size[0])
-        yield Decoded(stored, oriented, full_size, read_capture(image))
+    try:
+        with open_image(io.BytesIO(data), max_pixels=max_pixels) as image:
+            try:
+                full_size = image.size
+                stored = _to_display_rgb(_reduced(image, min_side))
+                orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+                transpose = _ORIENTATION_TRANSPOSE.get(orientation)
+                oriented = stored.transpose(transpose) if transpose is not None else stored
+            except Exception as exc:  # noqa: BLE001 - Pillow raises many types while decoding
+                raise skip_for_exception(exc) from exc
+            if orientation in (5, 6, 7, 8):
+                full_size = (full_size[1], full_size[0])
+            yield Decoded(stored, oriented, full_size, read_capture(image))
+    except Skipped as skip:
+        if skip.reason in (SkipReason.DECODE_ERROR, SkipReason.UNSUPPORTED_FORMAT) and ends_early(data):
+            raise Skipped(SkipReason.TRUNCATED, f"{skip.detail} (the file ends before its container says)") from skip
+        raise
 
 
 _ORIENTATION_TRANSPOSE: dict[int, Image.Transpose] = {

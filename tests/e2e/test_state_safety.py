@@ -155,7 +155,7 @@ def test_the_daemon_will_not_serve_in_a_socket_directory_another_user_made(tmp_p
     assert os.listdir(squat) == []
 
 
-def test_fifty_half_open_connections_do_not_lock_dedupctl_out(tmp_path: Path, daemon_factory) -> None:
+def test_fifty_half_open_connections_do_not_lock_dedupctl_out_and_a_doubled_key_is_refused(tmp_path: Path, daemon_factory) -> None:
     daemon = daemon_factory([])
     idle = []
     try:
@@ -166,6 +166,12 @@ def test_fifty_half_open_connections_do_not_lock_dedupctl_out(tmp_path: Path, da
                 conn.sendall(b'{"id": 1, "cmd": "sta')
             idle.append(conn)
         assert daemon.status()["state"] in ("scanning", "running")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:  # was: the last "cmd" won, and it paused
+            conn.connect(str(daemon.socket_path))
+            conn.sendall(b'{"id": 1, "cmd": "status", "cmd": "pause"}\n')
+            reply = json.loads(conn.makefile("rb").readline())
+        assert reply["ok"] is False and reply["error"]["code"] == "bad_json", reply
+        assert daemon.status()["state"] != "paused"
         assert daemon.stop() == 0
     finally:
         for conn in idle:
