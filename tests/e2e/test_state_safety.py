@@ -155,7 +155,8 @@ def test_the_daemon_will_not_serve_in_a_socket_directory_another_user_made(tmp_p
     assert os.listdir(squat) == []
 
 
-def test_fifty_half_open_connections_do_not_lock_dedupctl_out_and_a_doubled_key_is_refused(tmp_path: Path, daemon_factory) -> None:
+def test_fifty_half_open_connections_do_not_lock_dedupctl_out_and_a_doubled_key_is_refused(tmp_path: Path,
+                                                                                           daemon_factory) -> None:
     daemon = daemon_factory([])
     idle = []
     try:
