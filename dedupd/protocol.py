@@ -27,6 +27,8 @@ MAX_LINE_BYTES = 1 << 20
 LINE_TIMEOUT_S = 5.0
 #: How long the server lets one handler run before answering "timeout" (a verb's own `timeout` adds to it).
 REQUEST_TIMEOUT_S = 120.0
+#: How long one `needles` request waits for its job (well inside REQUEST_TIMEOUT_S); the client then polls.
+NEEDLES_WAIT_S = 30.0
 #: How long `wait-idle` waits when the request names no timeout.
 WAIT_IDLE_DEFAULT_S = 300.0
 #: How much longer than the server a client waits for a reply, so the server's "timeout" answer arrives first.
@@ -185,6 +187,17 @@ def _watch_check(args: dict[str, Any]) -> None:
         raise ValueError(f"watch {args['action']} needs a path")
 
 
+def _job_id(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 64:
+        raise ValueError("must be the job id a needles reply gave")
+    return value
+
+
+def _needles_check(args: dict[str, Any]) -> None:
+    if ("dir" in args) == ("job" in args):
+        raise ValueError("give either dir (start a job) or job (ask about one)")
+
+
 _METHOD = Arg(_choice(METHODS))
 _UNDER = Arg(_path)
 
@@ -210,7 +223,11 @@ VERBS: Mapping[str, Verb] = {
              {"action": Arg(_choice(("list", "add", "remove")), required=True), "path": Arg(_path)}, _watch_check),
         Verb("export", "imagededup-format encodings of the whole index",
              {"method": Arg(_choice((*HASH_METHODS, "cnn")))}),
-        Verb("needles", "which images of a directory are already in the library", {"dir": Arg(_path, required=True)}),
+        Verb("needles", "which images of a directory are already in the library: starts a job (`dir`) or asks "
+                        "about one (`job`), waiting up to `wait` s for its result",
+             {"dir": Arg(_path), "job": Arg(_job_id),
+              "wait": Arg(_number(0.0, NEEDLES_WAIT_S), default=NEEDLES_WAIT_S)},
+             _needles_check),
         Verb("ignore", "mark files as not duplicates of each other", {"paths": Arg(_paths(2), required=True)}),
         Verb("records", "what the store holds for some files (stat identity, digest, pixel size; a token with "
                         "`tokens`)", {"paths": Arg(_paths(1), required=True), "tokens": Arg(_boolean, default=False)}),

@@ -352,8 +352,21 @@ def _show_export(result: Mapping[str, Any]) -> list[str]:
     return [f"{value}  {path}" for path, value in sorted(result["encodings"].items())]
 
 
+def _poll_needles(socket_path: str, args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
+    """`needles` is a job in the daemon: start it, then ask about it until it is done (each ask waits up to
+    protocol.NEEDLES_WAIT_S, so no request nears the daemon's time limit however large DIR is)."""
+    result = call(socket_path, "needles", request)
+    while not result.get("done", True):  # a reply without "done" is a whole result
+        if sys.stderr.isatty():
+            print(f"\rneedles: {result['checked']:,} of {result['total']:,} files", end="", file=sys.stderr)
+        result = call(socket_path, "needles", {"job": result["job"]})
+    if sys.stderr.isatty():
+        print("\r\033[K", end="", file=sys.stderr)
+    return result
+
+
 @verb("needles", "which images of DIR (and which sub-folders, wholly) are in the library",
-      arguments=_positional("dir"), build=lambda ns: {"dir": _absolute(ns.dir)})
+      arguments=_positional("dir"), build=lambda ns: {"dir": _absolute(ns.dir)}, execute=_poll_needles)
 def _show_needles(result: Mapping[str, Any]) -> list[str]:
     lines = [f"{result['found']} of {result['total']} images already in the library"]
     lines += _table([["ALL" if folder["all"] else "", f"{folder['in_library']} of {folder['images']}", folder["path"]]

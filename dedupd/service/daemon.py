@@ -11,10 +11,13 @@ import faulthandler
 import logging
 import os
 import signal
+import stat
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from datetime import date
 from functools import partial
@@ -27,15 +30,16 @@ from dedupd import __version__
 from dedupd.config import Settings, changed_keys, load_settings
 from dedupd.errors import DedupdError, Skipped, StoreError
 from dedupd.imaging.cnn import Encoder
-from dedupd.imaging.encode import EncodedFile, encode_path
+from dedupd.imaging.encode import EncodedFile
 from dedupd.protocol import PROTOCOL_VERSION, ProtocolError
 from dedupd.records import Change, ChangeKind, Encoding, Match
 from dedupd.search.matcher import evidence_rank
 from dedupd.service.catalog import Catalog, IndexConfig
 from dedupd.service.control import ControlServer
-from dedupd.service.encodepool import EncodePool
+from dedupd.service.encodepool import EncodePool, Outcome
+from dedupd.service.needles import NeedleJobs, NeedleTools, is_under
 from dedupd.service.notify import DesktopNotifier
-from dedupd.service.pipeline import OwnFiles, Pipeline, PipelineSettings
+from dedupd.service.pipeline import OwnFiles, Pipeline, PipelineSettings, file_key, same_file_state
 from dedupd.service.reports import ReportWriter, match_document
 from dedupd.service.systemd import Notifier, configure_logging, listen_fds, sandbox_note, watchdog_interval_s
 from dedupd.service.watcher import RootSpec, Watcher, scan
@@ -78,6 +82,7 @@ class Daemon:
         self.watcher: Watcher | None = None
         self.desktop: DesktopNotifier | None = None
         self.reports: ReportWriter | None = None
+        self.needles: NeedleJobs | None = None
         self._last_status = ""
         self._healthy = True
         self._polled_roots: frozenset[str] = frozenset()
@@ -131,6 +136,10 @@ class Daemon:
             is_polled=lambda path: self.root_of(path) in self._polled_roots,
         )
         self.pipeline.start()
+        self.needles = NeedleJobs(NeedleTools(
+            encode=self._request_encode, embed=self._embedded, matches=self.catalog.matches,
+            indexed=self._indexed_unchanged, in_flight=2 * settings.encode_workers,
+            wait_s=2 * settings.decode_timeout_s + 10))
         fds = listen_fds()
         self.control = ControlServer(str(settings.socket), self.handlers(), allowed_gid=self._socket_gid(),
                                      listen_fd=fds[0] if fds else None)
@@ -398,21 +407,59 @@ class Daemon:
         return {"files": files, "policy": "keep the most pixels, then the largest file, then the oldest mtime, "
                                           "then the first path; never files under protected roots"}
 
-    def _encode_outside(self, path: str) -> Encoding:
-        """Encode a file that is not (or not yet) in the store, in this process."""
+    def _request_encode(self, path: str) -> Future[Outcome]:
+        """Decode a file for a request in the encode pool: a regular file (also through a symlink) no larger
+        than max_file_size, else an error reply at once; the pool applies the decode timeout."""
+        assert self.pipeline is not None
         try:
-            encoded: EncodedFile = encode_path(path, cnn_spec=self.encoder.spec if self.encoder else None,
-                                               max_pixels=self.settings.max_image_pixels)
-        except Skipped as skip:
-            raise ProtocolError("bad_args", f"{path}: {skip.reason.value}: {skip.detail}") from skip
-        if self.encoder is not None and encoded.cnn_input is not None:
-            return replace(encoded.encoding, embedding=self.encoder.embed_prepared([encoded.cnn_input])[0])
-        return encoded.encoding
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise ProtocolError("not_found", f"no such file: {path}") from None
+        except OSError as exc:
+            raise ProtocolError("bad_args", f"{path}: unreadable: {exc.strerror}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ProtocolError("bad_args", f"{path}: not a regular file")
+        if st.st_size > self.settings.max_file_size:
+            raise ProtocolError("bad_args", f"{path}: too_large: {st.st_size} bytes; max_file_size is "
+                                            f"{self.settings.max_file_size}")
+        return self.pipeline.encode_file(path)
+
+    def _embedded(self, encoded: list[EncodedFile]) -> list[Encoding]:
+        """Encodings with their CNN embeddings (one batched call), for files decoded for a request."""
+        inputs = [(i, e.cnn_input) for i, e in enumerate(encoded) if e.cnn_input is not None]
+        out = [e.encoding for e in encoded]
+        if self.encoder is not None and inputs:
+            vectors = self.encoder.embed_prepared([tensor for _, tensor in inputs])
+            for (i, _), vector in zip(inputs, vectors, strict=True):
+                out[i] = replace(out[i], embedding=vector)
+        return out
+
+    def _indexed_unchanged(self, path: str) -> bool:
+        """The store holds an encoding of `path` as it is on disk now."""
+        assert self.catalog is not None
+        stored = self.catalog.store.get(path)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        return stored is not None and stored.encoding is not None and same_file_state(stored.key, file_key(path, st))
+
+    def _encode_outside(self, path: str) -> Encoding:
+        """Encode a file that is not (or not yet) in the store, in the encode pool."""
+        try:
+            outcome = self._request_encode(path).result(timeout=2 * self.settings.decode_timeout_s + 10)
+        except FutureTimeout:
+            raise ProtocolError("timeout", f"{path}: the encode pool did not get to it in time") from None
+        except RuntimeError as exc:  # the pool closed: the daemon is stopping
+            raise ProtocolError("unavailable", str(exc)) from None
+        if isinstance(outcome, Skipped):
+            raise ProtocolError("bad_args", f"{path}: {outcome.reason.value}: {outcome.detail}")
+        return self._embedded([outcome])[0]
 
     def _query(self, args: dict[str, Any]) -> dict[str, Any]:
         assert self.catalog is not None
         path = args["path"]
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             raise ProtocolError("not_found", f"no such file: {path}")
         stored = self.catalog.store.get(path, embedding=True)
         indexed = stored is not None and stored.encoding is not None
@@ -481,34 +528,25 @@ class Daemon:
         return {"method": method, "encodings": encodings}
 
     def _needles(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Which images of DIR are already in the library, and which of its folders are wholly there."""
-        assert self.catalog is not None
-        directory = args["dir"]
-        if not os.path.isdir(directory):
-            raise ProtocolError("not_found", f"no such directory: {directory}")
-        files: dict[str, list[dict[str, Any]]] = {}
-        folders: dict[str, list[int]] = {}
-        for current, subdirs, names in os.walk(directory):
-            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-            for name in sorted(n for n in names if not n.startswith(".")):
-                path = os.path.join(current, name)
-                try:
-                    encoding = self._encode_outside(path)
-                except ProtocolError:
-                    continue
-                found = [m for m in self.catalog.matches(encoding) if not _under(m.path, directory)]
-                files[path] = [match_document(m) for m in found]
-                for folder in _ancestors(current, directory):
-                    counts = folders.setdefault(folder, [0, 0])
-                    counts[0] += 1
-                    counts[1] += bool(found)
-        return {
-            "files": files,
-            "found": sum(1 for matches in files.values() if matches),
-            "total": len(files),
-            "folders": [{"path": f, "images": n, "in_library": hit, "all": n == hit} for f, (n, hit)
-                        in sorted(folders.items())],
-        }
+        """Which images of DIR are already in the library, and which of its folders are wholly there: a job
+        (dedupd.service.needles) that this request starts (`dir`) or asks about (`job`), waiting `wait` s."""
+        assert self.needles is not None
+        try:
+            if "dir" in args:
+                if not os.path.isdir(args["dir"]):
+                    raise ProtocolError("not_found", f"no such directory: {args['dir']}")
+                job = self.needles.start(args["dir"])
+            else:
+                job = args["job"]
+            result = self.needles.poll(job, args["wait"])
+        except KeyError:
+            raise ProtocolError("not_found", f"no needles job {args['job']!r} (finished and fetched, or "
+                                             "expired)") from None
+        except RuntimeError as exc:
+            raise ProtocolError("busy", str(exc)) from None
+        if result["done"]:
+            result["files"] = {path: [match_document(m) for m in found] for path, found in result["files"].items()}
+        return result
 
     def _ignore(self, args: dict[str, Any]) -> dict[str, Any]:
         assert self.catalog is not None
@@ -537,7 +575,7 @@ class Daemon:
                 "size": key.size, "mtime_ns": key.mtime_ns, "dev": key.dev, "inode": key.inode,
                 "digest": enc.digest.hex() if enc else None, "width": enc.width if enc else None,
                 "height": enc.height if enc else None, "skip": rec.skip.value if rec.skip else None,
-                "root": self.root_of(path), "protected": any(_under(path, root) for root in protected)}
+                "root": self.root_of(path), "protected": any(is_under(path, root) for root in protected)}
             if args["tokens"]:
                 document["token"] = base64.b64encode(record_token(rec)).decode("ascii")
             out[path] = document
@@ -577,19 +615,6 @@ class Daemon:
 
 def _without_path(document: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in document.items() if key != "path"}
-
-
-def _under(path: str, root: str) -> bool:
-    root = root.rstrip("/")
-    return path == root or path.startswith(root + "/")
-
-
-def _ancestors(folder: str, top: str) -> list[str]:
-    chain = [folder]
-    while folder.rstrip("/") != top.rstrip("/"):
-        folder = os.path.dirname(folder)
-        chain.append(folder)
-    return chain
 
 
 def _stronger(a: Match, b: Match) -> bool:

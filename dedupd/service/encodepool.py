@@ -35,11 +35,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 from weakref import WeakSet
 
 from dedupd.errors import Skipped, SkipReason
@@ -154,6 +155,7 @@ class _Task[T]:
     token: T
     path: str
     retries: int = 0  # times its worker was stopped from outside while on it
+    future: "Future[Outcome] | None" = None  # an `encode()` request: the outcome goes here, not to on_result
 
 
 @dataclass(eq=False, slots=True)
@@ -262,6 +264,20 @@ class EncodePool[T]:
             self._in_flight += 1
             self._queue.append(_Task(token, os.fspath(path)))
             self._wake()
+
+    def encode(self, path: str | os.PathLike[str]) -> "Future[Outcome]":
+        """Encode one file for a request (`query`, `needles`) with the same isolation, its outcome in the
+        returned future rather than `on_result`. Queued ahead of submitted files and never blocks, so a
+        request waits for at most the files the workers already hold; the caller bounds how many it has in
+        flight. A pool that closes first fails the future with RuntimeError."""
+        future: Future[Outcome] = Future()
+        with self._cond:
+            if self._state != "running":
+                raise RuntimeError(f"encode pool is {self._state}")
+            self._in_flight += 1
+            self._queue.appendleft(_Task(cast(T, None), os.fspath(path), future=future))
+            self._wake()
+        return future
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until no task is in flight (or the pool closed); True when nothing is in flight."""
@@ -490,16 +506,24 @@ class EncodePool[T]:
             self._counts["encoded" if isinstance(outcome, EncodedFile) else "skipped"] += 1
             self._in_flight -= 1
             self._cond.notify_all()
+        if task.future is not None:
+            task.future.set_result(outcome)
+            return
         try:
             self._on_result(task.token, outcome)
         except Exception:
             log.exception("encode pool on_result failed for %r", task.token)
 
     def _shutdown(self) -> None:
+        abandoned = [w.task for w in self._workers if w.task is not None]
         for worker in list(self._workers):
             self._remove(worker)
         _LIVE_POOLS.discard(self)
         with self._cond:
+            abandoned += self._queue
+            for task in abandoned:
+                if task.future is not None and not task.future.done():
+                    task.future.set_exception(RuntimeError("encode pool closed"))
             self._state = "closed"
             self._counts["abandoned"] += self._in_flight
             self._in_flight = 0

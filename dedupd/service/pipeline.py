@@ -25,6 +25,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,10 @@ class Pipeline:
         if rec is None or until < time.monotonic() or (rec.key.size, rec.key.mtime_ns) != (key.size, key.mtime_ns):
             return None
         return replace(rec, key=key)
+
+    def encode_file(self, path: str) -> "Future[Outcome]":
+        """Decode a file for a request (query, needles) in the pipeline's encode pool, ahead of its backlog."""
+        return self._pool.encode(path)
 
     def set_root_offline(self, root: str, offline: bool) -> None:
         with self._state_lock:

@@ -141,3 +141,52 @@ def test_a_file_over_max_file_size_is_skipped_unread(tmp_path: Path, daemon_fact
     assert status["counts"]["indexed"] == 1
     assert "sparse.jpg: too_large" in daemon.log_text()
     assert daemon.stop() == 0
+
+
+def test_query_and_needles_decode_hostile_files_in_the_pool_and_needles_is_a_job(
+    tmp_path: Path, daemon_factory, photos
+) -> None:
+    """A FIFO, a /dev/zero symlink and a big non-image are refused or skipped without hurting the daemon (they
+    used to block a handler for good, or run it out of memory); needles runs as a job the client can poll."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dedupd.cli.dedupctl import call
+
+    library = tmp_path / "photos"
+    library.mkdir()
+    (library / "a.jpg").write_bytes(_encoded(photos[0]))
+    backup = tmp_path / "backup"
+    (backup / "2019").mkdir(parents=True)
+    (backup / "2019" / "a_copy.jpg").write_bytes(_encoded(photos[0]))
+    (backup / "2019" / "new.jpg").write_bytes(_encoded(photos[1]))
+    os.mkfifo(backup / "fifo.jpg")
+    (backup / "zero.jpg").symlink_to("/dev/zero")
+    with open(backup / "big.bin", "wb") as handle:  # under max_file_size: read, and refused, by a worker
+        handle.truncate(300_000_000)
+    daemon = daemon_factory([library])
+    daemon.wait_idle()
+    with ThreadPoolExecutor(8) as threads:  # 40 FIFO queries used to leave every verb answering "busy"
+        runs = list(threads.map(lambda _: daemon.ctl("query", str(backup / "fifo.jpg"), check=False), range(40)))
+    assert {run.returncode for run in runs} == {1} and "not a regular file" in runs[0].stderr
+    for hostile in ("zero.jpg", "big.bin", "big.bin"):
+        run = daemon.ctl("query", str(backup / hostile), check=False)
+        assert run.returncode == 1 and "internal" not in run.stderr, run.stderr
+    assert daemon.status()["state"] == "running"
+    found = daemon.ctl_json("query", str(backup / "2019" / "a_copy.jpg"))["matches"]
+    assert [m["path"] for m in found] == [str(library / "a.jpg")]
+
+    socket_path = str(daemon.socket_path)
+    started = call(socket_path, "needles", {"dir": str(backup), "wait": 0})
+    if not started["done"]:  # the job's progress first, then its result to whoever polls
+        assert started["job"] and started["dir"] == str(backup)
+        result = started
+        while not result["done"]:
+            result = call(socket_path, "needles", {"job": started["job"]})
+    else:
+        result = started
+    assert result["found"] == 1 and result["total"] == 2 and result["skipped"] == 1  # big.bin; not FIFO, device
+    assert result["files"][str(backup / "2019" / "a_copy.jpg")][0]["path"] == str(library / "a.jpg")
+    assert {f["path"]: f["all"] for f in result["folders"]} == {str(backup): False, str(backup / "2019"): False}
+    text = daemon.ctl("needles", str(backup)).stdout  # dedupctl polls by itself
+    assert text.startswith("1 of 2 images already in the library")
+    assert daemon.stop() == 0

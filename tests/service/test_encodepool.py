@@ -437,3 +437,26 @@ def test_a_stuck_worker_outlives_a_killed_daemon_only_briefly(tmp_path: Path, im
     finally:
         if pids_alive([worker]):
             os.kill(worker, signal.SIGKILL)
+
+
+def test_encode_requests_get_futures_and_fail_when_the_pool_closes(
+    tmp_path: Path, hooked: None
+) -> None:
+    """`encode()` (query, needles) shares the workers with crash isolation; its outcome lands in a future, not
+    on_result; a request still queued or running when the pool closes fails instead of waiting for ever."""
+    outcomes = Outcomes()
+    gate = small_jpeg(tmp_path / "gate.jpg", seed=1)
+    with EncodePool(1, outcomes, timeout_s=60) as pool:
+        pool.submit("gate", gate)
+        wait_until(lambda: started(gate).exists(), "the worker holds the gate file")
+        pool.submit("queued", small_jpeg(tmp_path / "queued.jpg", seed=2))
+        asked = pool.encode(small_jpeg(tmp_path / "asked.jpg", seed=3))
+        crashing = pool.encode(small_jpeg(tmp_path / "crash.jpg", seed=4))
+        release(gate)
+        assert isinstance(asked.result(timeout=60), EncodedFile)
+        assert crashing.result(timeout=60).reason == SkipReason.DECODER_CRASH  # type: ignore[union-attr]
+        pool.drain(60)
+        assert set(outcomes.by_token()) == {"gate", "queued"}
+        hung = pool.encode(small_jpeg(tmp_path / "hang.jpg", seed=5))
+    with pytest.raises(RuntimeError, match="closed"):
+        hung.result(timeout=60)
