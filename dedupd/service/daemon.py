@@ -31,7 +31,7 @@ from dedupd.config import Settings, changed_keys, load_settings
 from dedupd.errors import DedupdError, Skipped, StoreError
 from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import EncodedFile
-from dedupd.protocol import PROTOCOL_VERSION, ProtocolError
+from dedupd.protocol import NEEDLES_WAIT_S, PROTOCOL_VERSION, ProtocolError
 from dedupd.records import Change, ChangeKind, Encoding, Match
 from dedupd.search.matcher import evidence_rank
 from dedupd.service.catalog import Catalog, IndexConfig
@@ -531,17 +531,15 @@ class Daemon:
         """Which images of DIR are already in the library, and which of its folders are wholly there: a job
         (dedupd.service.needles) that this request starts (`dir`) or asks about (`job`), waiting `wait` s."""
         assert self.needles is not None
+        job = args.get("job", "")
         try:
             if "dir" in args:
                 if not os.path.isdir(args["dir"]):
                     raise ProtocolError("not_found", f"no such directory: {args['dir']}")
                 job = self.needles.start(args["dir"])
-            else:
-                job = args["job"]
-            result = self.needles.poll(job, args["wait"])
+            result = self.needles.poll(job, args.get("wait", NEEDLES_WAIT_S))
         except KeyError:
-            raise ProtocolError("not_found", f"no needles job {args['job']!r} (finished and fetched, or "
-                                             "expired)") from None
+            raise ProtocolError("not_found", f"no needles job {job!r} (finished and fetched, or expired)") from None
         except RuntimeError as exc:
             raise ProtocolError("busy", str(exc)) from None
         if result["done"]:
