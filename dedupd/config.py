@@ -129,6 +129,14 @@ class PhashSettings(_Section):
     threshold_without_cnn: int = Field(default=2, ge=0, le=64, strict=True)
 
 
+class MatcherSection(_Section):
+    """`[matcher]`: what the matcher reports besides duplicates (`dedupd.search.matcher`, two tiers)."""
+
+    #: Report the similar tier (different captures of one scene: bursts, series, stereo pairs) through
+    #: `dedupctl similar` and `query`; duplicates never hold two captures the evidence tells apart either way.
+    similar: StrictBool = True
+
+
 def _model_name(value: str, info: ValidationInfo) -> str:
     """A registry name, or a path to an .onnx file (`~` expanded, absolute)."""
     if "/" in value or value.endswith(".onnx"):
@@ -236,6 +244,7 @@ class Settings(_Section):
     socket_group: Annotated[str | None, AfterValidator(_known_group)] = Field(default=None, min_length=1)
     phash: PhashSettings = PhashSettings()
     cnn: CnnSettings = CnnSettings()
+    matcher: MatcherSection = MatcherSection()
     #: The evidence the matcher uses (default: all three, without 'cnn' when [cnn] enabled = false).
     methods: Annotated[tuple[Method, ...], AfterValidator(_methods)] = Field(default_factory=_default_methods)
     #: Encode processes; 0 = one per CPU core (the loaded value is the resolved count).

@@ -76,12 +76,15 @@ class FileRecord:
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """One near or exact duplicate found for a file: hash methods give a distance, the CNN a similarity."""
+    """One near or exact duplicate found for a file: hash methods give a distance, the CNN a similarity.
+
+    `tier` is "duplicate" (the same capture) or "similar" (a different capture of the same scene)."""
 
     path: str
     method: str
     distance: int | None = None
     similarity: float | None = None
+    tier: str = "duplicate"
 
 
 class ChangeKind(StrEnum):

@@ -2,8 +2,9 @@
 
 Owns the one-shot orchestration: discover files, encode them in a worker process pool (one read
 and one reduced decode per file), embed the CNN inputs in batches in this process while the
-workers keep decoding, then decide every pair with `search.matcher` and group them. No daemon,
-no store: the daemon runs the same encoder and the same `decide`.
+workers keep decoding, then decide every pair with `search.matcher` (rule, then tier) and group
+them with `search.groups` (duplicate groups that never hold two different captures). No daemon,
+no store: the daemon runs the same encoder, the same `decide`, `tiers` and `partition`.
 """
 
 import logging
@@ -12,7 +13,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,21 @@ from tqdm import tqdm
 from dedupd.errors import Skipped, SkipReason
 from dedupd.imaging.cnn import Encoder, ModelSpec, resolve_model
 from dedupd.imaging.encode import EncodedFile, encode_path
-from dedupd.search.matcher import MatcherSettings, PairMatch, all_pairs, connected_groups, stronger
+from dedupd.records import Capture
+from dedupd.search.groups import partition
+from dedupd.search.keep import Candidate, choose
+from dedupd.search.matcher import (
+    DUPLICATE,
+    SIMILAR,
+    MatcherSettings,
+    PairMatch,
+    all_pairs,
+    different_captures,
+    evidence_rank,
+    identity,
+    stronger,
+    tiers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +51,8 @@ class ScannedFile:
     size: int
     mtime_ns: int
     pixels: int
+    capture: Capture | None = None
+    thumb: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -48,34 +65,64 @@ class ScanResult:
     def encoded(self) -> int:
         return len(self.files)
 
-    def to_json(self, root: Path) -> dict[str, Any]:
-        """DESIGN.md's scan document: groups (keeper first) with each member's strongest match."""
+    def duplicate_groups(self) -> list[list[int]]:
+        """Duplicate groups (`search.groups.partition`): duplicate pairs strongest first, similar pairs apart."""
+        duplicates = sorted((p for p in self.pairs if p.tier == DUPLICATE), key=self._strength)
+        return partition(((p.first, p.second) for p in duplicates),
+                         ((p.first, p.second) for p in self.pairs if p.tier == SIMILAR),
+                         {k: identity(f.capture) for k, f in enumerate(self.files)}, different_captures)  # fmt: skip
+
+    def similar_groups(self) -> list[list[int]]:
+        """Groups of different captures of one scene: connected by similar pairs (chains allowed: for culling)."""
+        return partition((p.first, p.second) for p in sorted(self.pairs, key=self._strength) if p.tier == SIMILAR)
+
+    def _strength(self, pair: PairMatch) -> tuple[tuple[int, float], str, str]:
+        return (evidence_rank(pair.method, pair.score), str(self.files[pair.first].path),
+                str(self.files[pair.second].path))  # fmt: skip
+
+    def to_json(self, root: Path, *, similar: bool = True) -> dict[str, Any]:
+        """DESIGN.md's scan document: duplicate groups (keeper first, with why) with each member's strongest
+        match inside its group, and (with `similar`) the similar groups in the same shape."""
+        groups = []
+        for group in self.duplicate_groups():
+            ordered, why = choose([self._candidate(index) for index in group])
+            members = self._members([self._index[c.path] for c in ordered], DUPLICATE)
+            members[0]["keep"] = why
+            groups.append(members)
+        document: dict[str, Any] = {"groups": sorted(groups, key=lambda members: members[0]["path"])}
+        if similar:
+            document["similar"] = [self._members(group, SIMILAR) for group in self.similar_groups()]
+        document["skipped"] = [{"path": str(path), "reason": reason.value, "detail": detail}
+                               for path, reason, detail in self.skipped]  # fmt: skip
+        return document
+
+    @property
+    def _index(self) -> dict[str, int]:
+        return {str(f.path): i for i, f in enumerate(self.files)}
+
+    def _candidate(self, index: int) -> Candidate:
+        f = self.files[index]
+        return Candidate(str(f.path), f.pixels, f.mtime_ns, f.capture)
+
+    def _members(self, group: list[int], tier: str) -> list[dict[str, Any]]:
+        """Each member with its strongest pair of that tier inside the group."""
+        inside = set(group)
         best: dict[int, PairMatch] = {}
         for pair in self.pairs:
-            for member in (pair.first, pair.second):
-                if member not in best or stronger(pair, best[member]):
-                    best[member] = pair
-        groups = []
-        for group in connected_groups(len(self.files), self.pairs):
-            ordered = sorted(group, key=lambda index: keep_rank(self.files[index]))
-            groups.append([self._member(index, best[index]) for index in ordered])
-        groups.sort(key=lambda members: members[0]["path"])
-        return {
-            "groups": groups,
-            "skipped": [{"path": str(path), "reason": reason.value, "detail": detail}
-                        for path, reason, detail in self.skipped],
-        }
+            if pair.tier == tier and pair.first in inside and pair.second in inside:
+                for member in (pair.first, pair.second):
+                    if member not in best or stronger(pair, best[member]):
+                        best[member] = pair
+        return [self._member(index, best[index]) for index in group]
 
     def _member(self, index: int, pair: PairMatch) -> dict[str, Any]:
         partner = pair.second if pair.first == index else pair.first
         score_key = "similarity" if pair.method == "cnn" else "distance"
-        return {"path": str(self.files[index].path), "method": pair.method, score_key: pair.score,
-                "matched": str(self.files[partner].path)}
-
-
-def keep_rank(scanned: ScannedFile) -> tuple[int, int, int, str]:
-    """Keep policy order: most pixels, then largest file, then oldest mtime, then path."""
-    return (-scanned.pixels, -scanned.size, scanned.mtime_ns, str(scanned.path))
+        member = {"path": str(self.files[index].path), "method": pair.method, score_key: pair.score,
+                  "matched": str(self.files[partner].path)}
+        if pair.evidence:
+            member["evidence"] = pair.evidence
+        return member
 
 
 def discover(root: Path, recursive: bool) -> list[Path]:
@@ -160,7 +207,8 @@ def scan_directory(
             encoding = outcome.encoding
             if embedder is not None and outcome.cnn_input is not None:
                 embedder.add(len(result.files), outcome.cnn_input)
-            result.files.append(ScannedFile(path, stat.st_size, stat.st_mtime_ns, encoding.width * encoding.height))
+            result.files.append(ScannedFile(path, stat.st_size, stat.st_mtime_ns, encoding.width * encoding.height,
+                                            encoding.capture, encoding.thumb))
             digests.append(encoding.digest)
             variants.append(outcome.variants)
     count = len(result.files)
@@ -168,5 +216,9 @@ def scan_directory(
     digest_ids = np.array([digest_index.setdefault(d, len(digest_index)) for d in digests], dtype=np.int64)
     variant_matrix = np.array(variants, dtype=np.uint64).reshape(count, 8)
     embeddings = embedder.finish(count) if embedder else None
-    result.pairs = list(all_pairs(digest_ids, variant_matrix, embeddings, settings))
+    pairs = list(all_pairs(digest_ids, variant_matrix, embeddings, settings))
+    sides = [(f.capture, f.thumb) for f in result.files]
+    decided = tiers([p.method for p in pairs], [sides[p.first] for p in pairs],
+                    [sides[p.second] for p in pairs])  # fmt: skip
+    result.pairs = [replace(p, tier=t, evidence=why) for p, (t, why) in zip(pairs, decided, strict=True)]
     return result

@@ -271,7 +271,8 @@ def _query_arguments(parser: argparse.ArgumentParser) -> None:
     _method_option()(parser)
     parser.add_argument("--threshold", type=int, metavar="N", help="max hamming distance for hash methods (0-64)")
     parser.add_argument("--min-similarity", type=float, metavar="F", help="min cosine similarity for the CNN")
-    parser.add_argument("--explain", action="store_true", help="also show each method's distance or similarity")
+    parser.add_argument("--explain", action="store_true",
+                        help="also show, per file, the evidence of each method and what decided the tier")
 
 
 @verb("query", "near-duplicates of any file", arguments=_query_arguments,
@@ -279,11 +280,49 @@ def _query_arguments(parser: argparse.ArgumentParser) -> None:
                               min_similarity=ns.min_similarity, explain=ns.explain))
 def _show_query(result: Mapping[str, Any]) -> list[str]:
     matches = result["matches"]
-    lines = [f"{result['file']}: {len(matches) or 'no'} match{'' if len(matches) == 1 else 'es'}"]
-    lines += _table(_match_rows(matches), indent="  ")
+    same = [m for m in matches if m.get("tier", "duplicate") == "duplicate"]
+    other = [m for m in matches if m.get("tier", "duplicate") != "duplicate"]
+    counted = f"{len(same) or 'no'} duplicate{'' if len(same) == 1 else 's'}" if same or not other else ""
+    if other:
+        counted += f"{', ' if counted else ''}{len(other)} similar (other captures of the scene)"
+    lines = [f"{result['file']}: {counted if matches else 'no matches'}"]
+    lines += _table(_match_rows(same), indent="  ")
+    if other:
+        lines += ["similar:", *_table(_match_rows(other), indent="  ")]
     if "explain" in result:
-        lines.append("explain:")
-        lines += _table([[str(method), json.dumps(value)] for method, value in result["explain"].items()], "  ")
+        lines += _explain_lines(result["explain"])
+    return lines
+
+
+#: `query --explain` rows: (label, evidence key) in the order a reader follows the decision.
+_EXPLAIN_ROWS = (
+    ("same bytes", "exact"), ("oriented pHash", "oriented_distance"), ("CNN similarity", "similarity"),
+    ("pHash", "phash"), ("aHash", "ahash"), ("dHash", "dhash"), ("wHash", "whash"),
+    ("rule", "decision"), ("metadata", "metadata"), ("  because", "metadata_detail"), ("pixels", "pixels"),
+    ("  median / peak", "pixel_median"), ("tier", "tier"), ("  decided by", "tier_evidence"),
+)
+
+
+def _explain_value(evidence: Mapping[str, Any], key: str) -> str:
+    value = evidence.get(key)
+    if key == "pixel_median":
+        return "-" if value is None else f"{value} / {evidence.get('pixel_peak')} grey levels"
+    if key == "decision":
+        return value or "not a match"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "-" if value in (None, "") else str(value)
+
+
+def _explain_lines(explain: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One table per candidate: each method's evidence and what decided the tier."""
+    if not explain:
+        return ["explain: nothing matched, no evidence to show"]
+    lines = []
+    for path, evidence in explain.items():
+        lines += ["", f"evidence for {path}:"]
+        lines += _table([[label, _explain_value(evidence, key)] for label, key in _EXPLAIN_ROWS if key in evidence],
+                        indent="  ")  # fmt: skip
     return lines
 
 
@@ -298,20 +337,38 @@ def _listing_args(ns: argparse.Namespace) -> dict[str, Any]:
 
 @verb("duplicates", "current duplicate groups", arguments=_listing_arguments, build=_listing_args)
 def _show_duplicates(result: Mapping[str, Any]) -> list[str]:
-    groups = result["groups"]
+    return _group_lines(result["groups"], "group", "no duplicates")
+
+
+def _group_lines(groups: Sequence[Sequence[Mapping[str, Any]]], label: str, empty: str) -> list[str]:
+    """Groups of either tier: a count line, then each group's members and how each matched."""
     if not groups:
-        return ["no duplicates"]
-    lines = [f"{len(groups)} groups, {sum(len(group) for group in groups)} files"]
+        return [empty]
+    lines = [f"{len(groups)} {label}s, {sum(len(group) for group in groups)} files"]
     for number, group in enumerate(groups, 1):
-        lines += ["", f"group {number} ({len(group)} files)"]
+        lines += ["", f"{label} {number} ({len(group)} files)"]
         lines += _table(_match_rows(group), indent="  ")
     return lines
 
 
-@verb("to-remove", "files one would delete, keeping one per group", arguments=_listing_arguments,
-      build=_listing_args, paths=lambda result: list(result["files"]))
+@verb("similar", "groups of different captures of one scene (bursts, series, stereo pairs), for culling",
+      arguments=_listing_arguments, build=_listing_args)
+def _show_similar(result: Mapping[str, Any]) -> list[str]:
+    if not result.get("enabled", True):
+        return ["the similar tier is off ([matcher] similar = false)"]
+    return _group_lines(result["groups"], "similar group", "no similar groups")
+
+
+@verb("to-remove", "files one would delete, keeping one per group (`# keep` lines say which and why)",
+      arguments=_listing_arguments, build=_listing_args, paths=lambda result: list(result["files"]))
 def _show_to_remove(result: Mapping[str, Any]) -> list[str]:
-    return list(result["files"])
+    if "groups" not in result:
+        return list(result["files"])
+    lines = []
+    for group in result["groups"]:
+        lines += [f"# keep {path}  ({group['why']})" for path in group["keep"]]
+        lines += list(group["remove"])
+    return lines
 
 
 @verb("rescan", "reconcile the store with the disk (PATH, or every root)",

@@ -143,14 +143,19 @@ def _scan_with_matcher(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(document)
         return 0
-    for number, group in enumerate(document["groups"], 1):
-        print(f"group {number}:")
-        for member in group:
-            score = member.get("distance", member.get("similarity"))
-            print(shown(f"  {member['path']}  [{member['method']} {score}]"))
+    tiers = [("group", document["groups"])] + ([("similar group", document["similar"])] if args.similar else [])
+    for label, groups in tiers:
+        for number, group in enumerate(groups, 1):
+            print(f"{label} {number}:")
+            for member in group:
+                score = member.get("distance", member.get("similarity"))
+                why = f"  keep: {member['keep']}" if "keep" in member else ""
+                evidence = f"  ({member['evidence']})" if label != "group" and member.get("evidence") else ""
+                print(shown(f"  {member['path']}  [{member['method']} {score}]{why}{evidence}"))
     for skipped in document["skipped"]:
         print(shown(f"skipped {skipped['path']}: {skipped['reason']}"), file=sys.stderr)
-    print(f"{len(document['groups'])} duplicate groups among {result.encoded} images "
+    similar = f", {len(document['similar'])} similar groups" if args.similar else ""
+    print(f"{len(document['groups'])} duplicate groups{similar} among {result.encoded} images "
           f"({len(document['skipped'])} skipped).", file=sys.stderr)
     return 0
 
@@ -317,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--outfile", help="also write the JSON result to this file")
     scan.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="encoding processes")
     scan.add_argument("--no-cnn", action="store_true", help="matcher without the CNN (exact + strict pHash)")
+    scan.add_argument("--similar", action="store_true",
+                      help="also list similar groups: different captures of one scene (bursts, stereo pairs)")
     scan.add_argument("--model", help="CNN model for the matcher: sscd-distilled (default), sscd, or an .onnx path")
     scan.set_defaults(handler=cmd_scan)
 

@@ -1,108 +1,66 @@
-"""Duplicate groups: the connected components of the match graph, kept up to date as files come and go.
+"""Duplicate groups that do not chain: the one grouping of the scan and the daemon.
 
-Groups are unions (A~B and B~C put A, B, C in one group even if A and C do not match). Adding a link
-merges two groups (the smaller is relabelled, so a node moves O(log n) times). Removing a node recomputes
-only its own former group from the links that remain (the caller's `neighbours`), splitting it where
-the node was the only bridge. A group always has at least two members; singletons are never stored.
+A group is built from the duplicate links, strongest first (the caller orders them: exact, then
+smaller distance, then higher similarity, ties by path), joining two groups only when no pair
+across them is a *cannot-link*: two files the evidence says are different captures (the matcher's
+similar-tier pairs). So an EXIF-stripped copy of one burst frame, a duplicate of that frame and
+pixel-alike to the next, joins the first frame's group and never pulls the burst together. Without
+cannot-links this is plain connected components (transitive: A~B and B~C put A, B, C together).
+Metadata is evidence about any two files, matched or not: with `identity` (a hashable capture
+identity per node, e.g. its EXIF time and unique id) and `apart` (do two identities name different
+captures), a join is also refused when any identity of one group is `apart` from one of the other,
+so two burst frames never meet through look-alike files without metadata between them.
+Singletons are left out. Union-find with path halving; each group carries the set of nodes it may
+not meet and its distinct identities, so a join is checked in time proportional to the smaller group.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-
-import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 
 
-class Groups:
-    """Connected components of an undirected graph over int node ids, without singletons."""
+def partition(
+    links: Iterable[tuple[int, int]],
+    cannot: Iterable[tuple[int, int]] = (),
+    identity: Mapping[int, Hashable] | None = None,
+    apart: Callable[[Hashable, Hashable], bool] | None = None,
+) -> list[list[int]]:
+    """Groups (each sorted, ordered by first member) of int nodes joined by `links` in the order given."""
+    parent: dict[int, int] = {}
+    members: dict[int, set[int]] = {}
+    forbidden: dict[int, set[int]] = {}
+    identities: dict[int, set[Hashable]] = {}
+    known = identity or {}
+    against: dict[int, set[int]] = {}
+    for x, y in cannot:
+        against.setdefault(x, set()).add(y)
+        against.setdefault(y, set()).add(x)
 
-    def __init__(self) -> None:
-        self._group_of: dict[int, int] = {}
-        self._members: dict[int, set[int]] = {}
-        self._next_id = 0
+    def root(node: int) -> int:
+        if node not in parent:
+            parent[node], members[node], forbidden[node] = node, {node}, set(against.get(node, ()))
+            identities[node] = {known[node]} if known.get(node) is not None else set()
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
 
-    @classmethod
-    def from_edges(cls, a: np.ndarray, b: np.ndarray) -> Groups:
-        """Groups of the graph with edges a[i] - b[i], computed in one vectorised pass."""
-        groups = cls()
-        a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
-        if not len(a):
-            return groups
-        nodes, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
-        n = len(nodes)
-        graph = coo_matrix((np.ones(len(a), np.int8), (inverse[: len(a)], inverse[len(a) :])), shape=(n, n))
-        count, labels = connected_components(graph, directed=False)
-        order = np.argsort(labels, kind="stable")
-        bounds = np.flatnonzero(np.diff(labels[order])) + 1
-        for members in np.split(nodes[order], bounds):
-            groups._add(set(members.tolist()))
-        return groups
+    for a, b in links:
+        ra, rb = root(a), root(b)
+        if ra == rb:
+            continue
+        small, big = (ra, rb) if len(members[ra]) <= len(members[rb]) else (rb, ra)
+        if not forbidden[big].isdisjoint(members[small]):
+            continue
+        if apart is not None and any(apart(x, y) for x in identities[small] for y in identities[big] if x != y):
+            continue
+        parent[small] = big
+        members[big] |= members.pop(small)
+        forbidden[big] |= forbidden.pop(small)
+        identities[big] |= identities.pop(small)
+    return sorted((sorted(group) for group in members.values() if len(group) > 1), key=lambda group: group[0])
 
-    def _add(self, members: set[int]) -> None:
-        gid = self._next_id
-        self._next_id += 1
-        self._members[gid] = members
-        for node in members:
-            self._group_of[node] = gid
 
-    # ------------------------------------------------------------------ updates
-    def link(self, a: int, b: int) -> None:
-        """Record that a and b match: their groups (or the two singletons) become one."""
-        if a == b:
-            return
-        ga, gb = self._group_of.get(a), self._group_of.get(b)
-        if ga is None and gb is None:
-            self._add({a, b})
-        elif ga is None or gb is None:
-            gid, node = (ga, b) if gb is None else (gb, a)
-            assert gid is not None  # one of the two is grouped
-            self._members[gid].add(node)
-            self._group_of[node] = gid
-        elif ga != gb:
-            big, small = (ga, gb) if len(self._members[ga]) >= len(self._members[gb]) else (gb, ga)
-            moving = self._members.pop(small)
-            self._members[big] |= moving
-            for node in moving:
-                self._group_of[node] = big
-
-    def remove(self, node: int, neighbours: Callable[[int], Iterable[int]]) -> None:
-        """Drop `node` and re-split what is left of its group.
-
-        `neighbours(x)` must give x's current links, i.e. without `node` any more.
-        """
-        gid = self._group_of.pop(node, None)
-        if gid is None:
-            return
-        left = self._members.pop(gid)
-        left.discard(node)
-        for x in left:
-            del self._group_of[x]
-        while left:
-            start = left.pop()
-            component, frontier = {start}, [start]
-            while frontier:
-                for y in neighbours(frontier.pop()):
-                    if y in left:
-                        left.discard(y)
-                        component.add(y)
-                        frontier.append(y)
-            if len(component) > 1:
-                self._add(component)
-
-    # ------------------------------------------------------------------ reads
-    def group_of(self, node: int) -> frozenset[int] | None:
-        """The group holding `node`, or None when it matches nothing."""
-        gid = self._group_of.get(node)
-        return None if gid is None else frozenset(self._members[gid])
-
-    def __iter__(self) -> Iterator[frozenset[int]]:
-        return (frozenset(m) for m in self._members.values())
-
-    def __len__(self) -> int:
-        return len(self._members)
-
-    def grouped(self) -> int:
-        """How many nodes are in some group."""
-        return len(self._group_of)
+def grouped(groups: Sequence[Sequence[int]]) -> int:
+    """How many nodes are in some group."""
+    return sum(len(group) for group in groups)

@@ -13,12 +13,27 @@ thresholds, chosen on the bench corpora (BENCHMARKS.md, "Matcher"): with the def
 Without the CNN only `exact` and a strict `hash_only_threshold` remain. The daemon and
 `dedupd scan` both decide through `decide`, so the same files give the same groups. Pure:
 arrays in, pairs out.
+
+Two tiers. A pair the rule accepts is a *duplicate* (the same capture) unless the evidence says
+it is a different capture of the same scene, a *similar* pair (`tier`):
+
+1. byte-identical files are duplicates, whatever else;
+2. metadata (`capture_verdict`): two capture times that differ (to the sub-second where both
+   have it), two ImageUniqueIDs, cameras (make, model, body serial) or burst ids that differ mean
+   two captures; the same unique id, or the same time with the same sub-seconds, means one;
+   metadata missing on either side (stripped, a screenshot) is no evidence;
+3. pixels (`search.pixels`): where metadata is silent, thumbnails that line up but differ locally
+   are two captures (a burst of a static scene); anything else leaves the rule's verdict standing.
 """
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 import numpy as np
+
+from dedupd.records import Capture
+from dedupd.search.pixels import SIBLING, PixelEvidence, compare, thumbnails
 
 #: How many (row, column) cells one chunk of the all-pairs scan may hold: bounds memory at ~64 MiB.
 PAIR_CHUNK_CELLS = 1 << 22
@@ -49,14 +64,151 @@ class MatcherSettings:
         return replace(self, cnn_enabled=False)
 
 
+DUPLICATE, SIMILAR = "duplicate", "similar"
+
+
 @dataclass(frozen=True, slots=True)
 class PairMatch:
-    """Two files (by index) judged duplicates, how, and the score of the deciding evidence."""
+    """Two files (by index) the rule accepts, how, the score of the deciding evidence, and the tier:
+    DUPLICATE, or SIMILAR with `evidence` saying what showed two captures."""
 
     first: int
     second: int
     method: str
     score: int | float
+    tier: str = DUPLICATE
+    evidence: str = ""
+
+
+def _instant(capture: Capture) -> tuple[datetime, bool] | None:
+    """The capture time (UTC when the offset is known) and whether it has sub-seconds."""
+    if capture.time is None:
+        return None
+    try:
+        when = datetime.strptime(capture.time[:19], "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+    digits = "".join(c for c in capture.subsec or "" if c.isdigit())[:6]
+    if digits:
+        when += timedelta(microseconds=int(digits.ljust(6, "0")))
+    if capture.offset:
+        try:
+            offset = datetime.strptime(capture.offset.strip(), "%z").utcoffset()
+        except ValueError:
+            offset = None
+        if offset is not None:
+            when -= offset
+    return when, bool(digits)
+
+
+def capture_verdict(a: Capture | None, b: Capture | None) -> tuple[str | None, str]:
+    """What metadata says about two files: (DUPLICATE | SIMILAR | None, the reason in words)."""
+    if a is None or b is None:
+        return None, ""
+    for name, label in (("unique_id", "ImageUniqueID"), ("burst_id", "burst id"), ("serial", "camera serial"),
+                        ("make", "camera make"), ("model", "camera model")):  # fmt: skip
+        x, y = getattr(a, name), getattr(b, name)
+        if x and y and x != y:
+            return SIMILAR, f"{label} {x} vs {y}"
+    if a.unique_id and a.unique_id == b.unique_id:
+        return DUPLICATE, f"same ImageUniqueID {a.unique_id}"
+    ta, tb = _instant(a), _instant(b)
+    if ta is None or tb is None:
+        return None, ""
+    (when_a, sub_a), (when_b, sub_b) = ta, tb
+    if not (a.offset and b.offset):  # one offset unknown: compare the local times as written
+        local_a, local_b = _instant(replace(a, offset=None)), _instant(replace(b, offset=None))
+        assert local_a is not None and local_b is not None
+        when_a, when_b = local_a[0], local_b[0]
+    if not (sub_a and sub_b):  # whole seconds only
+        when_a, when_b = when_a.replace(microsecond=0), when_b.replace(microsecond=0)
+    apart = when_a != when_b
+    shown = f"{a.time}.{a.subsec or ''} vs {b.time}.{b.subsec or ''}".replace(". ", " ")
+    if apart:
+        return SIMILAR, f"capture time {shown}"
+    if sub_a and sub_b:
+        return DUPLICATE, f"same capture time {a.time}.{a.subsec}"
+    return None, ""
+
+
+def identity(capture: Capture | None) -> Capture | None:
+    """The part of a capture identity that can tell two captures apart (None when it has none): what
+    `search.groups.partition` keeps groups apart by, for files that were never compared."""
+    if capture is None or not (capture.time or capture.unique_id or capture.burst_id):
+        return None
+    return replace(capture, format=None)
+
+
+def different_captures(a: object, b: object) -> bool:
+    """Do two `identity` values name different captures (`capture_verdict` says SIMILAR)."""
+    return isinstance(a, Capture) and isinstance(b, Capture) and capture_verdict(a, b)[0] == SIMILAR
+
+
+def tier(exact: bool, capture: tuple[str | None, str], pixels: PixelEvidence | None) -> tuple[str, str]:
+    """The tier of a pair the rule accepts (module docstring) and the evidence that decided it."""
+    if exact:
+        return DUPLICATE, "same bytes"
+    verdict, reason = capture
+    if verdict is not None:
+        return verdict, reason
+    if pixels is not None and pixels.verdict == SIBLING:
+        return SIMILAR, f"pixels differ locally (aligned: median {pixels.median}, peak {pixels.peak})"
+    if pixels is not None and pixels.verdict is not None:
+        return DUPLICATE, f"pixels agree (peak {pixels.peak})"
+    return DUPLICATE, ""
+
+
+type Side = tuple[Capture | None, bytes | None]  # what the tiers read of one file: capture identity, thumbnail
+
+
+def tiers(
+    methods: Sequence[str], first: Sequence[Side], second: Sequence[Side]
+) -> list[tuple[str, str]]:
+    """(tier, evidence) of each pair (first[k], second[k]) the rule accepted by `methods[k]`.
+
+    Pixels are compared only where metadata is silent, both files have a thumbnail, and the rule
+    accepted the pair by the oriented pHash ("phash"): its small distance says the two pictures
+    line up, so a local difference means a changed scene. A pair only the CNN accepts (crops, strong
+    rotations, a moving camera) is not aligned: a crop of a sharp photo would look locally changed
+    (BENCHMARKS.md "Tiers"). One vectorised pass."""
+    exact = [method == "exact" for method in methods]
+    pairs = list(zip(exact, first, second, strict=True))
+    verdicts = [(None, "") if same else capture_verdict(a[0], b[0]) for same, a, b in pairs]
+    look = [k for k, ((_, (_, ta), (_, tb)), (v, _)) in enumerate(zip(pairs, verdicts, strict=True))
+            if methods[k] == "phash" and v is None and ta and tb and len(ta) == len(tb)]  # fmt: skip
+    pixels: dict[int, PixelEvidence] = {}
+    if look:
+        ordered = [_in_order(first[k][1] or b"", second[k][1] or b"") for k in look]
+        found = compare(thumbnails([x for x, _ in ordered]), thumbnails([y for _, y in ordered]))
+        pixels = dict(zip(look, found, strict=True))
+    return [tier(same, verdict, pixels.get(k)) for k, (same, verdict) in enumerate(zip(exact, verdicts, strict=True))]
+
+
+def _in_order(a: bytes, b: bytes) -> tuple[bytes, bytes]:
+    """The two thumbnails in a fixed order: the brightness fit is one-way, the verdict must not depend on
+    which file came first (the daemon meets pairs in arrival order, the scan in path order)."""
+    return (a, b) if a <= b else (b, a)
+
+
+def evidence_of(a: Side, b: Side, method: str | None) -> dict[str, object]:
+    """Every piece of tier evidence about one pair the rule accepted by `method` (None: not accepted), for
+    `--explain`: metadata verdict, pixel figures (shown for any pair; they decide only "phash" pairs)."""
+    exact = method == "exact"
+    verdict, reason = (None, "") if exact else capture_verdict(a[0], b[0])
+    pixels = None
+    if a[1] and b[1] and len(a[1]) == len(b[1]):
+        x, y = _in_order(a[1], b[1])
+        pixels = compare(thumbnails([x]), thumbnails([y]))[0]
+    decided, why = tier(exact, (verdict, reason), pixels if method == "phash" else None)
+    return {
+        "metadata": verdict and ("same capture" if verdict == DUPLICATE else "different captures"),
+        "metadata_detail": reason or ("missing on one side" if a[0] is None or b[0] is None else "silent"),
+        "pixels": None if pixels is None else pixels.verdict or "no evidence",
+        "pixel_median": None if pixels is None else pixels.median,
+        "pixel_peak": None if pixels is None else pixels.peak,
+        "tier": decided,
+        "tier_evidence": why,
+    }
 
 
 def oriented_distances(variants: np.ndarray, hashes: np.ndarray) -> np.ndarray:
@@ -126,19 +278,3 @@ def stronger(a: PairMatch, b: PairMatch) -> bool:
     return evidence_rank(a.method, a.score) < evidence_rank(b.method, b.score)
 
 
-def connected_groups(count: int, pairs: Sequence[PairMatch]) -> list[list[int]]:
-    """Transitive groups (union of pairs), singletons left out, each sorted, ordered by first member."""
-    parent = list(range(count))
-
-    def root(node: int) -> int:
-        while parent[node] != node:
-            parent[node] = parent[parent[node]]
-            node = parent[node]
-        return node
-
-    for pair in pairs:
-        parent[root(pair.first)] = root(pair.second)
-    members: dict[int, list[int]] = {}
-    for node in range(count):
-        members.setdefault(root(node), []).append(node)
-    return sorted((group for group in members.values() if len(group) > 1), key=lambda group: group[0])

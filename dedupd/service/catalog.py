@@ -56,8 +56,22 @@ from dedupd.errors import StoreError, StoreVersionMismatch
 from dedupd.imaging.encode import ORIENTED_HASH
 from dedupd.imaging.hashing import dihedral_variants, int_to_bits
 from dedupd.records import Encoding, FileRecord, Match
-from dedupd.search.groups import Groups
-from dedupd.search.matcher import PAIR_CHUNK_CELLS, MatcherSettings, decide, oriented_distances
+from dedupd.search.groups import grouped, partition
+from dedupd.search.keep import Candidate, choose
+from dedupd.search.matcher import (
+    DUPLICATE,
+    PAIR_CHUNK_CELLS,
+    SIMILAR,
+    MatcherSettings,
+    Side,
+    decide,
+    different_captures,
+    evidence_of,
+    evidence_rank,
+    identity,
+    oriented_distances,
+    tiers,
+)
 from dedupd.search.mih import MultiIndexHash
 from dedupd.search.vectors import EmbeddingIndex
 from dedupd.store import DEFAULT_MAP_SIZE, Change, Commit, Link, Store
@@ -77,6 +91,9 @@ _SEARCH_MARGIN = 0.01
 _PAIR_BLOCK = 8192  # pairs judged at once: bounds the gathered embedding rows (2 x 8 MiB at 512-d)
 _RELINK_BLOCK = 4096  # records searched at once by a relink
 _RANK = {EXACT: 0, PHASH: 1, CNN: 2}
+#: A similar-tier link is stored with this prefix before the rule's method ("similar:cnn"): the pair is a
+#: different capture of one scene; it never joins a duplicate group and keeps its two files apart.
+SIMILAR_PREFIX = "similar:"
 
 type _RawLink = tuple[int, int, str, float]  # rid a, rid b, method, score
 type _Keep = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (query positions, rids) -> which candidates to judge
@@ -98,6 +115,15 @@ class Group:
 
 
 @dataclass(frozen=True, slots=True)
+class KeepPlan:
+    """What `to-remove` proposes for one duplicate group: keep these (why), these could go."""
+
+    keep: tuple[str, ...]
+    why: str
+    remove: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Applied:
     """A committed batch: its sequence number and, per newly added path that duplicates an older file,
     what it matched. Each duplicate pair appears once, under its newer file (for a pair inside the batch,
@@ -114,6 +140,8 @@ class _Files:
     hashes: np.ndarray  # (n,) uint64 "dct" sign hash of the file as stored
     rows: np.ndarray | None  # (n, dim) float16 embeddings, zero rows where `has_row` is False; None: CNN off
     has_row: np.ndarray  # (n,) bool
+    sides: Sequence[Side] | None = None  # capture identity and thumbnail per file; None: read from the store
+    rids: np.ndarray | None = None  # the stored records these rows are (when `sides` is None)
 
     @cached_property
     def variants(self) -> np.ndarray:
@@ -165,9 +193,11 @@ def _within(new: MatcherSettings, old: MatcherSettings) -> bool:
 
 
 def _match(path: str, method: str, score: float) -> Match:
+    tier = SIMILAR if method.startswith(SIMILAR_PREFIX) else DUPLICATE
+    method = method.removeprefix(SIMILAR_PREFIX)
     if method == CNN:
-        return Match(path, method, similarity=float(score))
-    return Match(path, method, distance=int(score))
+        return Match(path, method, similarity=float(score), tier=tier)
+    return Match(path, method, distance=int(score), tier=tier)
 
 
 def _strength(m: Match) -> tuple[int, float, str]:
@@ -207,21 +237,32 @@ class _LiveIndex:
         """Evidence of encodings as they would be stored (embeddings rounded to float16)."""
         hashes = np.array([enc.hashes[ORIENTED_HASH] for enc in encodings], np.uint64)
         has = np.array([enc.embedding is not None for enc in encodings], bool)
+        sides = [(enc.capture, enc.thumb) for enc in encodings]
         if self.vectors is None:
-            return _Files(hashes, None, has)
+            return _Files(hashes, None, has, sides)
         rows = np.zeros((len(encodings), self.vectors.dim), np.float16)
         for i, enc in enumerate(encodings):
             if enc.embedding is not None:
                 rows[i] = np.asarray(enc.embedding, np.float16).ravel()
-        return _Files(hashes, rows, has)
+        return _Files(hashes, rows, has, sides)
 
     def stored(self, rids: np.ndarray) -> _Files:
-        """Evidence of stored records, from the live index."""
+        """Evidence of stored records, from the live index (capture and thumbnail from the store when needed)."""
         hashes = self.dct.values_of(rids)
         if self.vectors is None:
-            return _Files(hashes, None, np.zeros(len(rids), bool))
+            return _Files(hashes, None, np.zeros(len(rids), bool), rids=rids)
         rows, has = self.vectors.rows_of(rids)
-        return _Files(hashes, rows, has)
+        return _Files(hashes, rows, has, rids=rids)
+
+    def sides(self, files: _Files, positions: np.ndarray) -> list[Side]:
+        """Capture identity and thumbnail of some rows of `files`."""
+        if files.sides is not None:
+            return [files.sides[k] for k in positions.tolist()]
+        assert files.rids is not None
+        wanted = files.rids[positions].tolist()
+        records = self._store.records(set(wanted))
+        encodings = {rid: rec.encoding for rid, rec in records.items()}
+        return [(e.capture, e.thumb) if (e := encodings.get(rid)) is not None else (None, None) for rid in wanted]
 
     def judge(
         self, a: _Files, b: _Files, ia: np.ndarray, ib: np.ndarray, exact: np.ndarray
@@ -295,13 +336,17 @@ class _LiveIndex:
         self, rids: np.ndarray, a: _Files, b: _Files, ia: np.ndarray, ib: np.ndarray, others: np.ndarray,
         exact: np.ndarray,
     ) -> list[Link]:  # fmt: skip
-        """Links of the pairs (rids[ia[k]], others[k]) the rule accepts, judged as (a[ia], b[ib])."""
+        """Links of the pairs (rids[ia[k]], others[k]) the rule accepts, judged as (a[ia], b[ib]), each with
+        its tier: a similar pair's method is SIMILAR_PREFIX + the rule's method."""
         codes, distances, similarities = self.judge(a, b, ia, ib, exact)
+        accepted = np.flatnonzero(codes)
+        methods = [_DECISIONS[codes[k] - 1] for k in accepted.tolist()]
+        decided = tiers(methods, self.sides(a, ia[accepted]), self.sides(b, ib[accepted]))
         links = []
-        for k in np.flatnonzero(codes).tolist():
-            method = _DECISIONS[codes[k] - 1]
+        for k, method, (tier_, _) in zip(accepted.tolist(), methods, decided, strict=True):
             score = similarities[k] if method == CNN else distances[k]
-            links.append(Link(int(rids[ia[k]]), int(others[k]), method, float(score)))
+            name = method if tier_ == DUPLICATE else SIMILAR_PREFIX + method
+            links.append(Link(int(rids[ia[k]]), int(others[k]), name, float(score)))
         return links
 
     def against_index(self, rids: np.ndarray, files: _Files, exact: Sequence[Sequence[int]], keep: _Keep) -> list[Link]:
@@ -351,7 +396,7 @@ class Catalog:
         self._columns: dict[str, MultiIndexHash] = {}  # imagededup-style hashes, loaded by the first `near`
         self._ignored: set[tuple[int, int]] = set()
         self._copies: set[int] = set()  # byte copies: records whose digest a smaller rid also has
-        self._groups = Groups()
+        self._groups: list[list[int]] | None = None  # duplicate groups, computed on demand from the links
         self._check_cnn(config.matcher)
         self._index = self._rebuild(config.matcher)
 
@@ -433,8 +478,36 @@ class Catalog:
         return True
 
     def _regroup(self) -> None:
-        a, b, *_ = self._store.links()
-        self._groups = Groups.from_edges(a, b)
+        self._groups = None
+
+    def _partition(self, only: str | None = None, tier: str = DUPLICATE) -> list[list[int]]:
+        """Groups of one tier from the stored links (`search.groups.partition`, the scan's grouping):
+        duplicate links strongest first (ties by path), similar links keeping their files apart; with
+        `only`, that method's links alone. Similar groups are plain unions of similar links."""
+        if only is None and tier == DUPLICATE and self._groups is not None:
+            return self._groups
+        a, b, methods, codes, scores = self._store.links()
+        similar = np.array([m.startswith(SIMILAR_PREFIX) for m in methods] + [False], bool)[codes]
+        chosen = similar if tier == SIMILAR else ~similar
+        if only is not None:
+            chosen &= codes == (methods.index(only) if only in methods else -1)
+        rows = np.flatnonzero(chosen)
+        paths = self._store.paths({int(r) for r in np.concatenate([a[rows], b[rows]]).tolist()})
+        def strength(k: int) -> tuple[tuple[int, float], str, str]:
+            x, y = paths.get(int(a[k]), ""), paths.get(int(b[k]), "")
+            return evidence_rank(methods[codes[k]].removeprefix(SIMILAR_PREFIX), float(scores[k])), min(x, y), max(x, y)
+
+        order = sorted(rows.tolist(), key=strength)
+        if tier == DUPLICATE:
+            cannot = list(zip(a[similar].tolist(), b[similar].tolist(), strict=True))
+            records = self._store.records({int(r) for r in np.concatenate([a[rows], b[rows]]).tolist()})
+            ids = {rid: identity(rec.encoding.capture) for rid, rec in records.items() if rec.encoding is not None}
+            groups = partition(((int(a[k]), int(b[k])) for k in order), cannot, ids, different_captures)
+        else:
+            groups = partition((int(a[k]), int(b[k])) for k in order)
+        if only is None and tier == DUPLICATE:
+            self._groups = groups
+        return groups
 
     def set_matcher(self, settings: MatcherSettings) -> None:
         """Switch to a new rule (a reload): links and groups follow it; nothing changes if it is refused."""
@@ -534,9 +607,6 @@ class Catalog:
 
         return [ln for ln in links if inode(ln.a) is None or inode(ln.a) != inode(ln.b)]
 
-    def _neighbours(self, rid: int) -> list[int]:
-        return [other for other, _, _ in self._store.links_of(rid)]
-
     def _follow(self, commit: Commit, links: Sequence[Link]) -> None:
         """Make a committed batch visible in the index."""
         index = self._index
@@ -544,7 +614,6 @@ class Catalog:
             for structure in (index.dct, index.vectors, *self._columns.values()):
                 if structure is not None:
                     structure.delete(rid)
-            self._groups.remove(rid, self._neighbours)
         if commit.removed:
             gone = set(commit.removed)
             self._ignored = {pair for pair in self._ignored if not gone.intersection(pair)}
@@ -559,8 +628,8 @@ class Catalog:
             with_rows = [(rid, enc.embedding) for rid, enc in encoded if enc.embedding is not None]
             if index.vectors is not None and with_rows:
                 index.vectors.insert_many(np.array([r for r, _ in with_rows]), np.stack([e for _, e in with_rows]))
-        for ln in links:
-            self._groups.link(ln.a, ln.b)
+        if links or commit.removed or commit.ignored or commit.moved:
+            self._groups = None
 
     def _matches_of_added(self, links: Sequence[Link], added: AbstractSet[int]) -> dict[str, list[Match]]:
         """Each link of an added record reported once, under its newer record (rids grow in batch order).
@@ -571,6 +640,8 @@ class Catalog:
         paths = self._store.paths({r for ln in links for r in (ln.a, ln.b)})
         out: dict[str, list[Match]] = {}
         for ln in links:
+            if ln.method.startswith(SIMILAR_PREFIX):  # reports speak of duplicates only
+                continue
             newer, older = max(ln.a, ln.b), min(ln.a, ln.b)
             out.setdefault(paths[newer], []).append(_match(paths[older], ln.method, ln.score))
         return {p: sorted(ms, key=_strength) for p, ms in out.items()}
@@ -592,14 +663,7 @@ class Catalog:
                 self._copies -= set(loners)
                 links = self._loner_links(np.array(loners, np.int64))
                 self._store.commit([], link=lambda _commit: links)
-            regrouped: set[int] = set()
-            for rid in rids:  # removing a node recomputes its whole former group from the remaining links
-                group = self._groups.group_of(rid)
-                if group is not None and rid not in regrouped:
-                    regrouped |= group
-                    self._groups.remove(rid, self._neighbours)
-                    for other in self._neighbours(rid):
-                        self._groups.link(rid, other)
+            self._groups = None
             return added
 
     def _loner_links(self, loners: np.ndarray) -> list[Link]:
@@ -712,8 +776,10 @@ class Catalog:
         """Every piece of evidence between `encoding` and each stored path, and the rule's decision:
         {"exact": bool, "oriented_distance": int, "similarity": float | None (None without the CNN or an
         embedding), "phash"/"ahash"/"dhash"/"whash": int | None (plain Hamming distance of the
-        imagededup-style hashes), "decision": "exact" | "phash" | "cnn" | None}. Ignored pairs are
-        explained like any other: the decision is the rule's."""
+        imagededup-style hashes), "decision": "exact" | "phash" | "cnn" | None, and the tier evidence of
+        `matcher.evidence_of`: "metadata", "metadata_detail", "pixels", "pixel_median", "pixel_peak",
+        "tier": "duplicate" | "similar" | None, "tier_evidence"}. Ignored pairs are explained like any
+        other: the decision is the rule's."""
         with self._lock:
             found = {path: self._store.lookup(path, embedding=True) for path in paths}
             unknown = sorted(p for p, hit in found.items() if hit is None or hit[1].encoding is None)
@@ -737,18 +803,24 @@ class Catalog:
                     both = name in enc.hashes and name in encoding.hashes
                     evidence[name] = (enc.hashes[name] ^ encoding.hashes[name]).bit_count() if both else None
                 evidence["decision"] = _DECISIONS[codes[k] - 1] if codes[k] else None
+                decision = _DECISIONS[codes[k] - 1] if codes[k] else None
+                tiered = evidence_of((encoding.capture, encoding.thumb), (enc.capture, enc.thumb), decision)
+                if decision is None:
+                    tiered["tier"], tiered["tier_evidence"] = None, "the rule does not accept the pair"
+                evidence.update(tiered)
                 result[path] = evidence
             return result
 
-    def _current_groups(self, under: str | None, method: str | None) -> list[tuple[list[int], list[_RawLink]]]:
-        """Current groups as (member rids, links among them), keeping only members under `under`."""
+    def _current_groups(
+        self, under: str | None, method: str | None, tier: str = DUPLICATE
+    ) -> list[tuple[list[int], list[_RawLink]]]:
+        """Current groups of a tier as (member rids, that tier's links among them), members under `under`."""
         a, b, methods, codes, scores = self._store.links()
-        if method is None:
-            keep = np.ones(len(a), bool)
-            groups = [sorted(g) for g in self._groups]
-        else:
-            keep = codes == (methods.index(method) if method in methods else -1)
-            groups = [sorted(g) for g in Groups.from_edges(a[keep], b[keep])]
+        similar = np.array([m.startswith(SIMILAR_PREFIX) for m in methods] + [False], bool)[codes]
+        keep = similar if tier == SIMILAR else ~similar
+        if method is not None:
+            keep &= codes == (methods.index(method) if method in methods else -1)
+        groups = self._partition(method, tier)
         if under is not None:
             inside = self._store.rids_under(under)
             groups = [kept for g in groups if len(kept := [r for r in g if r in inside]) > 1]
@@ -762,13 +834,14 @@ class Catalog:
                 links[i].append((x, y, methods[code], score))
         return list(zip(groups, links, strict=True))
 
-    def groups(self, under: str | None = None, method: str | None = None) -> list[Group]:
-        """Duplicate groups (unions of links; with `method`, of that method's links only), >= 2 members each.
+    def groups(self, under: str | None = None, method: str | None = None, tier: str = DUPLICATE) -> list[Group]:
+        """Groups of a tier, >= 2 members each: duplicate groups (`search.groups.partition` of the duplicate
+        links; with `method`, of that method's links only) or, with tier SIMILAR, unions of similar links.
 
         With `under`, only the members under that directory are shown (groups left with one are not).
         """
         with self._lock:
-            current = self._current_groups(under, method)
+            current = self._current_groups(under, method, tier)
             path = self._store.paths(r for members, _ in current for r in members)
             result = []
             for members, links in current:
@@ -777,21 +850,30 @@ class Catalog:
                 result.append(Group(tuple(sorted(path[r] for r in members)), tuple(shown)))
             return sorted(result, key=lambda g: g.paths)
 
-    def to_remove(
+    def keep_plan(
         self, under: str | None = None, protected_roots: Iterable[str] = (), method: str | None = None
-    ) -> list[str]:
-        """Files one could delete keeping one per group (policy in the module doc), sorted."""
+    ) -> list[KeepPlan]:
+        """Per duplicate group: the kept files, why, and the files one could delete (`search.keep`); files
+        under a protected root are never proposed (when a group has some, they are its keepers)."""
         protected = tuple(protected_roots)
-        proposed: list[str] = []
+        plans: list[KeepPlan] = []
         with self._lock:
             current = self._current_groups(under, method)
             records = self._store.records(r for members, _ in current for r in members)
             for members, _ in current:
-                recs = sorted((records[r] for r in members), key=_keep_order)
-                guarded = [r for r in recs if any(_under(r.key.path, p) for p in protected)]
-                keepers = guarded or recs[:1]
-                proposed += [r.key.path for r in recs if r not in keepers]
-        return sorted(proposed)
+                ordered, why = choose([_candidate(records[r]) for r in members])
+                guarded = [c.path for c in ordered if any(_under(c.path, p) for p in protected)]
+                keepers = guarded or [ordered[0].path]
+                if guarded:
+                    why = "in a protected root"
+                plans.append(KeepPlan(tuple(keepers), why, tuple(c.path for c in ordered if c.path not in keepers)))
+        return sorted(plans, key=lambda plan: plan.keep)
+
+    def to_remove(
+        self, under: str | None = None, protected_roots: Iterable[str] = (), method: str | None = None
+    ) -> list[str]:
+        """Files one could delete keeping one per group (`keep_plan`), sorted."""
+        return sorted(path for plan in self.keep_plan(under, protected_roots, method) for path in plan.remove)
 
     def stats(self) -> dict[str, object]:
         """Counts for `status`: records by kind, index sizes ("dct", and "cnn" with the CNN), groups."""
@@ -802,8 +884,8 @@ class Catalog:
                 "seq": self._store.seq(),
                 "records": self._store.counts(),
                 "index": sizes,
-                "groups": len(self._groups),
-                "grouped_files": self._groups.grouped(),
+                "groups": len(groups := self._partition()),
+                "grouped_files": grouped(groups),
                 "ignored": len(self._ignored),
                 "matcher": link_rule(index.settings),
             }
@@ -836,7 +918,7 @@ def _return_freed_memory() -> None:
         pass
 
 
-def _keep_order(rec: FileRecord) -> tuple[int, int, int, str]:
+def _candidate(rec: FileRecord) -> Candidate:
     enc = rec.encoding
     pixels = enc.width * enc.height if enc is not None else 0
-    return (-pixels, -rec.key.size, rec.key.mtime_ns, rec.key.path)
+    return Candidate(rec.key.path, pixels, rec.key.mtime_ns, enc.capture if enc is not None else None)

@@ -33,7 +33,8 @@ from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import EncodedFile
 from dedupd.protocol import NEEDLES_WAIT_S, PROTOCOL_VERSION, ProtocolError
 from dedupd.records import Change, ChangeKind, Encoding, Match
-from dedupd.search.matcher import evidence_rank
+from dedupd.search.keep import POLICY as KEEP_POLICY
+from dedupd.search.matcher import DUPLICATE, SIMILAR, evidence_rank
 from dedupd.service.catalog import Catalog, IndexConfig
 from dedupd.service.control import ControlServer
 from dedupd.service.encodepool import EncodePool, Outcome
@@ -320,6 +321,7 @@ class Daemon:
             "wait-idle": self._wait_idle,
             "query": self._query,
             "duplicates": lambda args: {"groups": self.duplicate_documents(args.get("method"), args.get("under"))},
+            "similar": self._similar,
             "to-remove": self._to_remove,
             "rescan": self._rescan,
             "pause": self._pause,
@@ -387,10 +389,13 @@ class Daemon:
             raise ProtocolError("timeout", f"still busy after {timeout:g} s ({self.pipeline.pending()} pending)")
         return {"idle": True, "waited_s": round(time.monotonic() - started, 3)}
 
-    def duplicate_documents(self, method: str | None = None, under: str | None = None) -> list[list[dict[str, Any]]]:
+    def duplicate_documents(
+        self, method: str | None = None, under: str | None = None, tier: str = DUPLICATE
+    ) -> list[list[dict[str, Any]]]:
+        """Groups of a tier, each member with its strongest match inside the group."""
         assert self.catalog is not None
         documents = []
-        for group in self.catalog.groups(under=under, method=method):
+        for group in self.catalog.groups(under=under, method=method, tier=tier):
             best: dict[str, Match] = {}
             for path, match in group.links:
                 for mine, other in ((path, match), (match.path, replace(match, path=path))):
@@ -400,12 +405,19 @@ class Daemon:
                               else {"path": path} for path in group.paths])
         return documents
 
+    def _similar(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Groups of different captures of one scene (`[matcher] similar`; empty when it is off)."""
+        enabled = self.settings.matcher.similar
+        groups = self.duplicate_documents(args.get("method"), args.get("under"), SIMILAR) if enabled else []
+        return {"enabled": enabled, "groups": groups}
+
     def _to_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         assert self.catalog is not None
-        files = self.catalog.to_remove(under=args.get("under"), protected_roots=self._protected_roots(),
+        plans = self.catalog.keep_plan(under=args.get("under"), protected_roots=self._protected_roots(),
                                        method=args.get("method"))
-        return {"files": files, "policy": "keep the most pixels, then the largest file, then the oldest mtime, "
-                                          "then the first path; never files under protected roots"}
+        return {"files": sorted(path for plan in plans for path in plan.remove),
+                "groups": [{"keep": list(plan.keep), "why": plan.why, "remove": list(plan.remove)} for plan in plans],
+                "policy": KEEP_POLICY}
 
     def _request_encode(self, path: str) -> Future[Outcome]:
         """Decode a file for a request in the encode pool: a regular file (also through a symlink) no larger
@@ -473,8 +485,8 @@ class Daemon:
                 matches = self.catalog.matches(path if indexed else encoding)
         except StoreError as exc:
             raise ProtocolError("bad_args", str(exc)) from exc
-        matches = [m for m in matches if m.path != path]
-        result: dict[str, Any] = {"file": path, "matches": [match_document(m) for m in matches]}
+        matches = [m for m in matches if m.path != path and (m.tier == DUPLICATE or self.settings.matcher.similar)]
+        result: dict[str, Any] = {"file": path, "matches": [{**match_document(m), "tier": m.tier} for m in matches]}
         if args.get("explain"):
             result["explain"] = self.catalog.explain(encoding, [m.path for m in matches])
         return result

@@ -34,7 +34,15 @@ GROUPS = [
      {"path": "/srv/photos/b.jpg", "method": "phash", "distance": 3}],
     [{"path": "/srv/photos/c.png"}, {"path": "/srv/photos/c-crop.png", "method": "cnn", "similarity": 0.8712}],
 ]
-QUERY = {"file": "/home/u/x.jpg", "matches": GROUPS[0][1:], "explain": {"phash": 3, "cnn": 0.97}}
+QUERY_LINE = "/home/u/x.jpg: 1 duplicate, 1 similar (other captures of the scene)\n"
+#: The daemon's explain document (catalog.explain): per candidate, each method's evidence and the tier's.
+EXPLAIN = {"/srv/photos/b.jpg": {
+    "exact": False, "oriented_distance": 3, "similarity": 0.97, "phash": 4, "ahash": 2, "dhash": 5, "whash": 3,
+    "decision": "phash", "metadata": "different captures", "metadata_detail": "capture time 2024:06:01 18:30:14.52 "
+    "vs 2024:06:01 18:30:14.92", "pixels": "no evidence", "pixel_median": 4.1, "pixel_peak": 63.0,
+    "tier": "similar", "tier_evidence": "capture time 2024:06:01 18:30:14.52 vs 2024:06:01 18:30:14.92"}}
+QUERY = {"file": "/home/u/x.jpg", "matches": [{**GROUPS[0][1], "tier": "duplicate"},
+                                              {**GROUPS[0][2], "tier": "similar"}], "explain": EXPLAIN}
 NEEDLES = {
     "files": {"/home/u/in/2019/a.jpg": [{"path": "/srv/photos/a.jpg", "method": "exact", "distance": 0}],
               "/home/u/in/2020/b.jpg": [{"path": "/srv/photos/b.jpg", "method": "cnn", "similarity": 0.91}],
@@ -48,6 +56,7 @@ RESULTS: dict[str, dict[str, Any]] = {
     "wait-idle": {"idle": True, "waited_s": 1.25},
     "query": QUERY,
     "duplicates": {"groups": GROUPS},
+    "similar": {"enabled": True, "groups": [GROUPS[0]]},
     "to-remove": {"files": ["/srv/photos/a copy.jpg", "/srv/photos/b.jpg"], "policy": "keep the most pixels"},
     "rescan": {"scheduled": ["/srv/photos"]},
     "pause": {"state": "paused"},
@@ -146,13 +155,52 @@ group 2 (2 files)
 
 def test_query_text_lists_the_matches_and_the_explanation(run, daemon):
     assert _ok(run("--socket", daemon.server.path, "query", "/home/u/x.jpg", "--explain")) == """\
-/home/u/x.jpg: 2 matches
+/home/u/x.jpg: 1 duplicate, 1 similar (other captures of the scene)
   exact  distance 0  /srv/photos/a copy.jpg
+similar:
   phash  distance 3  /srv/photos/b.jpg
-explain:
-  phash  3
-  cnn    0.97
+
+evidence for /srv/photos/b.jpg:
+  same bytes       no
+  oriented pHash   3
+  CNN similarity   0.97
+  pHash            4
+  aHash            2
+  dHash            5
+  wHash            3
+  rule             phash
+  metadata         different captures
+    because        capture time 2024:06:01 18:30:14.52 vs 2024:06:01 18:30:14.92
+  pixels           no evidence
+    median / peak  4.1 / 63.0 grey levels
+  tier             similar
+    decided by     capture time 2024:06:01 18:30:14.52 vs 2024:06:01 18:30:14.92
 """
+
+
+def test_query_explain_without_matches_says_so(run, daemon):
+    daemon.results["query"] = {"file": "/x.jpg", "matches": [], "explain": {}}
+    assert _ok(run("--socket", daemon.server.path, "query", "/x.jpg", "--explain")) == """/x.jpg: no matches
+explain: nothing matched, no evidence to show
+"""
+
+
+def test_to_remove_text_says_which_file_is_kept_and_why(run, daemon):
+    daemon.results["to-remove"] = {
+        "files": ["/p/IMG_1.png"], "policy": "",
+        "groups": [{"keep": ["/p/IMG_1.jpg"], "why": "carries the camera's metadata", "remove": ["/p/IMG_1.png"]}]}
+    text = _ok(run("--socket", daemon.server.path, "to-remove"))
+    assert text == """# keep /p/IMG_1.jpg  (carries the camera's metadata)
+/p/IMG_1.png
+"""
+
+
+def test_similar_text_lists_the_groups(run, daemon):
+    text = _ok(run("--socket", daemon.server.path, "similar"))
+    assert text.startswith("1 similar groups, 3 files\n\nsimilar group 1 (3 files)\n")
+    daemon.results["similar"] = {"enabled": False, "groups": []}
+    text = _ok(run("--socket", daemon.server.path, "similar"))
+    assert text == "the similar tier is off ([matcher] similar = false)\n"
 
 
 def test_needles_text_counts_and_marks_whole_folders(run, daemon):
@@ -171,9 +219,9 @@ in the library:
     (["wait-idle"], "wait-idle", {"timeout": 300.0}, "idle (waited 1.2 s)\n"),
     (["wait-idle", "--timeout", "5"], "wait-idle", {"timeout": 5.0}, "idle (waited 1.2 s)\n"),
     (["query", "x.jpg", "--method", "phash", "--threshold", "4"], "query",
-     {"path": "{cwd}/x.jpg", "method": "phash", "threshold": 4, "explain": False}, "/home/u/x.jpg: 2 matches\n"),
+     {"path": "{cwd}/x.jpg", "method": "phash", "threshold": 4, "explain": False}, QUERY_LINE),
     (["query", "../x.jpg", "--method", "cnn", "--min-similarity", "0.8"], "query",
-     {"path": "{tmp}/x.jpg", "method": "cnn", "min_similarity": 0.8, "explain": False}, "/home/u/x.jpg: 2 matches\n"),
+     {"path": "{tmp}/x.jpg", "method": "cnn", "min_similarity": 0.8, "explain": False}, QUERY_LINE),
     (["duplicates", "--method", "cnn", "--under", "sub"], "duplicates", {"method": "cnn", "under": "{cwd}/sub"},
      "2 groups, 5 files\n"),
     (["to-remove"], "to-remove", {}, "/srv/photos/a copy.jpg\n/srv/photos/b.jpg\n"),

@@ -11,11 +11,9 @@ from dedupd.imaging.encode import encode_path
 from tests.fixtures import captures
 
 
-@pytest.fixture(scope="session")
-def capture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("captures")
-    captures.build(folder)
-    return folder
+@pytest.fixture(scope="module")
+def capture_dir() -> Path:
+    return captures.cached()
 
 
 def test_a_burst_frame_carries_time_subseconds_camera_and_unique_id(capture_dir: Path) -> None:

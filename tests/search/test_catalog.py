@@ -10,7 +10,8 @@ import pytest
 from dedupd.errors import SkipReason, StoreError, StoreVersionMismatch
 from dedupd.imaging.hashing import bits_to_int, dihedral_variants, int_to_bits
 from dedupd.records import Encoding, FileKey, FileRecord, Match
-from dedupd.search.matcher import MatcherSettings, all_pairs, connected_groups
+from dedupd.search.groups import partition
+from dedupd.search.matcher import MatcherSettings, all_pairs
 from dedupd.service.catalog import Catalog, IndexConfig, oriented_variants
 from dedupd.store import Change, Move, Removal, Store
 
@@ -67,7 +68,7 @@ def oracle_groups(catalog: Catalog, settings: MatcherSettings) -> set[frozenset[
     ignored = set(catalog.store.ignored())
     pairs = [p for p in all_pairs(digest_ids, variants, embeddings, settings)
              if tuple(sorted((rids[p.first], rids[p.second]))) not in ignored]  # fmt: skip
-    return {frozenset(paths[i] for i in group) for group in connected_groups(len(stored), pairs)}
+    return {frozenset(paths[i] for i in group) for group in partition((p.first, p.second) for p in pairs)}
 
 
 def shown(catalog: Catalog) -> set[frozenset[str]]:
@@ -153,9 +154,13 @@ def test_groups_near_matches_and_explain(tmp_path: Path) -> None:
         assert [m.path for m in catalog.near(probe, "cnn", min_similarity=-1)] == ["/p/a", "/p/b", "/p/c", "/p/copy"]
         explained = catalog.explain(probe, ["/p/a", "/p/c"])
         similarity = pytest.approx(0.995, abs=1e-3)
-        assert explained["/p/a"] == {"exact": False, "oriented_distance": 2, "similarity": similarity,
-                                     "phash": 2, "ahash": 2, "dhash": 2, "whash": 2, "decision": "phash"}  # fmt: skip
-        assert explained["/p/c"]["decision"] is None
+        rule_evidence = {"exact": False, "oriented_distance": 2, "similarity": similarity,
+                         "phash": 2, "ahash": 2, "dhash": 2, "whash": 2, "decision": "phash"}  # fmt: skip
+        assert {key: explained["/p/a"][key] for key in rule_evidence} == rule_evidence
+        # these records carry no capture identity nor thumbnail: no tier evidence, the rule's verdict stands
+        assert explained["/p/a"]["tier"] == "duplicate" and explained["/p/a"]["metadata"] is None
+        assert explained["/p/a"]["pixels"] is None
+        assert explained["/p/c"]["decision"] is None and explained["/p/c"]["tier"] is None
         assert explained["/p/c"]["similarity"] == pytest.approx(0.0995, abs=1e-3)
         with pytest.raises(StoreError, match="/p/nothing"):
             catalog.explain(probe, ["/p/a", "/p/nothing"])

@@ -1,45 +1,46 @@
-"""Duplicate groups against an oracle that recomputes connected components from scratch."""
+"""Duplicate groups: plain components without cannot-links, never a cannot-link pair inside a group."""
+
+import itertools
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dedupd.search.groups import Groups
+from dedupd.search.groups import partition
 
 
-def components(nodes: set[int], edges: set[frozenset[int]]) -> set[frozenset[int]]:
-    parent = {n: n for n in nodes}
+def components(edges: list[tuple[int, int]]) -> set[frozenset[int]]:
+    groups: list[set[int]] = []
+    for a, b in edges:
+        touching = [g for g in groups if a in g or b in g]
+        merged = set().union({a, b}, *touching)
+        groups = [g for g in groups if g not in touching] + [merged]
+    return {frozenset(g) for g in groups if len(g) > 1}
 
-    def root(n: int) -> int:
-        while parent[n] != n:
-            n = parent[n]
-        return n
 
-    for a, b in (tuple(e) for e in edges):
-        parent[root(a)] = root(b)
-    by_root: dict[int, set[int]] = {}
-    for n in nodes:
-        by_root.setdefault(root(n), set()).add(n)
-    return {frozenset(c) for c in by_root.values() if len(c) > 1}
+edge_lists = st.lists(st.tuples(st.integers(0, 25), st.integers(0, 25)).filter(lambda e: e[0] != e[1]), max_size=80)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.booleans(), st.integers(0, 30), st.integers(0, 30)), max_size=150))
-def test_incremental_groups_equal_components(ops: list[tuple[bool, int, int]]) -> None:
-    groups, nodes, edges = Groups(), set(), set()
-    for is_link, a, b in ops:
-        if is_link and a != b:
-            # a node that was removed may come back, as a re-added file does
-            nodes |= {a, b}
-            edges.add(frozenset((a, b)))
-            groups.link(a, b)
-        elif not is_link:
-            nodes.discard(a)
-            edges = {e for e in edges if a not in e}
-            remaining = edges
-            groups.remove(a, lambda x, remaining=remaining: [y for e in remaining if x in e for y in e if y != x])
-        expected = components(nodes, edges)
-        assert set(groups) == expected
-        assert len(groups) == len(expected)
-        for n in nodes:
-            assert groups.group_of(n) == next((c for c in expected if n in c), None)
-    assert set(Groups.from_edges([min(e) for e in edges], [max(e) for e in edges])) == components(nodes, edges)
+@given(edge_lists)
+def test_without_cannot_links_groups_are_the_connected_components(edges: list[tuple[int, int]]) -> None:
+    assert {frozenset(g) for g in partition(edges)} == components(edges)
+
+
+@settings(max_examples=300, deadline=None)
+@given(edge_lists, edge_lists)
+def test_no_group_holds_a_cannot_link_pair_and_every_group_is_connected(
+    edges: list[tuple[int, int]], cannot: list[tuple[int, int]]
+) -> None:
+    groups = partition(edges, cannot)
+    apart = {frozenset(c) for c in cannot}
+    for group in groups:
+        assert not any(frozenset(p) in apart for p in itertools.combinations(group, 2))
+        inside = [e for e in edges if e[0] in group and e[1] in group]
+        assert components(inside) == {frozenset(group)}
+    assert sum(len(g) for g in groups) == len({n for g in groups for n in g})
+
+
+def test_a_stripped_copy_does_not_pull_a_burst_together() -> None:
+    """Frames 0 and 1 are different captures; 2 is a copy of frame 0 that also looks like frame 1."""
+    assert partition([(0, 2), (1, 2)], cannot=[(0, 1)]) == [[0, 2]]
+    assert partition([(1, 2), (0, 2)], cannot=[(0, 1)]) == [[1, 2]]  # the stronger link, given first, wins
