@@ -7,6 +7,7 @@ the index is not rebuilt); SIGUSR1 logs every thread's stack. One `finally` tear
 """
 
 import base64
+import errno
 import faulthandler
 import logging
 import os
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 #: Bumped when the encoder's output changes meaning: the store refuses mismatched encodings.
 ENCODER_VERSION = "2"  # 2: sign hash of the stored orientation, from the single 256 px resize
 HEALTH_INTERVAL_S = 2.0
+_MAX_TOO_LONG_KEPT = 100_000  # paths remembered for the path_too_long count (each is over 4 KiB)
 
 #: Settings a reload applies at once (besides the matcher's [phash] ones); the rest need a restart.
 RELOADABLE = frozenset({"roots", "log_level", "methods", "cnn.min_similarity"})
@@ -87,6 +89,8 @@ class Daemon:
         self._last_status = ""
         self._healthy = True
         self._polled_roots: frozenset[str] = frozenset()
+        #: Paths the reconcile walk could not reach because they are nested beyond PATH_MAX (counted in status).
+        self._too_long: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
     def run(self) -> int:
@@ -271,7 +275,17 @@ class Daemon:
         """The reconcile walk of `path` with its root's policy (excludes, hidden files, symlinks)."""
         root = self.root_of(path)
         spec = next(s for s in self._roots() if s.path.rstrip("/") == root)
-        return scan(spec, under=path)
+        return scan(spec, self._scan_skipped, under=path)
+
+    def _scan_skipped(self, path: str, exc: OSError) -> None:
+        """A directory (or file) the walk cannot reach: logged; one nested beyond PATH_MAX is also counted."""
+        if exc.errno == errno.ENAMETOOLONG:
+            if len(self._too_long) < _MAX_TOO_LONG_KEPT:
+                self._too_long.add(path)
+            log.warning("skipped %s…: nested beyond PATH_MAX (%d bytes), it cannot be opened by path",
+                        path[:200], len(os.fsencode(path)))
+        else:
+            log.warning("scan: cannot list %s: %s", path, exc.strerror or exc)
 
     def _drop_root(self, path: str) -> None:
         """A root is no longer watched: stop watching it and forget its records (nothing is reported)."""
@@ -362,7 +376,7 @@ class Daemon:
                 "duplicates": stats["groups"],
                 "duplicate_files": stats["grouped_files"],
                 "reports": counters.reports,
-                "skipped": self._skip_counts(records, counters.vanished),  # type: ignore[arg-type]
+                "skipped": self._skip_counts(records, counters.vanished, len(self._too_long)),  # type: ignore[arg-type]
                 "skipped_by_extension": dict(counters.skipped_by_extension),
             },
             "index": stats["index"],
@@ -374,11 +388,14 @@ class Daemon:
         }
 
     @staticmethod
-    def _skip_counts(records: dict[str, int], vanished: int) -> dict[str, int]:
-        """Skipped files by reason: what the store holds, plus files that vanished before their turn."""
+    def _skip_counts(records: dict[str, int], vanished: int, too_long: int = 0) -> dict[str, int]:
+        """Skipped files by reason: what the store holds, plus files that vanished before their turn and paths
+        (files or whole directories) nested beyond PATH_MAX."""
         counts = {key.split(":", 1)[1]: n for key, n in records.items() if key.startswith("skipped:") and n}
         if vanished:
             counts["vanished"] = counts.get("vanished", 0) + vanished
+        if too_long:
+            counts["path_too_long"] = too_long
         return counts
 
     def _wait_idle(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -296,7 +296,9 @@ def scan(
         for entry in entries:
             try:
                 st = entry.stat(follow_symlinks=policy.follow_symlinks)
-            except OSError:  # vanished since the listing, or a broken link
+            except OSError as exc:  # vanished since the listing, a broken link, or nested beyond PATH_MAX
+                if exc.errno == errno.ENAMETOOLONG:
+                    note(entry.path, exc)
                 continue
             if stat.S_ISREG(st.st_mode):
                 yield entry.path, st

@@ -177,3 +177,38 @@ def test_fifty_half_open_connections_do_not_lock_dedupctl_out_and_a_doubled_key_
     finally:
         for conn in idle:
             conn.close()
+
+
+def _deep_tree(root: Path) -> tuple[str, str]:
+    """Directories of 250-byte names under `root`, made through directory fds (a path could not reach them):
+    a file whose path passes PATH_MAX in the last listable directory, and a directory beyond it."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    path = str(root)
+    try:
+        while len(os.fsencode(path)) < 3940:  # the last listable directory is 3940 to 3950 bytes long
+            name = "d" * min(250, 3950 - len(os.fsencode(path)) - 1)
+            os.mkdir(name, dir_fd=fd)
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd, path = child, f"{path}/{name}"
+        photo = os.open("p" * 250 + ".png", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(photo, b"not read anyway")
+        os.close(photo)
+        os.mkdir("e" * 250, dir_fd=fd)
+    finally:
+        os.close(fd)
+    return f"{path}/{'p' * 250}.png", f"{path}/{'e' * 250}"
+
+
+def test_paths_nested_beyond_path_max_are_skipped_and_counted(tmp_path: Path, daemon_factory, photos) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.png").write_bytes(photos[0].read_bytes())
+    too_long = _deep_tree(root)
+    assert all(len(os.fsencode(path)) > 4096 for path in too_long)
+    daemon = daemon_factory([root])
+    daemon.wait_idle()
+    counts = daemon.status()["counts"]
+    assert counts["indexed"] == 1 and counts["skipped"].get("path_too_long") == 2, counts
+    assert "nested beyond PATH_MAX" in daemon.log_text()
+    assert daemon.stop() == 0
