@@ -1,20 +1,20 @@
 """`dedupd scan DIR` without `--method`: one-shot duplicate finding with dedupd's own matcher.
 
-Owns the one-shot orchestration: discover files, encode them in a worker process pool (one read
-and one reduced decode per file), embed the CNN inputs in batches in this process while the
+Owns the one-shot orchestration: discover files, encode them in the daemon's encode pool (one read
+and one reduced decode per file; a decoder that crashes or hangs costs its file; at most 2 x workers
+files in flight), embed the CNN inputs in batches in this process while the
 workers keep decoding, then decide every pair with `search.matcher` (rule, then tier) and group
 them with `search.groups` (duplicate groups that never hold two different captures). No daemon,
 no store: the daemon runs the same encoder, the same `decide`, `tiers` and `partition`.
 """
 
 import logging
-import multiprocessing
 import os
+import queue
+import threading
 from collections import defaultdict
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ from tqdm import tqdm
 
 from dedupd.errors import Skipped, SkipReason
 from dedupd.imaging.cnn import Encoder, ModelSpec, resolve_model
-from dedupd.imaging.encode import EncodedFile, encode_path
 from dedupd.records import Capture
 from dedupd.search.groups import partition
 from dedupd.search.keep import Candidate, choose
@@ -39,6 +38,7 @@ from dedupd.search.matcher import (
     stronger,
     tiers,
 )
+from dedupd.service.encodepool import EncodePool, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -134,14 +134,6 @@ def discover(root: Path, recursive: bool) -> list[Path]:
     return [path for path in found if path.is_file()]
 
 
-def _encode_one(cnn_spec: ModelSpec | None, path: Path) -> EncodedFile | Skipped:
-    """Worker-side: encode a file, returning (not raising) a Skip so one bad file costs one file."""
-    try:
-        return encode_path(path, cnn_spec=cnn_spec)
-    except Skipped as skip:
-        return skip
-
-
 class _BatchedEmbedder:
     """Collects CNN inputs by shape and embeds a bucket as soon as it fills: decoding never waits."""
 
@@ -168,14 +160,40 @@ class _BatchedEmbedder:
         return np.stack([self.rows[index] for index in range(count)]) if count else np.zeros((0, 1), np.float32)
 
 
-def _encoded_stream(paths: list[Path], cnn_spec: ModelSpec | None, workers: int) -> Iterator[EncodedFile | Skipped]:
-    encode = partial(_encode_one, cnn_spec)
-    if workers <= 1:
-        yield from map(encode, paths)
-        return
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        yield from pool.map(encode, paths, chunksize=max(1, min(16, len(paths) // (8 * workers))))
+def _encoded_stream(paths: list[Path], cnn_spec: ModelSpec | None, workers: int) -> Iterator[tuple[int, Outcome]]:
+    """(index in `paths`, outcome) in completion order, from the daemon's encode pool: a decoder that crashes
+    or hangs costs its file, not the scan. At most 2 x `workers` files are in flight and as many outcomes wait
+    to be taken, so memory does not grow with the number of files."""
+    bound = 2 * workers
+    results: queue.Queue[tuple[int, Outcome]] = queue.Queue(bound)
+    closing = threading.Event()
+
+    def deliver(index: int, outcome: Outcome) -> None:
+        while not closing.is_set():
+            try:
+                results.put((index, outcome), timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def feed() -> None:
+        try:
+            for index, path in enumerate(paths):
+                pool.submit(index, path)  # blocks while `bound` files are in flight
+        except RuntimeError:
+            pass  # the pool closed: the scan ended early
+
+    pool: EncodePool[int] = EncodePool(workers, deliver, cnn_spec=cnn_spec, max_pending=bound)
+    pool.start()
+    feeder = threading.Thread(target=feed, name="dedupd-scan-feed", daemon=True)
+    feeder.start()
+    try:
+        for _ in paths:
+            yield results.get()
+    finally:
+        closing.set()
+        pool.close()
+        feeder.join()
 
 
 def scan_directory(
@@ -197,13 +215,18 @@ def scan_directory(
     digests: list[bytes] = []
     variants: list[tuple[int, ...]] = []
     with tqdm(total=len(paths), disable=not progress, unit="img") as bar:
-        for path, outcome in zip(paths, _encoded_stream(paths, cnn_spec, workers), strict=True):
+        for index, outcome in _encoded_stream(paths, cnn_spec, max(1, workers)):
             bar.update()
+            path = paths[index]
             if isinstance(outcome, Skipped):
                 log.info("skipped %s: %s", path, outcome)
                 result.skipped.append((path, outcome.reason, outcome.detail))
                 continue
-            stat = path.stat()
+            try:
+                stat = path.stat()
+            except OSError as exc:  # gone (or unreachable) since it was read
+                result.skipped.append((path, SkipReason.VANISHED, f"{type(exc).__name__}: {exc.strerror}"))
+                continue
             encoding = outcome.encoding
             if embedder is not None and outcome.cnn_input is not None:
                 embedder.add(len(result.files), outcome.cnn_input)
@@ -212,10 +235,13 @@ def scan_directory(
             digests.append(encoding.digest)
             variants.append(outcome.variants)
     count = len(result.files)
+    order = sorted(range(count), key=lambda i: result.files[i].path)  # outcomes came in completion order
+    result.files = [result.files[i] for i in order]
+    result.skipped.sort(key=lambda skip: skip[0])
     digest_index: dict[bytes, int] = {}
-    digest_ids = np.array([digest_index.setdefault(d, len(digest_index)) for d in digests], dtype=np.int64)
-    variant_matrix = np.array(variants, dtype=np.uint64).reshape(count, 8)
-    embeddings = embedder.finish(count) if embedder else None
+    digest_ids = np.array([digest_index.setdefault(digests[i], len(digest_index)) for i in order], dtype=np.int64)
+    variant_matrix = np.array([variants[i] for i in order], dtype=np.uint64).reshape(count, 8)
+    embeddings = embedder.finish(count)[order] if embedder else None
     pairs = list(all_pairs(digest_ids, variant_matrix, embeddings, settings))
     sides = [(f.capture, f.thumb) for f in result.files]
     decided = tiers([p.method for p in pairs], [sides[p.first] for p in pairs],

@@ -1,6 +1,7 @@
 """The `dedupd` command as a user runs it: a real subprocess, real files, JSON and exit codes."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -142,3 +143,22 @@ def test_a_state_dir_that_is_a_file_is_one_clear_line(tmp_path: Path) -> None:
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert run.stderr.splitlines()[-1] == f"dedupd: cannot create the state directory {tmp_path / 'state/sub'}: " \
                                           "Not a directory"
+
+
+def test_scan_survives_a_crashing_and_a_hanging_decoder(folder: Path, tmp_path: Path) -> None:
+    """One decoder that segfaults or hangs costs its file (the daemon's encode pool), not the scan
+    (a BrokenProcessPool ended it)."""
+    root = tmp_path / "bad"
+    shutil.copytree(folder, root)
+    shutil.copy(root / "p2.jpg", root / "crash_p2.jpg")
+    shutil.copy(root / "p3.jpg", root / "exit_p3.jpg")
+    hook = Path(__file__).parents[1] / "service" / "decode_hook.py"
+    run = subprocess.run([sys.executable, "-m", "dedupd", "scan", str(root), "--json", "--no-cnn", "--workers", "2"],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "DEDUPD_TEST_DECODE_HOOK": str(hook)})
+    assert run.returncode == 0, run.stderr
+    document = json.loads(run.stdout)
+    assert {Path(s["path"]).name: s["reason"] for s in document["skipped"]} == {
+        "broken.jpg": "truncated", "crash_p2.jpg": "decoder_crash", "exit_p3.jpg": "decoder_crash"}
+    groups = [{Path(m["path"]).name for m in group} for group in document["groups"]]
+    assert {"p0.jpg", "p0_copy.jpg"} in groups
