@@ -563,6 +563,33 @@ def _show_history(result: Mapping[str, Any]) -> list[str]:
     return _table(rows)
 
 
+def _review(socket_path: str, args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
+    from dedupd.cli import review  # loaded only here: dedupctl must start fast
+
+    call(socket_path, "hello")  # a clear "not running" before a server is started for nothing
+    state = review.ensure_server(socket_path, idle_s=args.idle_timeout)
+    opened = False
+    if not args.print_url:
+        import webbrowser
+
+        opened = webbrowser.open(state["url"])
+    return {"url": state["url"], "pid": state["pid"], "started": state["started"], "opened": opened}
+
+
+def _review_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--print-url", action="store_true", help="print the URL instead of opening a browser")
+    parser.add_argument("--idle-timeout", type=float, default=1800.0, metavar="S",
+                        help="the server stops after S seconds without a request (default 1800)")
+
+
+@verb("review", "open the review page (a local web page: the groups side by side, and the actions)", cmd="hello",
+      arguments=_review_arguments, execute=_review)
+def _show_review(result: Mapping[str, Any]) -> list[str]:
+    if result["opened"]:
+        return [f"opened {result['url']} in your browser"]
+    return [result["url"]]
+
+
 # ---- the parser ----
 
 def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import date
 from functools import partial
 from pathlib import Path
@@ -602,7 +602,8 @@ class Daemon:
                 "size": key.size, "mtime_ns": key.mtime_ns, "dev": key.dev, "inode": key.inode,
                 "digest": enc.digest.hex() if enc else None, "width": enc.width if enc else None,
                 "height": enc.height if enc else None, "skip": rec.skip.value if rec.skip else None,
-                "root": self.root_of(path), "protected": any(is_under(path, root) for root in protected)}
+                "root": self.root_of(path), "protected": any(is_under(path, root) for root in protected),
+                "capture": asdict(enc.capture) if enc is not None and enc.capture is not None else None}
             if args["tokens"]:
                 document["token"] = base64.b64encode(record_token(rec)).decode("ascii")
             out[path] = document

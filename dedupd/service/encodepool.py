@@ -47,6 +47,7 @@ from dedupd.errors import Skipped, SkipReason
 from dedupd.imaging.cnn import ModelSpec
 from dedupd.imaging.decode import DEFAULT_MAX_PIXELS
 from dedupd.imaging.encode import DEFAULT_MAX_FILE_SIZE, EncodedFile, encode_path
+from dedupd.imaging.thumbnail import Thumbnail, make_thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +92,19 @@ def _load_hook(hook_path: str) -> Hook:
 
 
 def _encode_outcome(
-    path: str, *, cnn_spec: ModelSpec | None, max_pixels: int, max_bytes: int, before_decode: Hook | None = None
-) -> Outcome:
-    """`encode_path`, with every exception turned into a Skip: a task always has exactly one outcome.
+    path: str, *, cnn_spec: ModelSpec | None, max_pixels: int, max_bytes: int, before_decode: Hook | None = None,
+    thumbnail: int | None = None,
+) -> Outcome | Thumbnail:
+    """`encode_path` (or, for a thumbnail task, `make_thumbnail` at that size), with every exception turned
+    into a Skip: a task always has exactly one outcome.
 
     The Skip returned is a fresh one: the raised one's traceback holds the decoder's frames, and with them
     the file's bytes, for as long as the outcome lives."""
     try:
         if before_decode is not None:
             before_decode(path)
+        if thumbnail is not None:
+            return make_thumbnail(path, thumbnail, max_pixels)
         return encode_path(path, cnn_spec=cnn_spec, max_pixels=max_pixels, max_bytes=max_bytes)
     except Skipped as skip:
         return Skipped(skip.reason, skip.detail)
@@ -123,10 +128,10 @@ def _worker_main(
     try:
         conn.send(_READY)
         while True:
-            path = conn.recv()
+            path, thumbnail = conn.recv()
             signal.alarm(self_destruct_s)
             outcome = _encode_outcome(path, cnn_spec=cnn_spec, max_pixels=max_pixels, max_bytes=max_bytes,
-                                      before_decode=before_decode)
+                                      before_decode=before_decode, thumbnail=thumbnail)
             signal.alarm(0)
             conn.send(outcome)
             del outcome  # its tensors must not outlive the file while the worker waits for the next
@@ -155,7 +160,9 @@ class _Task[T]:
     token: T
     path: str
     retries: int = 0  # times its worker was stopped from outside while on it
-    future: "Future[Outcome] | None" = None  # an `encode()` request: the outcome goes here, not to on_result
+    # An `encode()` or `thumbnail()` request: the outcome goes here, not to on_result.
+    future: "Future[Any] | None" = None
+    thumbnail: int | None = None  # a thumbnail of this size instead of an encoding
 
 
 @dataclass(eq=False, slots=True)
@@ -270,12 +277,19 @@ class EncodePool[T]:
         returned future rather than `on_result`. Queued ahead of submitted files and never blocks, so a
         request waits for at most the files the workers already hold; the caller bounds how many it has in
         flight. A pool that closes first fails the future with RuntimeError."""
-        future: Future[Outcome] = Future()
+        return self._request(path, None)
+
+    def thumbnail(self, path: str | os.PathLike[str], size: int) -> "Future[Thumbnail | Skipped]":
+        """A `Thumbnail` of one file fitting `size` px (the review page's), as `encode` runs a request."""
+        return self._request(path, size)
+
+    def _request(self, path: str | os.PathLike[str], thumbnail: int | None) -> "Future[Any]":
+        future: Future[Any] = Future()
         with self._cond:
             if self._state != "running":
                 raise RuntimeError(f"encode pool is {self._state}")
             self._in_flight += 1
-            self._queue.appendleft(_Task(cast(T, None), os.fspath(path), future=future))
+            self._queue.appendleft(_Task(cast(T, None), os.fspath(path), future=future, thumbnail=thumbnail))
             self._wake()
         return future
 
@@ -426,7 +440,7 @@ class EncodePool[T]:
                     return
                 task = self._queue.popleft()
             try:
-                worker.conn.send(task.path)
+                worker.conn.send((task.path, task.thumbnail))
             except OSError:  # it died while idle: the file was never started, so it goes back first
                 with self._cond:
                     self._queue.appendleft(task)
@@ -501,14 +515,15 @@ class EncodePool[T]:
         with self._cond:
             self._workers.remove(worker)
 
-    def _finish(self, task: _Task[T], outcome: Outcome) -> None:
+    def _finish(self, task: _Task[T], outcome: Outcome | Thumbnail) -> None:
         with self._cond:
-            self._counts["encoded" if isinstance(outcome, EncodedFile) else "skipped"] += 1
+            self._counts["skipped" if isinstance(outcome, Skipped) else "encoded"] += 1
             self._in_flight -= 1
             self._cond.notify_all()
         if task.future is not None:
             task.future.set_result(outcome)
             return
+        assert not isinstance(outcome, Thumbnail)  # thumbnails are requests: they have a future
         try:
             self._on_result(task.token, outcome)
         except Exception:

@@ -6,6 +6,7 @@ systemd would), and idleness from `dedupctl wait-idle`; no test sleeps to wait f
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 START_TIMEOUT_S = 120
 #: What the test itself sends to the notify socket after the daemon exited: the reader stops on it.
@@ -156,3 +158,70 @@ def daemon_factory(tmp_path: Path) -> Iterator[Any]:
         if daemon.process is not None and daemon.process.poll() is None:
             daemon.process.kill()
             daemon.process.wait()
+
+
+@dataclass
+class ActingUser:
+    """The user who resolves: HOME, trash, state dir and runtime dir of their own under tmp_path (dedupctl and
+    the review server inherit them), and the two-group library the action tests resolve."""
+
+    home: Path
+
+    @staticmethod
+    def jpeg(source: Path, dest: Path, width: int = 320, quality: int = 90) -> None:
+        with Image.open(source) as image:
+            rgb = image.convert("RGB")
+        rgb.thumbnail((width, width))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        rgb.save(dest, "JPEG", quality=quality)
+
+    def library(self, root: Path, photos: list[Path]) -> dict[str, Path]:
+        """Two groups: a byte copy (with an XMP sidecar) of one photo, and a smaller re-encode of another."""
+        files = {"a": root / "a.jpg", "a_copy": root / "copies" / "a_copy.jpg", "b": root / "b.jpg",
+                 "b_small": root / "small" / "b_small.jpg", "c": root / "c.jpg"}
+        self.jpeg(photos[0], files["a"])
+        files["a_copy"].parent.mkdir(parents=True)
+        shutil.copyfile(files["a"], files["a_copy"])
+        self.jpeg(photos[2], files["b"], width=400)
+        self.jpeg(photos[2], files["b_small"], width=240, quality=80)
+        self.jpeg(photos[3], files["c"])
+        for age, name in enumerate(("a", "a_copy", "b", "b_small", "c")):
+            os.utime(files[name], (1_600_000_000 + age, 1_600_000_000 + age))  # a is older than its copy: kept
+        sidecar = root / "copies" / "a_copy.jpg.xmp"
+        sidecar.write_text("<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
+        files["sidecar"] = sidecar
+        return files
+
+    def started(self, daemon_factory: Any, root: Path, photos: list[Path]) -> tuple[RunningDaemon, dict[str, Path]]:
+        """The two-group library under `root`, indexed by a running daemon."""
+        files = self.library(root, photos)
+        daemon = daemon_factory([root])
+        daemon.wait_idle()
+        return daemon, files
+
+    @staticmethod
+    def tree(root: Path) -> dict[str, tuple[bytes, int]]:
+        """Every file under root: its bytes and mtime."""
+        return {str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+
+    def trashed(self) -> dict[str, str]:
+        """Original path -> trashed file, from the home trash's .trashinfo files."""
+        trash = self.home / ".local" / "share" / "Trash"
+        out = {}
+        for info in sorted((trash / "info").glob("*.trashinfo")):
+            lines = dict(line.split("=", 1) for line in info.read_text().splitlines()[1:])
+            out[lines["Path"]] = str(trash / "files" / info.name.removesuffix(".trashinfo"))
+        return out
+
+
+@pytest.fixture
+def user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ActingUser:
+    home = tmp_path / "home"
+    (home / "run").mkdir(parents=True, mode=0o700)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local" / "state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(home / "run"))
+    monkeypatch.setenv("DEDUPD_SYSTEM", "0")  # root in CI: still the user's locations
+    return ActingUser(home)

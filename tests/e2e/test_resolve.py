@@ -18,96 +18,35 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The acting user's home: trash under it, journal under its state dir (dedupctl inherits the env)."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local" / "state"))
-    monkeypatch.setenv("DEDUPD_SYSTEM", "0")  # root in CI: still the user's locations
-    return home
-
-
-def _jpeg(source: Path, dest: Path, width: int = 320, quality: int = 90) -> None:
-    with Image.open(source) as image:
-        rgb = image.convert("RGB")
-    rgb.thumbnail((width, width))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    rgb.save(dest, "JPEG", quality=quality)
-
-
-def _library(root: Path, photos: list[Path]) -> dict[str, Path]:
-    """Two groups: a byte copy (with an XMP sidecar) of one photo, and a smaller re-encode of another."""
-    files = {"a": root / "a.jpg", "a_copy": root / "copies" / "a_copy.jpg", "b": root / "b.jpg",
-             "b_small": root / "small" / "b_small.jpg", "c": root / "c.jpg"}
-    _jpeg(photos[0], files["a"])
-    files["a_copy"].parent.mkdir(parents=True)
-    shutil.copyfile(files["a"], files["a_copy"])
-    _jpeg(photos[2], files["b"], width=400)
-    _jpeg(photos[2], files["b_small"], width=240, quality=80)
-    _jpeg(photos[3], files["c"])
-    for age, name in enumerate(("a", "a_copy", "b", "b_small", "c")):
-        os.utime(files[name], (1_600_000_000 + age, 1_600_000_000 + age))  # a is older than its copy: it is kept
-    sidecar = root / "copies" / "a_copy.jpg.xmp"
-    sidecar.write_text("<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
-    files["sidecar"] = sidecar
-    return files
-
-
-def _started(daemon_factory: Any, root: Path, photos: list[Path]) -> tuple[Any, dict[str, Path]]:
-    """The two-group library under `root`, indexed by a running daemon."""
-    files = _library(root, photos)
-    daemon = daemon_factory([root])
-    daemon.wait_idle()
-    return daemon, files
-
-
-def _tree(root: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _groups(daemon: Any) -> list[list[str]]:
     return sorted(sorted(m["path"] for m in g) for g in daemon.ctl_json("duplicates")["groups"])
 
 
-def _trashed(home: Path) -> dict[str, str]:
-    """Original path -> trashed file, from the home trash's .trashinfo files."""
-    trash = home / ".local" / "share" / "Trash"
-    out = {}
-    for info in sorted((trash / "info").glob("*.trashinfo")):
-        lines = dict(line.split("=", 1) for line in info.read_text().splitlines()[1:])
-        out[lines["Path"]] = str(trash / "files" / info.name.removesuffix(".trashinfo"))
-    return out
-
-
-def test_dry_run_trash_history_and_undo(daemon_factory: Any, user: Path, tmp_path: Path, photos: list[Path]) -> None:
+def test_dry_run_trash_history_and_undo(daemon_factory: Any, user: Any, tmp_path: Path, photos: list[Path]) -> None:
     root = tmp_path / "library"
-    daemon, files = _started(daemon_factory, root, photos)
+    daemon, files = user.started(daemon_factory, root, photos)
     groups = _groups(daemon)
     assert groups == sorted([sorted([str(files["a"]), str(files["a_copy"])]),
                              sorted([str(files["b"]), str(files["b_small"])])])
-    before = _tree(root)
+    before = user.tree(root)
 
     dry = daemon.ctl("resolve")  # a dry run by default
     assert "would trash 2 files from 2 groups" in dry.stdout
     assert str(files["a_copy"]) in dry.stdout and str(files["b_small"]) in dry.stdout
-    assert _tree(root) == before
-    assert not (user / ".local" / "state" / "dedupd" / "actions").exists() or not list(
-        (user / ".local" / "state" / "dedupd" / "actions").glob("*.jsonl"))
+    assert user.tree(root) == before
+    assert not (user.home / ".local" / "state" / "dedupd" / "actions").exists() or not list(
+        (user.home / ".local" / "state" / "dedupd" / "actions").glob("*.jsonl"))
 
     decodes = daemon.status()["counts"]["decodes"]
     done = daemon.ctl_json("resolve", "--trash")
     assert sorted(d["path"] for d in done["done"]) == sorted(
         [str(files["a_copy"]), str(files["sidecar"]), str(files["b_small"])])
     assert done["refused"] == []
-    trashed = _trashed(user)
+    trashed = user.trashed()
     assert set(trashed) == {str(files["a_copy"]), str(files["sidecar"]), str(files["b_small"])}
     for original, in_trash in trashed.items():
         assert not os.path.exists(original)
@@ -123,18 +62,18 @@ def test_dry_run_trash_history_and_undo(daemon_factory: Any, user: Path, tmp_pat
 
     undone = daemon.ctl_json("undo")
     assert undone["action"] == done["action"] and len(undone["done"]) == 3
-    assert _tree(root) == before
-    assert _trashed(user) == {}
+    assert user.tree(root) == before
+    assert user.trashed() == {}
     daemon.wait_idle()
     assert _groups(daemon) == groups
     assert daemon.status()["counts"]["decodes"] == decodes  # put back unchanged: indexed from the journal
     assert daemon.ctl("undo", check=False).returncode == 1  # nothing left to undo
 
 
-def test_move_to_and_hardlink(daemon_factory: Any, user: Path, tmp_path: Path, photos: list[Path]) -> None:
+def test_move_to_and_hardlink(daemon_factory: Any, user: Any, tmp_path: Path, photos: list[Path]) -> None:
     root = tmp_path / "library"
-    daemon, files = _started(daemon_factory, root, photos)
-    before = _tree(root)
+    daemon, files = user.started(daemon_factory, root, photos)
+    before = user.tree(root)
 
     linked = daemon.ctl_json("resolve", "--hardlink")  # only the byte-identical group can be linked
     assert [d["path"] for d in linked["done"]] == [str(files["a_copy"])]
@@ -145,7 +84,7 @@ def test_move_to_and_hardlink(daemon_factory: Any, user: Path, tmp_path: Path, p
     assert files["a_copy"].read_bytes() == before[str(files["a_copy"])][0]
     assert daemon.ctl("undo").returncode == 0
     assert os.stat(files["a_copy"]).st_ino != os.stat(files["a"]).st_ino
-    assert _tree(root) == before
+    assert user.tree(root) == before
     daemon.wait_idle()
 
     target = tmp_path / "moved"
@@ -160,14 +99,14 @@ def test_move_to_and_hardlink(daemon_factory: Any, user: Path, tmp_path: Path, p
     daemon.wait_idle()
     assert _groups(daemon) == [sorted([str(files["a"]), str(files["a_copy"])])]
     daemon.ctl("undo", moved["action"])
-    assert _tree(root) == before
+    assert user.tree(root) == before
     assert not (target / "small" / "b_small.jpg").exists()
 
 
-def test_a_file_changed_since_it_was_indexed_is_refused(daemon_factory: Any, user: Path, tmp_path: Path,
+def test_a_file_changed_since_it_was_indexed_is_refused(daemon_factory: Any, user: Any, tmp_path: Path,
                                                         photos: list[Path]) -> None:
     root = tmp_path / "library"
-    daemon, files = _started(daemon_factory, root, photos)
+    daemon, files = user.started(daemon_factory, root, photos)
     daemon.ctl("pause")  # the daemon does not see the changes yet: its records are the old ones
     data = bytearray(files["a_copy"].read_bytes())
     data[-3] ^= 0xFF  # same size, same mtime, other bytes
@@ -182,7 +121,7 @@ def test_a_file_changed_since_it_was_indexed_is_refused(daemon_factory: Any, use
     assert f"{files['a_copy']}: refused, its content changed since it was indexed" in run.stderr
     assert f"{files['b_small']}: refused, the file changed since it was indexed" in run.stderr
     assert files["a_copy"].read_bytes() == bytes(data) and files["b_small"].exists()
-    assert _trashed(user) == {}
+    assert user.trashed() == {}
 
 
 # ------------------------------------------------------------------------------------------- reflink (XFS)
@@ -212,18 +151,18 @@ def _shared_extents(path: Path) -> bool:
     return "shared" in run.stdout
 
 
-def test_reflink_and_the_topdir_trash_on_xfs(daemon_factory: Any, user: Path, xfs: Path, photos: list[Path]) -> None:
+def test_reflink_and_the_topdir_trash_on_xfs(daemon_factory: Any, user: Any, xfs: Path, photos: list[Path]) -> None:
     root = xfs / "library"
-    daemon, files = _started(daemon_factory, root, photos)
-    before = _tree(root)
+    daemon, files = user.started(daemon_factory, root, photos)
+    before = user.tree(root)
     reflinked = daemon.ctl_json("resolve", "--reflink", "--group", str(files["a"]))
     assert [d["path"] for d in reflinked["done"]] == [str(files["a_copy"])]
     copy_stat = files["a_copy"].stat()
     assert copy_stat.st_ino != files["a"].stat().st_ino and copy_stat.st_mtime_ns == before[str(files["a_copy"])][1]
     assert _shared_extents(files["a_copy"])
-    assert _tree(root) == before
+    assert user.tree(root) == before
     daemon.ctl("undo")
-    assert not _shared_extents(files["a_copy"]) and _tree(root) == before
+    assert not _shared_extents(files["a_copy"]) and user.tree(root) == before
     daemon.wait_idle()
 
     trashed = daemon.ctl_json("resolve", "--trash", "--group", str(files["b"]))
@@ -232,16 +171,16 @@ def test_reflink_and_the_topdir_trash_on_xfs(daemon_factory: Any, user: Path, xf
     info = (trash / "info" / "b_small.jpg.trashinfo").read_text()
     assert "Path=library/small/b_small.jpg" in info.splitlines()  # relative to the top dir, as the spec says
     daemon.ctl("undo")
-    assert _tree(root) == before
+    assert user.tree(root) == before
 
 
 # ------------------------------------------------------------------------------------------- SIGKILL
-def _kill_and_undo(daemon: Any, root: Path, user: Path, rounds: int, seed: int) -> None:
+def _kill_and_undo(daemon: Any, root: Path, user: Any, rounds: int, seed: int) -> None:
     """Kill `resolve --trash` at random points; after each kill every file is in place or in the trash with
     its journal entry; then the daemon is killed and restarted too, and `undo` restores everything."""
     rng = random.Random(seed)
-    before = _tree(root)
-    journal_dir = user / ".local" / "state" / "dedupd" / "actions"
+    before = user.tree(root)
+    journal_dir = user.home / ".local" / "state" / "dedupd" / "actions"
     for _ in range(rounds):
         daemon.wait_idle()
         going = len(daemon.ctl_json("to-remove")["files"])
@@ -256,7 +195,7 @@ def _kill_and_undo(daemon: Any, root: Path, user: Path, rounds: int, seed: int) 
                 break
             time.sleep(0.001)  # polling the journal for the condition, not waiting for a time
         proc.wait()
-        trashed = _trashed(user)
+        trashed = user.trashed()
         entries = [json.loads(line) for j in sorted(journal_dir.glob("*.jsonl")) for line in j.read_text().splitlines()
                    if line.endswith("}")]
         intents = {e["path"] for e in entries if e["kind"] == "intent"}
@@ -267,14 +206,14 @@ def _kill_and_undo(daemon: Any, root: Path, user: Path, rounds: int, seed: int) 
         daemon.wait_idle()
         undone = daemon.ctl("undo", check=False)
         assert undone.returncode in (0, 1), undone.stderr  # 1: killed before its first file moved
-        assert _tree(root) == before
-        assert _trashed(user) == {}
+        assert user.tree(root) == before
+        assert user.trashed() == {}
 
 
-def _many(root: Path, photos: list[Path], distinct: int, copies: int) -> None:
+def _many(user: Any, root: Path, photos: list[Path], distinct: int, copies: int) -> None:
     for k in range(distinct):
         original = root / f"p{k:02d}" / "original.jpg"
-        _jpeg(photos[k], original, width=160)
+        user.jpeg(photos[k], original, width=160)
         os.utime(original, (1_500_000_000, 1_500_000_000))
         for c in range(copies):
             shutil.copy2(original, root / f"p{k:02d}" / f"copy_{c:03d}.jpg")
@@ -284,9 +223,9 @@ def _many(root: Path, photos: list[Path], distinct: int, copies: int) -> None:
     (3, 10, 3),  # the short form, in the default run
     pytest.param(10, 50, 6, marks=pytest.mark.slow),  # 500 files trashed, killed at random points
 ])
-def test_sigkill_during_resolve_loses_nothing(daemon_factory: Any, user: Path, tmp_path: Path, photos: list[Path],
+def test_sigkill_during_resolve_loses_nothing(daemon_factory: Any, user: Any, tmp_path: Path, photos: list[Path],
                                               distinct: int, copies: int, rounds: int) -> None:
     root = tmp_path / "library"
-    _many(root, photos, distinct=distinct, copies=copies)
+    _many(user, root, photos, distinct=distinct, copies=copies)
     daemon = daemon_factory([root])
     _kill_and_undo(daemon, root, user, rounds=rounds, seed=distinct * copies)
