@@ -254,11 +254,12 @@ def _find_in_trash(path: str, identity: Mapping[str, int]) -> tuple[str, str] | 
 
 
 def _drop_orphan_trashinfo(path: str) -> None:
-    """Remove the .trashinfo a kill left behind between writing it and moving the file (its file is absent)."""
+    """Remove the .trashinfo a kill left behind between writing it and moving the file: its file is absent, and
+    it names this path, or nothing (cut short while being written)."""
     stem = os.path.splitext(os.path.basename(path))[0]
     for trash, top in _trash_dirs(path):
         for info in (trash / "info").glob(f"{_glob_escape(stem)}*.trashinfo"):
-            if _trashinfo_path(info, top) == path and not os.path.lexists(trash / "files" / info.name[:-10]):
+            if _trashinfo_path(info, top) in (path, None) and not os.path.lexists(trash / "files" / info.name[:-10]):
                 info.unlink()
 
 

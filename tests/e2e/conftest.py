@@ -205,12 +205,13 @@ class ActingUser:
         return {str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
 
     def trashed(self) -> dict[str, str]:
-        """Original path -> trashed file, from the home trash's .trashinfo files."""
+        """Original path -> trashed file, from the home trash's .trashinfo files (one cut short by a kill while
+        it was written is listed under "")."""
         trash = self.home / ".local" / "share" / "Trash"
         out = {}
         for info in sorted((trash / "info").glob("*.trashinfo")):
-            lines = dict(line.split("=", 1) for line in info.read_text().splitlines()[1:])
-            out[lines["Path"]] = str(trash / "files" / info.name.removesuffix(".trashinfo"))
+            lines = dict(line.split("=", 1) for line in info.read_text().splitlines()[1:] if "=" in line)
+            out[lines.get("Path", "")] = str(trash / "files" / info.name.removesuffix(".trashinfo"))
         return out
 
 
