@@ -1,6 +1,7 @@
 """Shared test fixtures: real photographs, and the distinct photographs made from them (tests/fixtures/photos.py)."""
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -56,3 +57,33 @@ def photo_files(photo_set: ModuleType) -> list[Path]:
 def photo_bytes(photo_set: ModuleType) -> list[bytes]:
     """The JPEG bytes of `photo_files`: no two are duplicates to dedupd's matcher (tests/test_photos.py)."""
     return photo_set.photo_bytes()
+
+
+# ---- CI: no test may be skipped but for a GPU ----
+
+#: With this set to 1 (.ci/run does), a run that skipped any test fails, unless the skip is about a CUDA GPU:
+#: CI installs everything else the tests need, so any other skip means a test silently did not run.
+NO_SKIPS_ENV = "DEDUPD_TEST_NO_SKIPS"
+_skipped: list[tuple[str, str]] = []
+
+
+def _allowed_skip(reason: str) -> bool:
+    return "CUDA" in reason or "GPU" in reason
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        _skipped.append((report.nodeid, reason))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get(NO_SKIPS_ENV) != "1":
+        return
+    forbidden = [(nodeid, reason) for nodeid, reason in _skipped if not _allowed_skip(reason)]
+    if forbidden:
+        lines = "\n".join(f"  {nodeid}: {reason}" for nodeid, reason in forbidden)
+        print(f"\n{NO_SKIPS_ENV}=1: {len(forbidden)} test(s) skipped for a reason other than a GPU:\n{lines}")
+        if session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
