@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lmdb
 import pytest
 
 from dedupd.store import Store
@@ -112,9 +113,11 @@ def test_a_damaged_store_is_refused_in_one_line_and_check_store_repair_rebuilds_
     # included, is kept; the lost file is re-encoded by the start-up scan.
     with Store.open(state) as store:
         found = store.lookup(str(root / "c.png"))
-        assert found is not None
-        with store._env.begin(write=True) as txn:
-            txn.put(found[0].to_bytes(8, "big"), b"\xc1\xc1", db=store._dbs["files"])
+    assert found is not None
+    env = lmdb.open(str(state / "store"), max_dbs=64)  # behind the store's back, as damage is
+    with env.begin(write=True) as txn:
+        txn.put(found[0].to_bytes(8, "big"), b"\xc1\xc1", db=env.open_db(b"files", txn=txn))
+    env.close()
     _refused_with_one_line(daemon.config, data)
     repaired = _dedupd(daemon.config, "check-store", "--repair", "--json")
     assert repaired.returncode == 0, repaired.stderr

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lmdb
 import msgpack
 import numpy as np
 import pytest
@@ -118,17 +119,20 @@ def test_a_damaged_file_is_one_clear_error_at_open_and_repair_keeps_what_it_can(
 def test_inconsistent_records_are_found_and_check_never_raises(sound, tmp_path) -> None:
     """What the structure verifier cannot see (values that decode but disagree) is found by check()."""
     state = _copy(sound, tmp_path)
-    with Store.open(state, model_id="m", dim=DIM) as store:
-        with store._env.begin(write=True) as txn:
-            files = store._dbs["files"]
-            txn.put((5).to_bytes(8, "big"), b"\xc1 not msgpack", db=files)
-            fields = msgpack.unpackb(txn.get((6).to_bytes(8, "big"), db=files))
-            fields[9] = {"xhash": 1, **fields[9]}  # a hash name the store has no column for (was: KeyError)
-            txn.put((6).to_bytes(8, "big"), msgpack.packb(fields), db=files)
-            fields = msgpack.unpackb(txn.get((7).to_bytes(8, "big"), db=files))
-            fields[0] = b"/photos/elsewhere.jpg"  # a flipped path: its path key is missing
-            txn.put((7).to_bytes(8, "big"), msgpack.packb(fields), db=files)
-        problems = store.check()
+    env = lmdb.open(str(state / "store"), max_dbs=64)  # written behind the store's back, as damage is
+    with env.begin(write=True) as txn:
+        files = env.open_db(b"files", txn=txn)
+        txn.put((5).to_bytes(8, "big"), b"\xc1 not msgpack", db=files)
+        fields = msgpack.unpackb(txn.get((6).to_bytes(8, "big"), db=files))
+        fields[9] = {"xhash": 1, **fields[9]}  # a hash name the store has no column for (was: KeyError)
+        txn.put((6).to_bytes(8, "big"), msgpack.packb(fields), db=files)
+        fields = msgpack.unpackb(txn.get((7).to_bytes(8, "big"), db=files))
+        fields[0] = b"/photos/elsewhere.jpg"  # a flipped path: its path key is missing
+        txn.put((7).to_bytes(8, "big"), msgpack.packb(fields), db=files)
+    env.close()
+    with pytest.raises(StoreDamaged) as damaged:
+        Store.open(state)
+    problems = damaged.value.problems  # type: ignore[attr-defined]  # from check(), which raised KeyError
     assert any("rid 5: unreadable record" in p for p in problems), problems
     assert any("rid 6: hash 'xhash'" in p for p in problems), problems
     assert any(p.startswith("paths: ") for p in problems), problems
@@ -161,3 +165,13 @@ def test_an_interrupted_repair_is_finished_at_the_next_open(sound, tmp_path) -> 
     (state / "store").rename(state / "store.repaired")  # a repair stopped between its two renames
     with Store.open(state, model_id="m", dim=DIM) as store:
         assert len(list(store.iter_records())) == RECORDS
+
+
+def test_a_clean_close_spares_the_next_open_the_full_check_but_any_change_to_the_file_does_not(sound, tmp_path):
+    state = _copy(sound, tmp_path)
+    Store.open(state).close()  # checked (no record of a clean close yet), then closed cleanly
+    assert (state / "store.closed").exists()
+    _flip(state / "store" / "data.mdb", 20, seed=0)  # the same size, bytes changed behind its back
+    with pytest.raises(StoreDamaged):
+        Store.open(state)
+    assert not (state / "store.closed").exists()  # a failed open leaves no record of a clean close
