@@ -237,7 +237,8 @@ def _show_status(result: Mapping[str, Any]) -> list[str]:
     cnn = result.get("cnn") or {}
     cnn_text = f"{cnn.get('model')} on {cnn.get('provider')} (dim {cnn.get('dim')})" if cnn.get("enabled") else "off"
     scan = result.get("scan") or {}
-    scan_text = f"running, {scan.get('done', 0)} of {scan.get('total', 0)}" if scan.get("running") else "done"
+    scan_text = "done" if not scan.get("running") else \
+        f"running, {scan.get('summary') or f'{scan.get('done', 0)} of {scan.get('total', 0)}'}"
     rows = [
         ["state:", result["state"]],
         ["version:", f"{result['version']} (protocol {result['protocol']})"],
@@ -388,8 +389,12 @@ verb("resume", "resume encoding")(_show_state)
 
 @verb("reload", "re-read the configuration")
 def _show_reload(result: Mapping[str, Any]) -> list[str]:
-    changed = result["changed"]
-    return [f"reloaded; changed: {', '.join(changed)}" if changed else "reloaded; no setting changed"]
+    changed, later = result["changed"], result.get("restart_needed") or []
+    lines = [f"reloaded; changed: {', '.join(changed)}" if changed else "reloaded; no setting changed"]
+    if later:
+        lines.append(f"needs a restart to take effect: {', '.join(later)} (systemctl restart dedupd, or "
+                     "systemctl --user restart dedupd)")
+    return lines
 
 
 def _show_roots(result: Mapping[str, Any]) -> list[str]:
@@ -425,14 +430,23 @@ def _poll_needles(socket_path: str, args: argparse.Namespace, request: dict[str,
 @verb("needles", "which images of DIR (and which sub-folders, wholly) are in the library",
       arguments=_positional("dir"), build=lambda ns: {"dir": _absolute(ns.dir)}, execute=_poll_needles)
 def _show_needles(result: Mapping[str, Any]) -> list[str]:
-    lines = [f"{result['found']} of {result['total']} images already in the library"]
+    files, unreadable = result["files"], result.get("unreadable") or {}
+    found = {path: matches for path, matches in sorted(files.items()) if matches}
+    new = sorted(path for path, matches in files.items() if not matches)
+    lines = [f"{result['found']} of {result['total']} images already in the library; {len(new)} new; "
+             f"{len(unreadable)} unreadable"]
     lines += _table([["ALL" if folder["all"] else "", f"{folder['in_library']} of {folder['images']}", folder["path"]]
                      for folder in result["folders"]], indent="  ")
-    found = {path: matches for path, matches in sorted(result["files"].items()) if matches}
     if found:
-        lines.append("in the library:")
+        lines.append(f"in the library ({len(found)}):")
         lines += _table([[path, "=", matches[0]["path"], f"({matches[0].get('method')} {_score(matches[0])})"]
                          for path, matches in found.items()], indent="  ")
+    if new:
+        lines.append(f"new, not in the library ({len(new)}):")
+        lines += [f"  {path}" for path in new]
+    if unreadable:
+        lines.append(f"unreadable, not compared ({len(unreadable)}):")
+        lines += _table([[path, why] for path, why in sorted(unreadable.items())], indent="  ")
     return lines
 
 

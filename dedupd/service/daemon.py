@@ -16,7 +16,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, replace
@@ -32,6 +32,7 @@ from dedupd.config import Settings, changed_keys, load_settings
 from dedupd.errors import DedupdError, Skipped, StoreError
 from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import EncodedFile
+from dedupd.paths import default_locations, no_config_reason
 from dedupd.protocol import NEEDLES_WAIT_S, PROTOCOL_VERSION, ProtocolError
 from dedupd.records import Change, ChangeKind, Encoding, Match
 from dedupd.search.keep import POLICY as KEEP_POLICY
@@ -42,6 +43,7 @@ from dedupd.service.encodepool import EncodePool, Outcome
 from dedupd.service.needles import NeedleJobs, NeedleTools, is_under
 from dedupd.service.notify import DesktopNotifier
 from dedupd.service.pipeline import OwnFiles, Pipeline, PipelineSettings, file_key, same_file_state
+from dedupd.service.progress import DuplicateLog, ScanProgress
 from dedupd.service.reports import ReportWriter, match_document
 from dedupd.service.systemd import Notifier, configure_logging, listen_fds, sandbox_note, watchdog_interval_s
 from dedupd.service.watcher import RootSpec, Watcher, scan
@@ -55,7 +57,7 @@ HEALTH_INTERVAL_S = 2.0
 _MAX_TOO_LONG_KEPT = 100_000  # paths remembered for the path_too_long count (each is over 4 KiB)
 
 #: Settings a reload applies at once (besides the matcher's [phash] ones); the rest need a restart.
-RELOADABLE = frozenset({"roots", "log_level", "methods", "cnn.min_similarity"})
+RELOADABLE = frozenset({"roots", "log_level", "methods", "cnn.min_similarity", "rescan_interval_s"})
 
 
 def root_specs(settings: Settings) -> list[RootSpec]:
@@ -88,6 +90,9 @@ class Daemon:
         self.needles: NeedleJobs | None = None
         self._last_status = ""
         self._healthy = True
+        self._state_lock = threading.Lock()
+        self.progress = ScanProgress()
+        self.duplicate_log = DuplicateLog()
         self._polled_roots: frozenset[str] = frozenset()
         #: Paths the reconcile walk could not reach because they are nested beyond PATH_MAX (counted in status).
         self._too_long: set[str] = set()
@@ -137,7 +142,7 @@ class Daemon:
                              mass_deletion_guard=settings.mass_deletion_guard,
                              own=OwnFiles.of([settings.state_dir, settings.report_dir, f"{settings.socket}.lock"])),
             root_of=self.root_of, scanner=self._scan_path,
-            on_batch=self.desktop.record if self.desktop else None,
+            on_batch=self._on_batch,
             is_polled=lambda path: self.root_of(path) in self._polled_roots,
         )
         self.pipeline.start()
@@ -152,11 +157,16 @@ class Daemon:
         self.state = "scanning"
         self.notifier.notify(READY=1, STATUS="index loaded; scanning roots")
         records = cast(dict[str, int], self.catalog.stats()["records"])
-        log.info("dedupd %s ready: %d records, socket %s", __version__, records.get("encoded", 0), settings.socket)
+        log.info("dedupd %s ready: %d records, socket %s, config %s", __version__, records.get("encoded", 0),
+                 settings.socket, self.config_path or f"built-in defaults ({no_config_reason()})")
+        if not self._roots():
+            log.warning("no roots configured: nothing is watched; add [[roots]] to %s (or use `dedupctl watch add "
+                        "DIR`)", self.config_path or default_locations().config_file)
         self.watcher = Watcher(self._roots(), self.pipeline.on_change,
                                mass_deletion_guard=settings.mass_deletion_guard)
         self.watcher.start()
         self._polled_roots = self._polling_roots()
+        self.progress.begin(self.pipeline.counters.committed)
         for spec in self._roots():
             self.pipeline.rescan(spec.path)
 
@@ -193,6 +203,7 @@ class Daemon:
                           "thread's stack)", stall_s, "watchdog pings stop" if watchdog else "no watchdog to tell")
             self._healthy = healthy
             self._update_state()
+            self.duplicate_log.flush()
             if self.reports is not None:
                 self.reports.refresh_summary(self.duplicate_documents)
                 if last_prune != date.today():
@@ -205,25 +216,42 @@ class Daemon:
                     self.pipeline.rescan(spec.path)
 
     def _update_state(self) -> None:
-        """scanning (reconcile walk or its files still pending) -> running; STATUS= follows, sent on change."""
+        """scanning (reconcile walk or its files still pending) -> running; STATUS= follows, sent on change.
+        Called by the main loop and by `status`, so `status` never lags behind `wait-idle`."""
         assert self.pipeline is not None
-        scan = self.pipeline.scan_state()
-        pending = self.pipeline.pending()
-        if not self._healthy:
-            status = "stalled: a pipeline stage or a watcher makes no progress"
-        elif self.pipeline.paused:
-            self.state = "paused"
-            status = "paused"
-        elif scan["running"] or (self.state == "scanning" and pending):
-            self.state = "scanning"
-            total = max(scan["total"], pending)
-            status = f"scanning {total - min(pending, total):,}/{total:,}"
-        else:
-            self.state = "running"
-            status = "watching"
-        if status != self._last_status:
-            self._last_status = status
-            self.notifier.notify(STATUS=status)
+        with self._state_lock:
+            walking = bool(self.pipeline.scan_state()["running"])
+            pending = self.pipeline.pending_files()
+            scanning = walking or (self.state == "scanning" and pending > 0)
+            progress = self.progress.observe(scanning, self.pipeline.counters.committed, pending, walking)
+            if not self._healthy:
+                status = "stalled: a pipeline stage or a watcher makes no progress"
+            elif self.pipeline.paused:
+                self.state = "paused"
+                status = "paused" + (f" ({pending:,} files pending)" if pending else "")
+            elif scanning:
+                self.state = "scanning"
+                status = f"scanning: {progress.text()}" if progress is not None else "scanning"
+            else:
+                self.state = "running"
+                status = "watching"
+            if status != self._last_status:
+                self._last_status = status
+                self.notifier.notify(STATUS=status)
+
+    def _on_batch(self, added: Sequence[str], duplicates: Mapping[str, Sequence[Match]],
+                  reports: Mapping[str, Path]) -> None:
+        self.duplicate_log.record(added, duplicates, reports)
+        if self.desktop is not None:
+            self.desktop.record(added, duplicates, reports)
+
+    def _scan_document(self) -> dict[str, Any]:
+        """`status`'s `scan`: running, and the current scan's images done of total with rate and estimate."""
+        assert self.pipeline is not None
+        progress = self.progress.last()
+        document: dict[str, Any] = {"running": self.state == "scanning", "done": 0, "total": 0, "walking": False,
+                                    "rate": None, "eta_s": None, "elapsed_s": 0.0, "summary": ""}
+        return document | (progress.document() if progress is not None and self.state == "scanning" else {})
 
     def stop(self) -> None:
         self._stop.set()
@@ -237,6 +265,7 @@ class Daemon:
             ("control", self.control.stop if self.control else None),
             ("notifications", self.desktop.stop if self.desktop else None),
             ("summary", self._final_summary),
+            ("duplicate log", partial(self.duplicate_log.flush, force=True)),
             ("catalog", self.catalog.close if self.catalog else None),
         ]
         for step, action in steps:
@@ -297,8 +326,9 @@ class Daemon:
         return [str(root.path) for root in self.settings.roots if root.protected]
 
     # ------------------------------------------------------------------ reload
-    def reload(self) -> list[str]:
-        """Re-read the config file and apply what changed (roots, thresholds, logging); no index rebuild."""
+    def reload(self) -> dict[str, list[str]]:
+        """Re-read the config file and apply what changed (roots, thresholds, logging); no index rebuild.
+        The reply names the changed keys and, of those, the ones that take effect only after a restart."""
         self.notifier.notify(RELOADING=1, MONOTONIC_USEC=time.monotonic_ns() // 1000)
         try:
             new = load_settings(self.config_path)
@@ -325,7 +355,7 @@ class Daemon:
             self.reports.mark_summary_dirty()
         log.info("configuration reloaded; changed: %s", ", ".join(changed) or "nothing")
         self.notifier.notify(READY=1, STATUS="configuration reloaded")
-        return changed
+        return {"changed": changed, "restart_needed": restart_needed}
 
     # ------------------------------------------------------------------ control handlers
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
@@ -340,7 +370,7 @@ class Daemon:
             "rescan": self._rescan,
             "pause": self._pause,
             "resume": self._resume,
-            "reload": lambda args: {"changed": self.reload()},
+            "reload": lambda args: self.reload(),
             "watch": self._watch,
             "export": self._export,
             "needles": self._needles,
@@ -352,6 +382,7 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         assert self.catalog is not None and self.pipeline is not None and self.watcher is not None
+        self._update_state()
         stats = self.catalog.stats()
         counters = self.pipeline.counters
         protected = set(self._protected_roots())
@@ -384,7 +415,7 @@ class Daemon:
                     "model": self.encoder.spec.name if self.encoder else None,
                     "provider": self.encoder.provider if self.encoder else None,
                     "dim": self.encoder.dim if self.encoder else None},
-            "scan": self.pipeline.scan_state(),
+            "scan": self._scan_document(),
         }
 
     @staticmethod
@@ -402,8 +433,13 @@ class Daemon:
         assert self.pipeline is not None
         timeout = float(args["timeout"])
         started = time.monotonic()
+        if self.pipeline.paused and self.pipeline.pending():
+            raise ProtocolError("unavailable", f"dedupd is paused with {self.pipeline.pending()} pending: nothing "
+                                               "is encoded until `dedupctl resume`")
         if not self.pipeline.wait_idle(timeout):
-            raise ProtocolError("timeout", f"still busy after {timeout:g} s ({self.pipeline.pending()} pending)")
+            paused = " and paused (dedupctl resume)" if self.pipeline.paused else ""
+            raise ProtocolError("timeout", f"still busy{paused} after {timeout:g} s ({self.pipeline.pending()} "
+                                           "pending)")
         return {"idle": True, "waited_s": round(time.monotonic() - started, 3)}
 
     def duplicate_documents(
@@ -488,8 +524,9 @@ class Daemon:
     def _query(self, args: dict[str, Any]) -> dict[str, Any]:
         assert self.catalog is not None
         path = args["path"]
-        if not os.path.exists(path):
-            raise ProtocolError("not_found", f"no such file: {path}")
+        if not os.path.isfile(path):
+            raise ProtocolError("not_found" if not os.path.exists(path) else "bad_args",
+                                _not_a("file", path, "for a folder: dedupctl needles DIR"))
         stored = self.catalog.store.get(path, embedding=True)
         indexed = stored is not None and stored.encoding is not None
         encoding = stored.encoding if stored is not None and stored.encoding is not None else self._encode_outside(path)
@@ -509,12 +546,16 @@ class Daemon:
         return result
 
     def _rescan(self, args: dict[str, Any]) -> dict[str, Any]:
-        assert self.pipeline is not None
+        """Reconcile PATH (or every root). A path that is gone is still reconciled if records lie under it."""
+        assert self.pipeline is not None and self.catalog is not None
         path = args.get("path")
         targets = [path] if path else [spec.path for spec in self._roots()]
         for target in targets:
             if self.root_of(target) is None:
                 raise ProtocolError("bad_args", f"{target} is not under a watched root")
+            if not os.path.lexists(target) and not self.catalog.store.rids_under(target):
+                raise ProtocolError("not_found", f"no such file or directory: {target} (and no records under it)")
+        for target in targets:
             self.pipeline.rescan(target)
         return {"scheduled": targets}
 
@@ -564,7 +605,8 @@ class Daemon:
         try:
             if "dir" in args:
                 if not os.path.isdir(args["dir"]):
-                    raise ProtocolError("not_found", f"no such directory: {args['dir']}")
+                    raise ProtocolError("not_found" if not os.path.exists(args["dir"]) else "bad_args",
+                                        _not_a("directory", args["dir"], "for one file: dedupctl query FILE"))
                 job = self.needles.start(args["dir"])
             result = self.needles.poll(job, args.get("wait", NEEDLES_WAIT_S))
         except KeyError:
@@ -639,6 +681,14 @@ class Daemon:
                                                     mtime_ns=item["mtime_ns"])))
         self.pipeline.expect(records)
         return {"expected": len(records)}
+
+
+def _not_a(kind: str, path: str, hint: str) -> str:
+    """`no such file: P`, or what P is instead of a `kind` (and which verb takes that)."""
+    if not os.path.exists(path):
+        return f"no such {kind}: {path}"
+    actual = "a directory" if os.path.isdir(path) else "a file" if os.path.isfile(path) else "a special file"
+    return f"{path} is {actual}, not a {kind}" + (f" ({hint})" if actual != "a special file" else "")
 
 
 def _without_path(document: dict[str, Any]) -> dict[str, Any]:

@@ -114,7 +114,7 @@ class NeedleJobs:
         paths = sorted(_images(job.directory))
         job.total = len(paths)
         found: dict[str, list[Match]] = {}
-        skipped = 0
+        skipped: dict[str, str] = {}  # path -> why it was not compared (said in the reply, never dropped)
         pending: dict[Future[Outcome], str] = {}
         decoded: list[tuple[str, EncodedFile]] = []
         for path in paths:
@@ -124,31 +124,32 @@ class NeedleJobs:
                 continue
             pending[tools.encode(path)] = path
             while len(pending) >= tools.in_flight:
-                skipped += self._collect(pending, decoded, job)
+                skipped |= self._collect(pending, decoded, job)
             if len(decoded) >= tools.in_flight:
                 self._match(decoded, found)
         while pending:
-            skipped += self._collect(pending, decoded, job)
+            skipped |= self._collect(pending, decoded, job)
         self._match(decoded, found)
         return _document(job.directory, found, skipped)
 
-    def _collect(self, pending: dict[Future[Outcome], str], decoded: list[tuple[str, EncodedFile]], job: _Job) -> int:
-        """Take the outcomes that are ready (waiting for one at least); returns how many were skipped."""
+    def _collect(self, pending: dict[Future[Outcome], str], decoded: list[tuple[str, EncodedFile]],
+                 job: _Job) -> dict[str, str]:
+        """Take the outcomes that are ready (waiting for one at least); returns the skipped ones and why."""
         ready, _ = wait(list(pending), timeout=self._tools.wait_s, return_when="FIRST_COMPLETED")
         if not ready:  # the pool is stuck beyond its own timeouts: give up on these files
             log.warning("needles: no outcome for %d files within %g s", len(pending), self._tools.wait_s)
             ready = set(pending)
-        skipped = 0
+        skipped: dict[str, str] = {}
         for future in ready:
             path = pending.pop(future)
             job.checked += 1
             try:
                 outcome = future.result(timeout=0)
-            except (FutureTimeout, RuntimeError):
-                skipped += 1
+            except (FutureTimeout, RuntimeError) as exc:
+                skipped[path] = f"no outcome ({type(exc).__name__})"
                 continue
             if isinstance(outcome, Skipped):
-                skipped += 1
+                skipped[path] = outcome.reason.value + (f": {outcome.detail}" if outcome.detail else "")
             else:
                 decoded.append((path, outcome))
         return skipped
@@ -188,7 +189,7 @@ def is_under(path: str, root: str) -> bool:
     return path == root or path.startswith(root + "/")
 
 
-def _document(directory: str, found: dict[str, list[Match]], skipped: int) -> dict[str, Any]:
+def _document(directory: str, found: dict[str, list[Match]], skipped: dict[str, str]) -> dict[str, Any]:
     """The reply: each file's matches outside DIR, and per folder how many of its images are in the library."""
     files: dict[str, list[Match]] = {}
     folders: dict[str, list[int]] = {}
@@ -207,7 +208,8 @@ def _document(directory: str, found: dict[str, list[Match]], skipped: int) -> di
         "files": files,
         "found": sum(1 for matches in files.values() if matches),
         "total": len(files),
-        "skipped": skipped,
+        "skipped": len(skipped),
+        "unreadable": dict(sorted(skipped.items())),
         "folders": [{"path": f, "images": n, "in_library": hit, "all": n == hit}
                     for f, (n, hit) in sorted(folders.items())],
     }

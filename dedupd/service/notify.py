@@ -110,8 +110,8 @@ def _plural(count: int, noun: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Batch:
-    """One committed batch as `record` saw it; `at` is when it arrived (monotonic)."""
+class Batch:
+    """One committed batch as `record` (or the daemon's duplicate log) saw it; `at` is when it arrived (monotonic)."""
 
     at: float
     added: tuple[str, ...]
@@ -120,7 +120,7 @@ class _Batch:
 
 
 @dataclass(slots=True)
-class _Burst:
+class Burst:
     """What one notification says, and what of it the server has already been told."""
 
     last_batch_at: float
@@ -134,7 +134,7 @@ class _Burst:
     notification_id: int = 0
     last_sent_at: float = field(default=-float("inf"))
 
-    def absorb(self, batch: _Batch) -> None:
+    def absorb(self, batch: Batch) -> None:
         paths = set(batch.added).union(batch.duplicates)
         self.last_batch_at = batch.at
         self.photos += len(paths)
@@ -152,9 +152,24 @@ class _Burst:
     def pending(self) -> bool:
         return self.duplicates > 0 and self.changes != self.shown
 
+    def describe(self, display: Callable[[str], str]) -> list[str]:
+        """What the burst found, in lines: counts and folder, the latest example, where to look (`display`
+        shortens paths, e.g. the home directory as ~). The notification's body, and the daemon's INFO line."""
+        lines = [f"{_plural(self.duplicates, 'duplicate')} among {_plural(self.photos, 'new photo')}"
+                 f" in {display(self.directory or '/')}"]
+        if self.latest is not None:
+            path, match = self.latest
+            same_folder = os.path.dirname(path) == os.path.dirname(match.path)
+            original = os.path.basename(match.path) if same_folder else display(match.path)
+            relation = "is a copy of" if match.method == "exact" else "looks like"
+            lines.append(f"{os.path.basename(path)} {relation} {original}")
+        where = f"report: {display(str(self.report))}; " if self.report is not None else ""
+        lines.append(f"{where}all duplicates: dedupctl duplicates")
+        return lines
+
 
 #: What `_next` returns when the current burst's pending update is due (compared by identity).
-_DELIVER = _Batch(0.0, (), {}, {})
+_DELIVER = Batch(0.0, (), {}, {})
 
 
 class DesktopNotifier:
@@ -170,7 +185,7 @@ class DesktopNotifier:
         self._environ = os.environ if environ is None else environ
         # Shared with `record`, `stop` and `stats` (under `_wakeup`).
         self._wakeup = threading.Condition()
-        self._batches: deque[_Batch] = deque()
+        self._batches: deque[Batch] = deque()
         self._dropped = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -179,7 +194,7 @@ class DesktopNotifier:
         self._sent = 0
         self._failed = 0
         # The notification thread's own.
-        self._burst: _Burst | None = None
+        self._burst: Burst | None = None
         self._capabilities: frozenset[str] | None = None
         self._retry_at = -float("inf")
         self._logged: set[str] = set()
@@ -220,7 +235,7 @@ class DesktopNotifier:
         """Queue one committed batch for the notification thread; never waits for it or for the bus."""
         if not added and not duplicates:
             return
-        batch = _Batch(self._clock(), tuple(added), dict(duplicates), dict(reports))
+        batch = Batch(self._clock(), tuple(added), dict(duplicates), dict(reports))
         with self._wakeup:
             if self._stopping:
                 return
@@ -254,7 +269,7 @@ class DesktopNotifier:
         finally:
             self._disconnect()
 
-    def _next(self) -> _Batch | None:
+    def _next(self) -> Batch | None:
         """Wait for the next thing to do: a batch to absorb, `_DELIVER` when an update is due, None at stop."""
         with self._wakeup:
             while True:
@@ -277,16 +292,16 @@ class DesktopNotifier:
             return None
         return max(self._burst.last_sent_at + UPDATE_INTERVAL_S, self._retry_at)
 
-    def _holds_back(self, batch: _Batch, now: float) -> bool:
+    def _holds_back(self, batch: Batch, now: float) -> bool:
         """Whether `batch`, which would start a new burst, must wait for the current burst's last update. It
         waits out the rate limit only: while the bus or server is failing, the new burst supersedes the old."""
         burst = self._burst
         return (burst is not None and burst.pending and batch.at - burst.last_batch_at >= self._burst_gap_s
                 and self._retry_at <= now)
 
-    def _absorb(self, batch: _Batch) -> None:
+    def _absorb(self, batch: Batch) -> None:
         if self._burst is None or batch.at - self._burst.last_batch_at >= self._burst_gap_s:
-            self._burst = _Burst(last_batch_at=batch.at)
+            self._burst = Burst(last_batch_at=batch.at)
         self._burst.absorb(batch)
 
     def _probe(self) -> None:
@@ -323,18 +338,8 @@ class DesktopNotifier:
             self._sent += 1
             self._state = "connected"
 
-    def _body(self, burst: _Burst) -> str:
-        lines = [f"{_plural(burst.duplicates, 'duplicate')} among {_plural(burst.photos, 'new photo')}"
-                 f" in {self._display(burst.directory or '/')}"]
-        if burst.latest is not None:
-            path, match = burst.latest
-            same_folder = os.path.dirname(path) == os.path.dirname(match.path)
-            original = os.path.basename(match.path) if same_folder else self._display(match.path)
-            relation = "is a copy of" if match.method == "exact" else "looks like"
-            lines.append(f"{os.path.basename(path)} {relation} {original}")
-        where = f"report: {self._display(str(burst.report))}; " if burst.report is not None else ""
-        lines.append(f"{where}all duplicates: dedupctl duplicates")
-        return "\n".join(lines)
+    def _body(self, burst: Burst) -> str:
+        return "\n".join(burst.describe(self._display))
 
     def _display(self, path: str) -> str:
         """`path` with the home directory shown as ~."""

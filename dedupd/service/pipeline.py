@@ -125,6 +125,7 @@ class _Settling:
 @dataclass(slots=True)
 class Counters:
     decodes: int = 0
+    committed: int = 0  # files done with: their record written, or dropped as changed/vanished (scan progress)
     vanished: int = 0  # files gone before they could be encoded (no record is kept for them)
     skipped_by_extension: dict[str, int] = field(default_factory=dict)
     reports: int = 0
@@ -275,8 +276,15 @@ class Pipeline:
     # ------------------------------------------------------------------ state for status / wait-idle
     def pending(self) -> int:
         with self._state_lock:
-            return (len(self._settling) + len(self._in_flight) + self._changes.qsize() + self._scans.qsize()
-                    + (1 if self._scan_running else 0))
+            return self._pending_files() + self._scans.qsize() + (1 if self._scan_running else 0)
+
+    def pending_files(self) -> int:
+        """Files waiting to be encoded (settling, queued or in flight), without the scans still to walk."""
+        with self._state_lock:
+            return self._pending_files()
+
+    def _pending_files(self) -> int:
+        return len(self._settling) + len(self._in_flight) + self._changes.qsize()
 
     def scan_state(self) -> dict[str, Any]:
         done, total = self._scan_progress
@@ -538,6 +546,7 @@ class Pipeline:
                 current = self._current_key(item.key.path)
                 with self._state_lock:
                     self._in_flight.pop(item.key.path, None)
+                    self.counters.committed += 1
                     dirty = item.key.path in self._dirty
                     self._dirty.discard(item.key.path)
                 if current is None:

@@ -47,7 +47,7 @@ NEEDLES = {
     "files": {"/home/u/in/2019/a.jpg": [{"path": "/srv/photos/a.jpg", "method": "exact", "distance": 0}],
               "/home/u/in/2020/b.jpg": [{"path": "/srv/photos/b.jpg", "method": "cnn", "similarity": 0.91}],
               "/home/u/in/2020/new.jpg": []},
-    "found": 2, "total": 3,
+    "found": 2, "total": 3, "unreadable": {"/home/u/in/2020/broken.jpg": "truncated: image file is truncated"},
     "folders": [{"path": "/home/u/in/2019", "images": 1, "in_library": 1, "all": True},
                 {"path": "/home/u/in/2020", "images": 2, "in_library": 1, "all": False}],
 }
@@ -61,7 +61,7 @@ RESULTS: dict[str, dict[str, Any]] = {
     "rescan": {"scheduled": ["/srv/photos"]},
     "pause": {"state": "paused"},
     "resume": {"state": "running"},
-    "reload": {"changed": ["settle_ms", "methods"]},
+    "reload": {"changed": ["settle_ms", "methods"], "restart_needed": ["settle_ms"]},
     "watch": {"roots": ROOTS},
     "export": {"method": "phash", "encodings": {"/srv/photos/b.jpg": "f0e1d2c3b4a59687", "/srv/photos/a.jpg":
                                                 "0123456789abcdef"}},
@@ -203,14 +203,18 @@ def test_similar_text_lists_the_groups(run, daemon):
     assert text == "the similar tier is off ([matcher] similar = false)\n"
 
 
-def test_needles_text_counts_and_marks_whole_folders(run, daemon):
+def test_needles_text_lists_the_three_kinds_with_counts_and_marks_whole_folders(run, daemon):
     assert _ok(run("--socket", daemon.server.path, "needles", "/home/u/in")) == """\
-2 of 3 images already in the library
+2 of 3 images already in the library; 1 new; 1 unreadable
   ALL  1 of 1  /home/u/in/2019
        1 of 2  /home/u/in/2020
-in the library:
+in the library (2):
   /home/u/in/2019/a.jpg  =  /srv/photos/a.jpg  (exact distance 0)
   /home/u/in/2020/b.jpg  =  /srv/photos/b.jpg  (cnn similarity 0.910)
+new, not in the library (1):
+  /home/u/in/2020/new.jpg
+unreadable, not compared (1):
+  /home/u/in/2020/broken.jpg  truncated: image file is truncated
 """
 
 
@@ -231,13 +235,13 @@ in the library:
     (["rescan", "."], "rescan", {"path": "{cwd}"}, "rescan scheduled: /srv/photos\n"),
     (["pause"], "pause", {}, "state: paused\n"),
     (["resume"], "resume", {}, "state: running\n"),
-    (["reload"], "reload", {}, "reloaded; changed: settle_ms, methods\n"),
+    (["reload"], "reload", {}, "reloaded; changed: settle_ms, methods\nneeds a restart to take effect: settle_ms "),
     (["watch", "list"], "watch", {"action": "list"}, "/srv/photos     watching  recursive            12 watches\n"),
     (["watch", "add", "new"], "watch", {"action": "add", "path": "{cwd}/new"}, "/srv/photos "),
     (["watch", "remove", "/srv/old"], "watch", {"action": "remove", "path": "/srv/old"}, "/srv/photos "),
     (["export"], "export", {}, "0123456789abcdef  /srv/photos/a.jpg\nf0e1d2c3b4a59687  /srv/photos/b.jpg\n"),
     (["export", "--method", "dhash"], "export", {"method": "dhash"}, "0123456789abcdef  /srv/photos/a.jpg\n"),
-    (["needles", "in"], "needles", {"dir": "{cwd}/in", "wait": 30.0}, "2 of 3 images already in the library\n"),
+    (["needles", "in"], "needles", {"dir": "{cwd}/in", "wait": 30.0}, "2 of 3 images already in the library; 1 new; 1 unread"),
     (["ignore", "a.jpg", "/srv/b.jpg", "c/d.jpg"], "ignore", {"paths": ["{cwd}/a.jpg", "/srv/b.jpg", "{cwd}/c/d.jpg"]},
      "ignored: 3 "),
 ])

@@ -1,5 +1,6 @@
 """The daemon under a service manager's notify socket: READY after the index, STATUS, WATCHDOG, STOPPING."""
 
+import re
 import time
 from pathlib import Path
 
@@ -9,6 +10,18 @@ pytestmark = pytest.mark.e2e
 
 DECODE_HOOK = Path(__file__).parents[1] / "service" / "decode_hook.py"
 STALLED = "STATUS=stalled: a pipeline stage or a watcher makes no progress"
+
+
+#: The STATUS= line while the gated last file is held: 79 images done of 80, with the rate and the estimate.
+SCANNING_79 = re.compile(r"STATUS=scanning: 79 of 80 images(, .*)?")
+
+
+def _wait_for_status(daemon, pattern: re.Pattern[str], timeout: float = 120.0) -> None:
+    """Wait for a STATUS= line matching `pattern` (its rate and estimate vary, so no exact line to wait for)."""
+    deadline = time.monotonic() + timeout
+    while not any(pattern.fullmatch(line) for line in _lines(list(daemon.messages))):
+        assert time.monotonic() < deadline and daemon.process.poll() is None, _lines(daemon.messages)
+        time.sleep(0.1)
 
 
 def _lines(messages: list[str]) -> list[str]:
@@ -38,12 +51,13 @@ def test_ready_after_index_status_during_scan_watchdog_and_stopping(tmp_path: Pa
     daemon.env.update({"WATCHDOG_USEC": "1000000",  # a ping every 0.5 s is expected
                        "DEDUPD_TEST_DECODE_HOOK": str(DECODE_HOOK), "DEDUPD_TEST_GATE_DIR": str(gates)})
     daemon.start()
-    daemon.wait_message("STATUS=scanning 79/80")
+    _wait_for_status(daemon, SCANNING_79)
     (gates / "gate_079.jpg.release").touch()
     daemon.wait_idle()
     daemon.wait_message("STATUS=watching", timeout=30)
     lines = _lines(daemon.messages)
-    assert lines.index("READY=1") < lines.index("STATUS=scanning 79/80") < lines.index("STATUS=watching")
+    scanning = next(line for line in lines if SCANNING_79.fullmatch(line))
+    assert lines.index("READY=1") < lines.index(scanning) < lines.index("STATUS=watching")
     for _ in range(3):
         daemon.wait_message("WATCHDOG=1", timeout=15)
     assert daemon.stop() == 0
