@@ -300,6 +300,23 @@ def cmd_install_unit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_install_shell_files(args: argparse.Namespace) -> int:
+    """Copy the shell completion (bash, zsh, fish) and the man pages where this user's shells and man look."""
+    from dedupd.cli import shellfiles
+
+    copies = shellfiles.plan(args.prefix)
+    if not args.dry_run:
+        shellfiles.install(copies)
+    for copy in copies:
+        print(f"{'would write' if args.dry_run else 'wrote'} {copy.target}")
+    if args.prefix is None:
+        zsh = shellfiles.user_targets()["zsh"]
+        print(f"zsh: add `fpath=({zsh} $fpath)` before `compinit` in ~/.zshrc; bash and fish find theirs; "
+              "man finds the pages when ~/.local/bin is on PATH (else add ~/.local/share/man to MANPATH)",
+              file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dedupd", description="Find duplicate images, once or live.")
     parser.add_argument("--version", action="version", version=f"dedupd {__version__}")
@@ -362,6 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
     units.add_argument("--executable", type=Path, help="the program ExecStart= runs (default: this environment's "
                        "dedupd)")
     units.set_defaults(handler=cmd_install_unit, system=None)
+
+    shell = commands.add_parser("install-shell-files", help="install shell completion (bash, zsh, fish) and the "
+                                "man pages of dedupd and dedupctl for this user (or under --prefix)")
+    shell.add_argument("--prefix", type=Path, help="install under PREFIX/share (e.g. /usr/local) instead of the "
+                       "user's own directories")
+    shell.add_argument("--dry-run", action="store_true", help="print where the files would go; write nothing")
+    shell.set_defaults(handler=cmd_install_shell_files)
 
     model = commands.add_parser("model", help="CNN model tools")
     model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")

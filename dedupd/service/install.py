@@ -22,8 +22,10 @@ from dedupd import paths
 from dedupd.config import load_settings
 from dedupd.errors import ConfigError, DedupdError
 
-#: The units' sources: systemd/ of the source tree this package runs from (a checkout or an editable install).
-UNITS_DIR = Path(__file__).resolve().parents[2] / "systemd"
+#: The units' sources: systemd/ of the source tree this package runs from (a checkout or an editable install),
+#: else where the package installed them (data-files: <prefix>/share/dedupd/systemd).
+_TREE_UNITS = Path(__file__).resolve().parents[2] / "systemd"
+UNITS_DIR = _TREE_UNITS if (_TREE_UNITS / "dedupd.service").is_file() else Path(sys.prefix) / "share/dedupd/systemd"
 #: ExecStart='s program in the shipped files, where a distribution package would install it.
 PACKAGED_EXECUTABLE = "/usr/bin/dedupd"
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
@@ -97,7 +99,7 @@ def _source(name: str) -> str:
         return (UNITS_DIR / name).read_text()
     except FileNotFoundError:
         raise DedupdError(f"the unit files are not installed with this copy of dedupd ({UNITS_DIR / name} is "
-                          "missing); run install-unit from a source checkout or an editable install") from None
+                          "missing); reinstall the package, or run install-unit from a source checkout") from None
 
 
 def _unit_environ(system: bool, environ: Mapping[str, str]) -> dict[str, str]:
@@ -170,6 +172,21 @@ def _interpreter(script: Path) -> Path | None:
     return Path(words[0]).resolve() if words and os.path.isabs(words[0]) else None
 
 
+#: What PrivateTmp= replaces by an empty private directory: a unit with it cannot see files there.
+TMP_DIRS = (Path("/tmp"), Path("/var/tmp"))
+
+
+def _under_tmp(paths_seen: list[Path]) -> list[Path]:
+    return [path for path in dict.fromkeys(paths_seen)
+            if any(Path(os.path.abspath(path)).is_relative_to(tmp) for tmp in TMP_DIRS)]
+
+
+def _private_tmp_off(text: str, needed: list[Path]) -> str:
+    """The unit text with PrivateTmp= off, saying why: the program or the daemon's files lie under /tmp."""
+    reason = f"# PrivateTmp=no (dedupd install-unit): {', '.join(map(str, needed))} lie under /tmp or /var/tmp"
+    return text.replace("PrivateTmp=yes\n", f"{reason}\nPrivateTmp=no\n")
+
+
 def plan_install(system: bool, *, socket: bool = False, unit_dir: Path | None = None,
                  executable: Path | None = None, sandbox: bool | None = None,
                  environ: Mapping[str, str] | None = None) -> Plan:
@@ -185,8 +202,9 @@ def plan_install(system: bool, *, socket: bool = False, unit_dir: Path | None = 
         notes.append(f"warning: {program} is not an executable file; ExecStart= will fail")
     unit_env = _unit_environ(system, env)
     writable, roots = _daemon_locations(unit_env, notes)
-    files = [UnitFile(target / SERVICE, with_executable(_source("dedupd.service" if system else "dedupd.user.service"),
-                                                        program))]
+    in_tmp = _outermost(_under_tmp([program, *([p] if (p := _interpreter(program)) else []), *writable, *roots]))
+    service = with_executable(_source("dedupd.service" if system else "dedupd.user.service"), program)
+    files = [UnitFile(target / SERVICE, _private_tmp_off(service, in_tmp) if in_tmp else service)]
     if socket:
         files.append(UnitFile(target / SOCKET, _source(SOCKET)))
     directories: list[Path] = []
@@ -196,6 +214,7 @@ def plan_install(system: bool, *, socket: bool = False, unit_dir: Path | None = 
         runtime = Path(unit_env["XDG_RUNTIME_DIR"]) / "dedupd"  # RuntimeDirectory=, already in the drop-in
         directories = [d for d in _outermost(writable) if not d.is_relative_to(runtime)]
         drop_in = _source("dedupd.user-sandbox.conf")
+        drop_in = _private_tmp_off(drop_in, in_tmp) if in_tmp else drop_in
         if directories:  # an empty ReadWritePaths= would reset the list
             drop_in += ("# The directories your config names (added by dedupd install-unit):\n"
                         f"ReadWritePaths={' '.join(unit_word(d) for d in directories)}\n")
@@ -203,6 +222,9 @@ def plan_install(system: bool, *, socket: bool = False, unit_dir: Path | None = 
     else:
         notes.append("note: user namespaces are not available to you, so the user unit runs without its mount "
                      "sandbox (ProtectSystem=, ProtectHome= need PrivateUsers=); the daemon logs this at start")
+    if in_tmp:
+        notes.append(f"note: PrivateTmp= is off: {', '.join(map(str, in_tmp))} lie under /tmp or /var/tmp, which "
+                     "a private /tmp would hide from the daemon")
     scope = ("systemctl",) if system else ("systemctl", "--user")
     units = (SOCKET, SERVICE) if socket else (SERVICE,)
     commands = ((*scope, "daemon-reload"), (*scope, "enable", "--now", *units))

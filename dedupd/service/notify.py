@@ -118,6 +118,12 @@ class Batch:
     duplicates: dict[str, Sequence[Match]]
     reports: dict[str, Path]
 
+    @classmethod
+    def of(cls, at: float, added: Sequence[str], duplicates: Mapping[str, Sequence[Match]],
+           reports: Mapping[str, Path]) -> "Batch | None":
+        """The batch of one commit, None when it added nothing and found no duplicate (nothing to say)."""
+        return cls(at, tuple(added), dict(duplicates), dict(reports)) if added or duplicates else None
+
 
 @dataclass(slots=True)
 class Burst:
@@ -233,9 +239,9 @@ class DesktopNotifier:
     def record(self, added: Sequence[str], duplicates: Mapping[str, Sequence[Match]],
                reports: Mapping[str, Path]) -> None:
         """Queue one committed batch for the notification thread; never waits for it or for the bus."""
-        if not added and not duplicates:
+        batch = Batch.of(self._clock(), added, duplicates, reports)
+        if batch is None:
             return
-        batch = Batch(self._clock(), tuple(added), dict(duplicates), dict(reports))
         with self._wakeup:
             if self._stopping:
                 return

@@ -2,10 +2,10 @@
 of duplicates, once, at INFO.
 
 A scan's progress counts images, not walked paths: `done` is the files finished since the scan began (the
-pipeline's commit counter), `total` is `done` plus the files still waiting (settling, queued, decoding); while the walk is
-still finding files, `total` can grow and the estimate is a lower bound. The same numbers feed `dedupctl
-status`, the systemd STATUS= line and the log. Pure bookkeeping over numbers the caller passes in (and a
-clock), so it is tested without a daemon.
+pipeline's commit counter), `total` is `done` plus the files still waiting (settling, queued, decoding);
+while the walk is still finding files, `total` can grow and the estimate is a lower bound. The same numbers
+feed `dedupctl status`, the systemd STATUS= line and the log. Pure bookkeeping over numbers the caller
+passes in (and a clock), so it is tested without a daemon.
 """
 
 import logging
@@ -131,9 +131,9 @@ class DuplicateLog:
     def record(self, added: Sequence[str], duplicates: Mapping[str, Sequence[Match]],
                reports: Mapping[str, Path]) -> None:
         """One committed batch (the pipeline's `on_batch`)."""
-        if not added and not duplicates:
+        batch = Batch.of(self._clock(), added, duplicates, reports)
+        if batch is None:
             return
-        batch = Batch(self._clock(), tuple(added), dict(duplicates), dict(reports))
         with self._lock:
             if self._burst is None:
                 self._burst = Burst(last_batch_at=batch.at)

@@ -14,6 +14,14 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
+def _library(tmp_path: Path, photo_bytes: list[bytes], count: int) -> Path:
+    library = tmp_path / "lib"
+    library.mkdir()
+    for i in range(count):
+        (library / f"p{i}.jpg").write_bytes(photo_bytes[i])
+    return library
+
+
 def _wait_for_log(daemon, text: str, timeout: float = 90.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -26,10 +34,7 @@ def _wait_for_log(daemon, text: str, timeout: float = 90.0) -> str:
 
 def test_the_daemon_says_at_info_what_it_found_and_when_the_first_scan_is_done(tmp_path: Path, daemon_factory,
                                                                                photo_bytes) -> None:
-    library = tmp_path / "Pictures"
-    library.mkdir()
-    for i in range(3):
-        (library / f"p{i}.jpg").write_bytes(photo_bytes[i])
+    library = _library(tmp_path, photo_bytes, 3)
     shutil.copy(library / "p0.jpg", library / "p0 copy.jpg")
     daemon = daemon_factory([library])
     daemon.wait_idle()
@@ -48,16 +53,14 @@ def test_zero_roots_are_said(tmp_path: Path, daemon_factory) -> None:
 
 
 def test_wrong_paths_are_refused_with_what_they_are(tmp_path: Path, daemon_factory, photo_bytes) -> None:
-    library = tmp_path / "lib"
-    library.mkdir()
-    (library / "a.jpg").write_bytes(photo_bytes[0])
+    library = _library(tmp_path, photo_bytes, 1)
     daemon = daemon_factory([library])
     daemon.wait_idle()
     done = daemon.ctl("query", str(library), check=False)
     assert (done.returncode, done.stderr) == (1, f"dedupctl: {library} is a directory, not a file (for a folder: "
                                                  "dedupctl needles DIR)\n")
-    done = daemon.ctl("needles", str(library / "a.jpg"), check=False)
-    assert (done.returncode, done.stderr) == (1, f"dedupctl: {library / 'a.jpg'} is a file, not a directory (for one "
+    done = daemon.ctl("needles", str(library / "p0.jpg"), check=False)
+    assert (done.returncode, done.stderr) == (1, f"dedupctl: {library / 'p0.jpg'} is a file, not a directory (for one "
                                                  "file: dedupctl query FILE)\n")
     done = daemon.ctl("rescan", str(library / "nodir"), check=False)
     assert (done.returncode, done.stderr) == (1, f"dedupctl: no such file or directory: {library / 'nodir'} (and no "
@@ -79,8 +82,7 @@ def test_reload_says_which_changes_need_a_restart(tmp_path: Path, daemon_factory
 
 def test_wait_idle_while_paused_says_so_and_status_agrees_with_wait_idle(tmp_path: Path, daemon_factory,
                                                                         photo_bytes) -> None:
-    library = tmp_path / "lib"
-    library.mkdir()
+    library = _library(tmp_path, photo_bytes, 0)
     daemon = daemon_factory([library])
     daemon.wait_idle()
     assert daemon.status()["state"] == "running"
@@ -102,9 +104,7 @@ def test_wait_idle_while_paused_says_so_and_status_agrees_with_wait_idle(tmp_pat
 
 def test_a_real_non_utf8_name_is_exact_with_null_and_json_and_escaped_in_text(tmp_path: Path, daemon_factory,
                                                                              photo_bytes) -> None:
-    library = tmp_path / "lib"
-    library.mkdir()
-    (library / "a.jpg").write_bytes(photo_bytes[0])
+    library = _library(tmp_path, photo_bytes, 1)
     odd = os.fsencode(library) + b"/\xff\xfe copy.jpg"
     with open(odd, "wb") as handle:
         handle.write(photo_bytes[0])
@@ -113,9 +113,9 @@ def test_a_real_non_utf8_name_is_exact_with_null_and_json_and_escaped_in_text(tm
     listed = subprocess.run([sys.executable, "-m", "dedupd.cli.dedupctl", "--socket", str(daemon.socket_path),
                              "to-remove", "--null"], capture_output=True, timeout=60, check=True).stdout
     assert listed.endswith(b"\0") and all(os.path.exists(path) for path in listed.split(b"\0")[:-1])
-    assert odd in listed.split(b"\0") or os.fsencode(library / "a.jpg") in listed.split(b"\0")
+    assert odd in listed.split(b"\0") or os.fsencode(library / "p0.jpg") in listed.split(b"\0")
     groups = json.loads(daemon.ctl("--json", "duplicates").stdout)["groups"]
-    assert {os.fsencode(member["path"]) for member in groups[0]} == {odd, os.fsencode(library / "a.jpg")}
+    assert {os.fsencode(member["path"]) for member in groups[0]} == {odd, os.fsencode(library / "p0.jpg")}
     text = daemon.ctl("duplicates").stdout
     assert f"{library}/\\xff\\xfe copy.jpg" in text
     assert daemon.stop() == 0
