@@ -241,7 +241,7 @@ unreadable, not compared (1):
     (["watch", "remove", "/srv/old"], "watch", {"action": "remove", "path": "/srv/old"}, "/srv/photos "),
     (["export"], "export", {}, "0123456789abcdef  /srv/photos/a.jpg\nf0e1d2c3b4a59687  /srv/photos/b.jpg\n"),
     (["export", "--method", "dhash"], "export", {"method": "dhash"}, "0123456789abcdef  /srv/photos/a.jpg\n"),
-    (["needles", "in"], "needles", {"dir": "{cwd}/in", "wait": 30.0}, "2 of 3 images already in the library; 1 new; 1 unread"),
+    (["needles", "in"], "needles", {"dir": "{cwd}/in", "wait": 30.0}, "2 of 3 images already in the library; 1 new"),
     (["ignore", "a.jpg", "/srv/b.jpg", "c/d.jpg"], "ignore", {"paths": ["{cwd}/a.jpg", "/srv/b.jpg", "{cwd}/c/d.jpg"]},
      "ignored: 3 "),
 ])

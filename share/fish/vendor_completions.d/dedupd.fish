@@ -23,6 +23,7 @@ complete -c dedupd -n '__fish_seen_subcommand_from scan' -l json -d 'print one J
 complete -c dedupd -n '__fish_seen_subcommand_from scan' -l outfile -rF -d 'also write the JSON result to this file'
 complete -c dedupd -n '__fish_seen_subcommand_from scan' -l workers -x -d 'encoding processes'
 complete -c dedupd -n '__fish_seen_subcommand_from scan' -l no-cnn -d 'matcher without the CNN (exact + strict pHash)'
+complete -c dedupd -n '__fish_seen_subcommand_from scan' -l similar -d 'also list similar groups: different captures of one scene (bursts, stereo pairs)'
 complete -c dedupd -n '__fish_seen_subcommand_from scan' -l model -rF -d 'CNN model for the matcher: sscd-distilled (default), sscd, or an .onnx path'
 complete -c dedupd -n '__fish_seen_subcommand_from encode' -F
 complete -c dedupd -n '__fish_seen_subcommand_from encode' -l method -xa 'phash ahash dhash whash cnn' -d ''
