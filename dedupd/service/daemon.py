@@ -687,8 +687,9 @@ def _not_a(kind: str, path: str, hint: str) -> str:
     """`no such file: P`, or what P is instead of a `kind` (and which verb takes that)."""
     if not os.path.exists(path):
         return f"no such {kind}: {path}"
-    actual = "a directory" if os.path.isdir(path) else "a file" if os.path.isfile(path) else "a special file"
-    return f"{path} is {actual}, not a {kind}" + (f" ({hint})" if actual != "a special file" else "")
+    if not os.path.isdir(path) and not os.path.isfile(path):  # a FIFO, a device, a socket
+        return f"{path} is not a regular file" if kind == "file" else f"{path} is not a directory"
+    return f"{path} is {'a directory' if os.path.isdir(path) else 'a file'}, not a {kind} ({hint})"
 
 
 def _without_path(document: dict[str, Any]) -> dict[str, Any]:
