@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from dedupd.errors import Skipped, SkipReason
 from dedupd.imaging.cnn import Encoder, ModelSpec, resolve_model
+from dedupd.imaging.encode import EncodedFile
 from dedupd.records import Capture
 from dedupd.search.groups import partition
 from dedupd.search.keep import Candidate, choose
@@ -218,7 +219,8 @@ def scan_directory(
         for index, outcome in _encoded_stream(paths, cnn_spec, max(1, workers)):
             bar.update()
             path = paths[index]
-            if isinstance(outcome, Skipped):
+            if not isinstance(outcome, EncodedFile):  # a Skipped (no digest is known here: never SameContent)
+                assert isinstance(outcome, Skipped)
                 log.info("skipped %s: %s", path, outcome)
                 result.skipped.append((path, outcome.reason, outcome.detail))
                 continue

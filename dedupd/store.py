@@ -100,9 +100,17 @@ class Move:
     dst: str
 
 
+@dataclass(frozen=True, slots=True)
+class Restat:
+    """The file at `key.path` still has its record's bytes (same digest: a touch, a copy of the same bytes
+    over it) under a new stat identity `key`: the record keeps its rid, encoding, links and ignores."""
+
+    key: FileKey
+
+
 #: Every transaction is opened without `buffers`: lmdb hands back bytes, not memoryviews.
 type Txn = lmdb.Transaction[bytes]
-type Change = FileRecord | Removal | Move
+type Change = FileRecord | Removal | Move | Restat
 
 
 @dataclass(frozen=True, slots=True)
@@ -567,6 +575,13 @@ class Store:
                         added[rid] = rec
                     else:
                         moved.append((rid, path, new_path))
+            elif isinstance(change, Restat):
+                found = txn.get(_path_key(change.key.path), db=self._dbs["paths"])
+                if found is not None:  # else removed earlier in the batch: nothing to restat
+                    rid = int.from_bytes(found, "big")
+                    rec = self._restat(txn, rid, change.key)
+                    if rid in added:
+                        added[rid] = rec
             else:
                 raise TypeError(f"not a store change: {change!r}")
         seq = self._meta(txn, "seq", 0) + 1
@@ -637,6 +652,16 @@ class Store:
         txn.put(key, _pack_record(rec, has_emb), db=self._dbs["files"])
         txn.delete(_path_key(old), db=self._dbs["paths"])
         txn.put(_path_key(new), key, db=self._dbs["paths"])
+        return rec
+
+    def _restat(self, txn: Txn, rid: int, key: FileKey) -> FileRecord:
+        """Give record `rid` a new stat identity (same path), keeping everything else."""
+        rkey = _rid_key(rid)
+        rec, has_emb = _unpack_record(_required(txn, rkey, self._dbs["files"]))
+        txn.delete(_DEVINO.pack(rec.key.dev, rec.key.inode), rkey, db=self._dbs["inodes"])
+        txn.put(_DEVINO.pack(key.dev, key.inode), rkey, db=self._dbs["inodes"])
+        rec = replace(rec, key=key)
+        txn.put(rkey, _pack_record(rec, has_emb), db=self._dbs["files"])
         return rec
 
     def _rids_under(self, txn: Txn, path: str) -> list[tuple[int, str]]:

@@ -407,6 +407,7 @@ class Daemon:
                 "duplicates": stats["groups"],
                 "duplicate_files": stats["grouped_files"],
                 "reports": counters.reports,
+                "same_content": counters.same_content,
                 "skipped": self._skip_counts(records, counters.vanished, len(self._too_long)),  # type: ignore[arg-type]
                 "skipped_by_extension": dict(counters.skipped_by_extension),
             },
@@ -519,6 +520,7 @@ class Daemon:
             raise ProtocolError("unavailable", str(exc)) from None
         if isinstance(outcome, Skipped):
             raise ProtocolError("bad_args", f"{path}: {outcome.reason.value}: {outcome.detail}")
+        assert isinstance(outcome, EncodedFile)  # a request knows no digest: never SameContent
         return self._embedded([outcome])[0]
 
     def _query(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -46,12 +46,19 @@ from weakref import WeakSet
 from dedupd.errors import Skipped, SkipReason
 from dedupd.imaging.cnn import ModelSpec
 from dedupd.imaging.decode import DEFAULT_MAX_PIXELS
-from dedupd.imaging.encode import DEFAULT_MAX_FILE_SIZE, EncodedFile, encode_path
+from dedupd.imaging.encode import DEFAULT_MAX_FILE_SIZE, EncodedFile, content_digest, encode_bytes, read_file
 from dedupd.imaging.thumbnail import Thumbnail, make_thumbnail
 
 log = logging.getLogger(__name__)
 
-type Outcome = EncodedFile | Skipped
+@dataclass(frozen=True, slots=True)
+class SameContent:
+    """The file still has the digest its submitter knew (a touch, a copy of the same bytes): read, not decoded."""
+
+    digest: bytes
+
+
+type Outcome = EncodedFile | Skipped | SameContent
 type Hook = Callable[[str], object]
 
 #: Test-only: path of a Python file whose `before_decode(path)` every worker calls before each file.
@@ -92,11 +99,12 @@ def _load_hook(hook_path: str) -> Hook:
 
 
 def _encode_outcome(
-    path: str, *, cnn_spec: ModelSpec | None, max_pixels: int, max_bytes: int, before_decode: Hook | None = None,
-    thumbnail: int | None = None,
+    path: str, known: bytes | None, *, cnn_spec: ModelSpec | None, max_pixels: int, max_bytes: int,
+    before_decode: Hook | None = None, thumbnail: int | None = None,
 ) -> Outcome | Thumbnail:
     """`encode_path` (or, for a thumbnail task, `make_thumbnail` at that size), with every exception turned
-    into a Skip: a task always has exactly one outcome.
+    into a Skip: a task always has exactly one outcome. When the bytes still have the `known` digest,
+    SameContent instead, without decoding.
 
     The Skip returned is a fresh one: the raised one's traceback holds the decoder's frames, and with them
     the file's bytes, for as long as the outcome lives."""
@@ -105,7 +113,10 @@ def _encode_outcome(
             before_decode(path)
         if thumbnail is not None:
             return make_thumbnail(path, thumbnail, max_pixels)
-        return encode_path(path, cnn_spec=cnn_spec, max_pixels=max_pixels, max_bytes=max_bytes)
+        data = read_file(path, max_bytes)
+        if known is not None and content_digest(data) == known:
+            return SameContent(known)
+        return encode_bytes(data, cnn_spec=cnn_spec, max_pixels=max_pixels)
     except Skipped as skip:
         return Skipped(skip.reason, skip.detail)
     except Exception as exc:  # noqa: BLE001 - an encoder bug must cost one file, not the worker
@@ -128,9 +139,9 @@ def _worker_main(
     try:
         conn.send(_READY)
         while True:
-            path, thumbnail = conn.recv()
+            path, known, thumbnail = conn.recv()
             signal.alarm(self_destruct_s)
-            outcome = _encode_outcome(path, cnn_spec=cnn_spec, max_pixels=max_pixels, max_bytes=max_bytes,
+            outcome = _encode_outcome(path, known, cnn_spec=cnn_spec, max_pixels=max_pixels, max_bytes=max_bytes,
                                       before_decode=before_decode, thumbnail=thumbnail)
             signal.alarm(0)
             conn.send(outcome)
@@ -163,6 +174,7 @@ class _Task[T]:
     # An `encode()` or `thumbnail()` request: the outcome goes here, not to on_result.
     future: "Future[Any] | None" = None
     thumbnail: int | None = None  # a thumbnail of this size instead of an encoding
+    known: bytes | None = None  # the digest the submitter knows: same bytes -> SameContent, no decode
 
 
 @dataclass(eq=False, slots=True)
@@ -226,7 +238,8 @@ class EncodePool[T]:
         self._queue: deque[_Task[T]] = deque()
         self._in_flight = 0
         self._counts = dict.fromkeys(
-            ("encoded", "skipped", "timeouts", "crashes", "retries", "restarts", "start_failures", "abandoned"), 0
+            ("encoded", "skipped", "same", "timeouts", "crashes", "retries", "restarts", "start_failures",
+             "abandoned"), 0
         )
         self._workers: list[_Worker[T]] = []
         self._wake_r = self._wake_w = -1
@@ -259,8 +272,9 @@ class EncodePool[T]:
         self._thread = threading.Thread(target=self._supervise, name="dedupd-encode-pool", daemon=True)
         self._thread.start()
 
-    def submit(self, token: T, path: str | os.PathLike[str]) -> None:
-        """Queue `path`; blocks while `max_pending` tasks are in flight. Raises RuntimeError once closed."""
+    def submit(self, token: T, path: str | os.PathLike[str], known_digest: bytes | None = None) -> None:
+        """Queue `path`; blocks while `max_pending` tasks are in flight. Raises RuntimeError once closed.
+        With `known_digest`, a file whose bytes still have it is not decoded: its outcome is SameContent."""
         with self._cond:
             while self._state == "running" and self._in_flight >= self._max_pending:
                 if threading.current_thread() is self._thread:
@@ -269,7 +283,7 @@ class EncodePool[T]:
             if self._state != "running":
                 raise RuntimeError(f"encode pool is {self._state}")
             self._in_flight += 1
-            self._queue.append(_Task(token, os.fspath(path)))
+            self._queue.append(_Task(token, os.fspath(path), known=known_digest))
             self._wake()
 
     def encode(self, path: str | os.PathLike[str]) -> "Future[Outcome]":
@@ -318,9 +332,9 @@ class EncodePool[T]:
 
     def stats(self) -> dict[str, int]:
         """Counters for `status`: decodes (= encoded + skipped, timeouts and crashes included), encoded,
-        skipped, timeouts, crashes, retries (files put back after their worker was stopped from outside),
-        restarts (workers started to replace one), start_failures, abandoned (tasks dropped by close),
-        in_flight, queued, workers (live processes)."""
+        skipped, same (read, not decoded: SameContent), timeouts, crashes, retries (files put back after
+        their worker was stopped from outside), restarts (workers started to replace one), start_failures,
+        abandoned (tasks dropped by close), in_flight, queued, workers (live processes)."""
         with self._cond:
             return {
                 "decodes": self._counts["encoded"] + self._counts["skipped"],
@@ -440,7 +454,7 @@ class EncodePool[T]:
                     return
                 task = self._queue.popleft()
             try:
-                worker.conn.send((task.path, task.thumbnail))
+                worker.conn.send((task.path, task.known, task.thumbnail))
             except OSError:  # it died while idle: the file was never started, so it goes back first
                 with self._cond:
                     self._queue.appendleft(task)
@@ -517,7 +531,9 @@ class EncodePool[T]:
 
     def _finish(self, task: _Task[T], outcome: Outcome | Thumbnail) -> None:
         with self._cond:
-            self._counts["skipped" if isinstance(outcome, Skipped) else "encoded"] += 1
+            kind = "skipped" if isinstance(outcome, Skipped) else "same" if isinstance(outcome, SameContent) \
+                else "encoded"
+            self._counts[kind] += 1
             self._in_flight -= 1
             self._cond.notify_all()
         if task.future is not None:

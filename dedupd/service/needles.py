@@ -27,10 +27,9 @@ from typing import Any
 from dedupd.errors import Skipped
 from dedupd.imaging.encode import EncodedFile
 from dedupd.records import Encoding, Match
+from dedupd.service.encodepool import Outcome
 
 log = logging.getLogger(__name__)
-
-type Outcome = EncodedFile | Skipped
 
 #: Jobs running at once; one more is refused (each keeps `in_flight` files in the pool).
 MAX_JOBS = 2
@@ -148,10 +147,10 @@ class NeedleJobs:
             except (FutureTimeout, RuntimeError) as exc:
                 skipped[path] = f"no outcome ({type(exc).__name__})"
                 continue
-            if isinstance(outcome, Skipped):
-                skipped[path] = outcome.reason.value + (f": {outcome.detail}" if outcome.detail else "")
-            else:
+            if isinstance(outcome, EncodedFile):
                 decoded.append((path, outcome))
+            elif isinstance(outcome, Skipped):  # (a request knows no digest: never SameContent)
+                skipped[path] = outcome.reason.value + (f": {outcome.detail}" if outcome.detail else "")
         return skipped
 
     def _match(self, decoded: list[tuple[str, EncodedFile]], found: dict[str, list[Match]]) -> None:

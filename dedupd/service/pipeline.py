@@ -37,13 +37,12 @@ from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import DEFAULT_MAX_FILE_SIZE, EncodedFile
 from dedupd.records import Change, ChangeKind, FileKey, FileRecord, Match
 from dedupd.service.catalog import Catalog
-from dedupd.service.encodepool import EncodePool
+from dedupd.service.encodepool import EncodePool, Outcome, SameContent
 from dedupd.service.reports import ReportWriter
-from dedupd.store import Move, Removal
+from dedupd.store import Move, Removal, Restat
 
 log = logging.getLogger(__name__)
 
-type Outcome = EncodedFile | Skipped
 
 #: Idle also means no watcher event for this long: watchdog holds events up to 0.5 s to pair moves, and an
 #: inotify overflow is only seen when its reader gets to it.
@@ -132,6 +131,7 @@ class Counters:
     moves: int = 0
     removals: int = 0
     reencoded_after_change: int = 0
+    same_content: int = 0  # files read again whose bytes had not changed (no decode, no report)
 
 
 class Pipeline:
@@ -427,7 +427,15 @@ class Pipeline:
             if known is not None:  # an undo brought it back as it was: committed without a decode
                 self._commit_queue.put(known)
                 continue
-            self._pool.submit(key, path)  # blocks while the pool is full: back-pressure
+            self._pool.submit(key, path, self._known_digest(key))  # blocks while the pool is full: back-pressure
+
+    def _known_digest(self, key: FileKey) -> bytes | None:
+        """The stored digest of a file whose size is unchanged: if its bytes still have it (a touch, the same
+        bytes copied over it), the worker only reads it and the record keeps everything but the new stat."""
+        stored = self._catalog.store.get(key.path)
+        if stored is None or stored.encoding is None or stored.key.size != key.size:
+            return None
+        return stored.encoding.digest
 
     def _unchanged_in_store(self, key: FileKey) -> bool:
         stored = self._catalog.store.get(key.path)
@@ -483,6 +491,10 @@ class Pipeline:
     # ------------------------------------------------------------------ encode results
     def _on_encoded(self, key: FileKey, outcome: Outcome) -> None:
         """Pool callback (pool thread): route a result to the CNN queue or straight to commit."""
+        if isinstance(outcome, SameContent):  # only its stat identity changed (a touch): no decode, no report
+            self.counters.same_content += 1
+            self._commit_queue.put(Restat(key))
+            return
         self.counters.decodes += 1
         if isinstance(outcome, Skipped):
             self._commit_queue.put(FileRecord(key, skip=outcome.reason))
@@ -542,7 +554,7 @@ class Pipeline:
         changes: list[Any] = []
         settled_again: list[str] = []
         for item in batch:
-            if isinstance(item, FileRecord):
+            if isinstance(item, FileRecord | Restat):
                 current = self._current_key(item.key.path)
                 with self._state_lock:
                     self._in_flight.pop(item.key.path, None)
@@ -556,7 +568,7 @@ class Pipeline:
                     settled_again.append(item.key.path)
                     self.counters.reencoded_after_change += 1
                     continue
-                if item.skip is not None:
+                if isinstance(item, FileRecord) and item.skip is not None:
                     self._count_skip(item.key.path)
             elif isinstance(item, Move):
                 self.counters.moves += 1

@@ -190,3 +190,29 @@ def test_query_and_needles_decode_hostile_files_in_the_pool_and_needles_is_a_job
     text = daemon.ctl("needles", str(backup)).stdout  # dedupctl polls by itself
     assert text.startswith("1 of 2 images already in the library")
     assert daemon.stop() == 0
+
+
+def test_a_metadata_only_change_is_not_decoded_nor_reported_again(tmp_path: Path, daemon_factory, photos) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(6):
+        (root / f"p{i}.jpg").write_bytes(_encoded(photos[i]))
+        (root / f"p{i}_copy.jpg").write_bytes(_encoded(photos[i]))
+    daemon = daemon_factory([root])
+    daemon.wait_idle()
+    before = daemon.status()["counts"]
+    reports = daemon.reports()
+    groups = daemon.ctl_json("duplicates")["groups"]
+    assert len(reports) == 6 and before["decodes"] == 12
+    for path in sorted(root.iterdir()):  # touch: a new mtime, the same bytes
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 5_000_000_000))
+    daemon.wait_idle()
+    after = daemon.status()["counts"]
+    assert after["decodes"] == before["decodes"] and after["same_content"] == 12
+    assert daemon.reports() == reports
+    assert daemon.ctl_json("duplicates")["groups"] == groups
+    assert daemon.stop() == 0
+    daemon.start()  # the new stat identity was stored: nothing to read again
+    daemon.wait_idle()
+    assert daemon.status()["counts"]["decodes"] == 0 and daemon.status()["counts"]["same_content"] == 0
+    assert daemon.stop() == 0
