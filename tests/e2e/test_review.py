@@ -123,6 +123,7 @@ def test_review_page_token_cards_compare_trash_and_undo(daemon_factory: Any, use
         assert str(files[member]) in page
     assert str(files["c"]) not in page
     assert "KEEP" in page and "320 × " in page and "JPEG" in page and "exact distance 0" in page
+    assert "most pixels" in page  # why the keep policy keeps it
     assert "2 groups" in browser.find_element(By.ID, "summary").text
     assert (user.home / ".cache" / "dedupd" / "thumbnails").is_dir()  # made in the pool, cached for the user
     _screenshot(browser, tmp_path, "review-groups.png")
@@ -150,6 +151,11 @@ def test_review_page_token_cards_compare_trash_and_undo(daemon_factory: Any, use
     assert Path(in_trash[str(files["b_small"])]).is_file()
     assert str(files["b"]) not in browser.find_element(By.ID, "groups").text
     assert "press u to undo" in browser.find_element(By.ID, "message").text
+
+    browser.find_element(By.CSS_SELECTOR, "button.tier[data-tier='similar']").click()
+    _until(lambda: "No similar groups." in browser.find_element(By.ID, "groups").text, "the similar view")
+    browser.find_element(By.CSS_SELECTOR, "button.tier[data-tier='duplicates']").click()
+    _until(lambda: len(_cards(browser)) == 1, "the duplicates view again")
 
     daemon.ctl("undo")
     assert files["b_small"].exists() and user.trashed() == {}

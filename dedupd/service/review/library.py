@@ -62,7 +62,7 @@ def _taken(capture: Mapping[str, Any] | None) -> str | None:
     return shown + (f".{capture['subsec']}" if capture.get("subsec") else "")
 
 
-def _member(match: Mapping[str, Any], record: Mapping[str, Any] | None, keep: bool) -> dict[str, Any]:
+def _member(match: Mapping[str, Any], record: Mapping[str, Any] | None, keep: bool, why: str | None) -> dict[str, Any]:
     path = match["path"]
     record = record or {}
     capture = record.get("capture")
@@ -72,7 +72,8 @@ def _member(match: Mapping[str, Any], record: Mapping[str, Any] | None, keep: bo
         "format": (capture or {}).get("format") or os.path.splitext(path)[1].lstrip(".").upper() or None,
         "taken": _taken(capture), "camera": _camera(capture),
         "method": match.get("method"), "distance": match.get("distance"), "similarity": match.get("similarity"),
-        "matched": match.get("matched"), "keep": keep, "protected": bool(record.get("protected")),
+        "matched": match.get("matched"), "keep": keep, "why": why if keep else None,
+        "protected": bool(record.get("protected")),
         "digest": record.get("digest"), "mtime_ns": record.get("mtime_ns"),
     }
 
@@ -126,7 +127,9 @@ class Library:
             if exc.code == ErrorCode.UNKNOWN_COMMAND:
                 return []  # a daemon without that tier
             raise
-        proposed = set(self._ask("to-remove", {})["files"]) if tier == "duplicates" else set()
+        removal = self._ask("to-remove", {}) if tier == "duplicates" else {"files": []}
+        proposed = set(removal["files"])
+        why = {kept: plan.get("why") for plan in removal.get("groups", []) for kept in plan.get("keep", [])}
         paths = sorted({m["path"] for group in groups for m in group})
         records: dict[str, Any] = {}
         for start in range(0, len(paths), _RECORDS_PER_REQUEST):
@@ -141,7 +144,7 @@ class Library:
             free = sum(size for p, size in zip(members, sizes, strict=True) if p in going) if going else \
                 sum(sizes) - max(sizes, default=0)
             digests = {(records.get(p) or {}).get("digest") for p in members}
-            shown = tuple(_member(m, records.get(m["path"]), m["path"] == keeper) for m in group)
+            shown = tuple(_member(m, records.get(m["path"]), m["path"] == keeper, why.get(m["path"])) for m in group)
             shown = tuple(sorted(shown, key=lambda m: (not m["keep"], m["path"])))
             cards.append(Card(group_id(members), shown, free, len(digests) == 1 and None not in digests))
         cards.sort(key=lambda card: (-card.free_bytes, card.members[0]["path"]))
