@@ -2,9 +2,10 @@
 
 Asks the daemon (through an `Ask`, with no more rights than `dedupctl`) for the groups of a tier, the keep
 policy's proposals (`to-remove`) and each member's record (size, pixels, digest, capture metadata), once per
-refresh; pages are slices of that sorted list, so a library with 10,000 groups sends the browser one page at
-a time. A group's id is a digest of its member paths: an action names the group the user saw, and is
-refused if the group changed meanwhile.
+refresh, in a background thread; pages are slices of the last sorted list, so a library with 10,000 groups
+sends the browser one page at a time and a page never waits for the daemon once a list exists (a page
+answered from a list that is being refreshed says so, and the page asks again). A group's id is a digest
+of its member paths: an action names the group the user saw, and is refused if the group changed meanwhile.
 """
 
 import hashlib
@@ -83,34 +84,79 @@ class Library:
 
     def __init__(self, ask: Ask) -> None:
         self._ask = ask
-        self._lock = threading.Lock()
-        self._cards: dict[str, tuple[float, list[Card]]] = {}
+        self._lock = threading.Condition()
+        self._cards: dict[str, tuple[float, list[Card]]] = {}  # tier -> (when loaded, sorted cards)
+        self._wanted: dict[str, int] = {}  # tier -> refreshes asked for; `_loaded` follows it in the background
+        self._loaded: dict[str, int] = {}
+        self._errors: dict[str, str] = {}
         self.records: dict[str, Any] = {}
 
-    def invalidate(self) -> None:
+    def refresh(self, tier: str) -> None:
+        """Load the tier's groups again in the background; until then pages come from the last list (marked
+        `refreshing`), so a request never waits for the daemon once a list exists."""
+        self._check(tier)
         with self._lock:
-            self._cards.clear()
+            self._wanted[tier] = self._wanted.get(tier, 0) + 1
+            if self._wanted[tier] - self._loaded.get(tier, 0) > 1:
+                return  # a refresh is running; it goes round once more for this request
+        threading.Thread(target=self._refresher, args=(tier,), name=f"dedupd-review-{tier}", daemon=True).start()
 
-    def cards(self, tier: str) -> list[Card]:
+    def _refresher(self, tier: str) -> None:
+        while True:
+            with self._lock:
+                wanted = self._wanted[tier]
+            try:
+                cards, error = self._load(tier), None
+            except (DedupdError, OSError) as exc:
+                cards, error = None, str(exc)
+            with self._lock:
+                if cards is not None:
+                    self._cards[tier] = (time.monotonic(), cards)
+                    self._errors.pop(tier, None)
+                elif error is not None:
+                    self._errors[tier] = error
+                self._loaded[tier] = wanted
+                self._lock.notify_all()
+                if self._wanted[tier] == wanted:
+                    return
+
+    def drop(self, tier: str, card_id: str) -> None:
+        """An action resolved this group: leave it out of the list now; the background refresh confirms."""
+        with self._lock:
+            if tier in self._cards:
+                when, cards = self._cards[tier]
+                self._cards[tier] = (when, [card for card in cards if card.id != card_id])
+        self.refresh(tier)
+
+    @staticmethod
+    def _check(tier: str) -> None:
         if tier not in TIERS:
             raise ProtocolError(ErrorCode.BAD_ARGS, f"unknown tier {tier!r}")
+
+    def cards(self, tier: str) -> tuple[list[Card], bool]:
+        """(the sorted cards, whether a refresh is under way); waits only when no list was loaded yet."""
+        self._check(tier)
         with self._lock:
             cached = self._cards.get(tier)
-            if cached is not None and time.monotonic() - cached[0] < REFRESH_S:
-                return cached[1]
-            cards = self._load(tier)
-            self._cards[tier] = (time.monotonic(), cards)
-            return cards
+            stale = cached is None or time.monotonic() - cached[0] >= REFRESH_S
+        if stale and self._wanted.get(tier, 0) == self._loaded.get(tier, 0):
+            self.refresh(tier)
+        with self._lock:
+            while tier not in self._cards:
+                if tier in self._errors and self._wanted[tier] == self._loaded.get(tier, 0):
+                    raise DedupdError(self._errors[tier])
+                self._lock.wait(1.0)
+            return self._cards[tier][1], self._wanted[tier] != self._loaded.get(tier, 0)
 
     def page(self, tier: str, number: int, per_page: int) -> dict[str, Any]:
-        cards = self.cards(tier)
+        cards, refreshing = self.cards(tier)
         start = max(0, number) * per_page
         return {"tier": tier, "page": number, "per_page": per_page, "total": len(cards),
-                "free_bytes": sum(card.free_bytes for card in cards),
+                "free_bytes": sum(card.free_bytes for card in cards), "refreshing": refreshing,
                 "groups": [card.document() for card in cards[start:start + per_page]]}
 
     def find(self, tier: str, card_id: str) -> Card:
-        for card in self.cards(tier):
+        for card in self.cards(tier)[0]:
             if card.id == card_id:
                 return card
         raise ProtocolError(ErrorCode.NOT_FOUND, "that group changed or is gone; the page shows it anew")
@@ -134,7 +180,8 @@ class Library:
         records: dict[str, Any] = {}
         for start in range(0, len(paths), _RECORDS_PER_REQUEST):
             records.update(self._ask("records", {"paths": paths[start:start + _RECORDS_PER_REQUEST]})["records"])
-        self.records.update(records)
+        with self._lock:
+            self.records.update(records)
         cards = []
         for group in groups:
             members = [m["path"] for m in group]

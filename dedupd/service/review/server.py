@@ -74,7 +74,8 @@ class ReviewServer:
         return f"http://127.0.0.1:{self.port}/?token={self.token}"
 
     def serve(self) -> None:
-        """Serve until `stop()` or `idle_s` without a request."""
+        """Serve until `stop()` or `idle_s` without a request; the groups start loading at once."""
+        self.library.refresh("duplicates")
         watcher = threading.Thread(target=self._stop_when_idle, name="dedupd-review-idle", daemon=True)
         watcher.start()
         try:
@@ -97,8 +98,8 @@ class ReviewServer:
     # ------------------------------------------------------------------ API
     def groups(self, query: dict[str, str]) -> dict[str, Any]:
         per_page = min(max(int(query.get("per_page", "20")), 1), 200)
-        if query.get("refresh") == "1":  # a page (re)load or a new tier: the groups as they are now
-            self.library.invalidate()
+        if query.get("refresh") == "1":  # a page (re)load or a new tier: the groups as they are now, soon
+            self.library.refresh(query.get("tier", "duplicates"))
         return self.library.page(query.get("tier", "duplicates"), int(query.get("page", "0")), per_page)
 
     def resolve(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -117,6 +118,10 @@ class ReviewServer:
             outcome = actions.execute(planned, records, scope={"group": members[0], "from": "review page"},
                                       ask=self.ask)
             self._settle()
+            if outcome.done and not outcome.refused:
+                self.library.drop(str(body.get("tier", "duplicates")), card.id)
+            else:
+                self.library.refresh(str(body.get("tier", "duplicates")))
         return outcome.document()
 
     def ignore(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -124,12 +129,15 @@ class ReviewServer:
             card = self.library.find(str(body.get("tier", "duplicates")), str(body.get("group")))
             result = self.ask("ignore", {"paths": [m["path"] for m in card.members]})
             self._settle()
+            self.library.drop(str(body.get("tier", "duplicates")), card.id)
         return result
 
     def undo(self, body: dict[str, Any]) -> dict[str, Any]:
         with self._actions:
             outcome = actions.undo(body.get("action"), ask=self.ask)
             self._settle()
+            for tier in ("duplicates", "similar"):
+                self.library.refresh(tier)
         return outcome.document()
 
     def _settle(self) -> None:
@@ -138,7 +146,6 @@ class ReviewServer:
             self.ask("wait-idle", {"timeout": 30.0})
         except (DedupdError, OSError) as exc:
             log.info("the daemon did not settle after an action: %s", exc)
-        self.library.invalidate()
 
     def thumbnail(self, path: str, size: int) -> Thumbnail | None:
         record = self.library.records.get(path) or {}

@@ -117,6 +117,7 @@ async function load(refresh = false) {
     if (state.page > 0 && !page.groups.length) { state.page -= 1; return load(); }
     state.selected = Math.min(state.selected, Math.max(0, state.groups.length - 1));
     render();
+    if (page.refreshing) setTimeout(() => load(false), 700);  // the server is listing the groups anew
   } catch (error) {
     say(`Could not load the groups: ${error.message}`, true);
   }
