@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from dedupd.cli.dedupctl import call
+from dedupd.protocol import ProtocolError
 from dedupd.service.review.server import ReviewServer
 
 
@@ -76,9 +77,17 @@ def main() -> None:
                 raise SystemExit(f"the daemon did not start; see {work / 'daemon.log'}")
             time.sleep(0.1)
         indexing = time.perf_counter()
-        call(str(socket_path), "wait-idle", {"timeout": 3600.0})
+        while True:  # the socket answers before the watcher and the start-up scan exist: wait for "running"
+            try:
+                call(str(socket_path), "wait-idle", {"timeout": 3600.0})
+                status = call(str(socket_path), "status")
+            except ProtocolError:
+                status = {"state": "starting"}
+            if status["state"] == "running":
+                break
+            time.sleep(0.2)
         indexed_s = time.perf_counter() - indexing
-        groups = call(str(socket_path), "status")["counts"]["duplicates"]
+        groups = status["counts"]["duplicates"]
         server = ReviewServer(lambda cmd, a: call(str(socket_path), cmd, a), secrets.token_urlsafe(32),
                               lambda path, size: None, work / "cache", idle_s=3600)
         thread = threading.Thread(target=server.serve, daemon=True)
