@@ -198,6 +198,11 @@ def _needles_check(args: dict[str, Any]) -> None:
         raise ValueError("give either dir (start a job) or job (ask about one)")
 
 
+def _ignore_check(args: dict[str, Any]) -> None:
+    if args.get("list", False) == ("paths" in args):
+        raise ValueError("give either paths (two or more files) or list")
+
+
 _METHOD = Arg(_choice(METHODS))
 _UNDER = Arg(_path)
 
@@ -231,7 +236,10 @@ VERBS: Mapping[str, Verb] = {
              {"dir": Arg(_path), "job": Arg(_job_id),
               "wait": Arg(_number(0.0, NEEDLES_WAIT_S), default=NEEDLES_WAIT_S)},
              _needles_check),
-        Verb("ignore", "mark files as not duplicates of each other", {"paths": Arg(_paths(2), required=True)}),
+        Verb("ignore", "mark files as not duplicates of each other (`paths`), or list the pairs marked (`list`)",
+             {"paths": Arg(_paths(2)), "list": Arg(_boolean)}, _ignore_check),
+        Verb("unignore", "undo `ignore` among files: their pairs are judged again",
+             {"paths": Arg(_paths(2), required=True)}),
         Verb("records", "what the store holds for some files (stat identity, digest, pixel size; a token with "
                         "`tokens`)", {"paths": Arg(_paths(1), required=True), "tokens": Arg(_boolean, default=False)}),
         Verb("changed", "files a user action just moved away, replaced or put back: look at them now",

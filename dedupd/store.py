@@ -785,6 +785,21 @@ class Store:
         with self._lock:
             return self._retrying(store)
 
+    def unignore(self, pairs: Iterable[tuple[int, int]]) -> int:
+        """Forget that pairs of records were declared not duplicates; returns how many were. The caller
+        links them again."""
+        pairs = [(min(a, b), max(a, b)) for a, b in pairs]
+
+        def forget(txn: Txn) -> int:
+            removed = 0
+            for a, b in pairs:
+                removed += txn.delete(_rid_key(a), _rid_key(b), db=self._dbs["ignored"])
+                txn.delete(_rid_key(b), _rid_key(a), db=self._dbs["ignored"])
+            return removed
+
+        with self._lock:
+            return self._retrying(forget)
+
     def ignored(self) -> list[tuple[int, int]]:
         """Every ignored pair once, as (a, b) with a < b."""
         with self._lock, self._read() as txn, txn.cursor(self._dbs["ignored"]) as cur:

@@ -450,11 +450,30 @@ def _show_needles(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-@verb("ignore", "mark files as not duplicates of each other; never reported again",
+def _ignore_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="two or more files")
+    parser.add_argument("--list", action="store_true", help="list the pairs ignored so far")
+
+
+def _ignore_request(ns: argparse.Namespace) -> dict[str, Any]:
+    if ns.list and ns.paths:
+        raise ProtocolError("bad_args", "ignore: give two or more files, or --list, not both")
+    return {"list": True} if ns.list else {"paths": [_absolute(path) for path in ns.paths]}
+
+
+@verb("ignore", "mark files as not duplicates of each other; never reported again (--list: the pairs)",
+      arguments=_ignore_arguments, build=_ignore_request)
+def _show_ignore(result: Mapping[str, Any]) -> list[str]:
+    if "pairs" in result:
+        return [f"{a}  {b}" for a, b in result["pairs"]] or ["no ignored pairs"]
+    return [f"ignored: {result['ignored']} (these files are no longer reported as duplicates of each other)"]
+
+
+@verb("unignore", "undo ignore: these files are judged as duplicates again",
       arguments=_positional("paths", nargs="+", metavar="PATH", help="two or more files"),
       build=lambda ns: {"paths": [_absolute(path) for path in ns.paths]})
-def _show_ignore(result: Mapping[str, Any]) -> list[str]:
-    return [f"ignored: {result['ignored']} (these files are no longer reported as duplicates of each other)"]
+def _show_unignore(result: Mapping[str, Any]) -> list[str]:
+    return [f"unignored: {result['unignored']} (these files are judged as duplicates again)"]
 
 
 # ---- actions: carried out here, with the rights of the user who asks, never by the daemon ----

@@ -498,8 +498,8 @@ class Catalog:
             return evidence_rank(methods[codes[k]].removeprefix(SIMILAR_PREFIX), float(scores[k])), min(x, y), max(x, y)
 
         order = sorted(rows.tolist(), key=strength)
-        if tier == DUPLICATE:
-            cannot = list(zip(a[similar].tolist(), b[similar].tolist(), strict=True))
+        if tier == DUPLICATE:  # similar pairs and the pairs the user ignored are never in one duplicate group
+            cannot = list(zip(a[similar].tolist(), b[similar].tolist(), strict=True)) + sorted(self._ignored)
             records = self._store.records({int(r) for r in np.concatenate([a[rows], b[rows]]).tolist()})
             ids = {rid: identity(rec.encoding.capture) for rid, rec in records.items() if rec.encoding is not None}
             groups = partition(((int(a[k]), int(b[k])) for k in order), cannot, ids, different_captures)
@@ -650,25 +650,52 @@ class Catalog:
         """The user says these files are not duplicates of each other: every pair among them loses its link
         and is never linked, grouped or reported again. Returns how many pairs were not ignored before."""
         with self._lock:
-            found = {path: self._store.lookup(path) for path in paths}
-            unknown = sorted(path for path, hit in found.items() if hit is None)
-            if unknown:
-                raise StoreError(f"not in the index: {', '.join(unknown)}")
-            rids = sorted({hit[0] for hit in found.values() if hit is not None})
+            rids = self._rids_of(paths)
             pairs = list(itertools.combinations(rids, 2))
             added = self._store.ignore(pairs)
             self._ignored.update(pairs)
             loners = sorted(set(rids) & self._copies)  # a byte copy now keeps links of its own
             if loners:
                 self._copies -= set(loners)
-                links = self._loner_links(np.array(loners, np.int64))
+                links = self._own_links(np.array(loners, np.int64))
                 self._store.commit([], link=lambda _commit: links)
             self._groups = None
             return added
 
-    def _loner_links(self, loners: np.ndarray) -> list[Link]:
-        """Links of stored byte copies that became loners: to every other record of their class, and their
-        near duplicates (they were linked to their representative only)."""
+    def _rids_of(self, paths: Sequence[str]) -> list[int]:
+        found = {path: self._store.lookup(path) for path in paths}
+        unknown = sorted(path for path, hit in found.items() if hit is None)
+        if unknown:
+            raise StoreError(f"not in the index: {', '.join(unknown)}")
+        return sorted({hit[0] for hit in found.values() if hit is not None})
+
+    def unignore(self, paths: Sequence[str]) -> int:
+        """Undo `ignore` among these files: their pairs are judged by the rule again (linked, grouped,
+        reported in queries). Returns how many pairs were ignored."""
+        with self._lock:
+            rids = self._rids_of(paths)
+            pairs = set(itertools.combinations(rids, 2))
+            removed = self._store.unignore(pairs)
+            self._ignored -= pairs
+            links = self._own_links(np.array(rids, np.int64))
+            if links:
+                self._store.commit([], link=lambda _commit: links)
+            self._groups = None
+            return removed
+
+    def ignored_pairs(self) -> list[tuple[str, str]]:
+        """The pairs the user declared not duplicates, as sorted path pairs."""
+        with self._lock:
+            pairs = sorted(self._ignored)
+            paths = self._store.paths({r for pair in pairs for r in pair})
+            return sorted((min(paths[a], paths[b]), max(paths[a], paths[b])) for a, b in pairs
+                          if a in paths and b in paths)  # fmt: skip
+
+    def _own_links(self, rids: np.ndarray) -> list[Link]:
+        """Links of stored records searched again, as a new record would be (a byte copy that became a loner
+        was linked to its representative only; an unignored pair was not linked at all): to every other
+        record of their digest class and to their near duplicates, minus ignored pairs."""
+        loners = rids
         records = self._store.records(loners.tolist())
         links = [Link(rid, other, EXACT, 0.0) for rid, rec in records.items() if rec.encoding is not None
                  for other in self._store.rids_for_digest(rec.encoding.digest) if other != rid]  # fmt: skip

@@ -375,6 +375,7 @@ class Daemon:
             "export": self._export,
             "needles": self._needles,
             "ignore": self._ignore,
+            "unignore": self._unignore,
             "records": self._records,
             "expect": self._expect,
             "changed": self._changed,
@@ -620,15 +621,24 @@ class Daemon:
         return result
 
     def _ignore(self, args: dict[str, Any]) -> dict[str, Any]:
+        """`ignore` PATHS (these files are not duplicates of each other), or with `list` the pairs ignored."""
         assert self.catalog is not None
-        paths = [os.path.abspath(p) for p in args["paths"]]
+        if args.get("list"):
+            return {"pairs": [list(pair) for pair in self.catalog.ignored_pairs()]}
+        return {"ignored": self._ignoring(self.catalog.ignore, args["paths"])}
+
+    def _unignore(self, args: dict[str, Any]) -> dict[str, Any]:
+        assert self.catalog is not None
+        return {"unignored": self._ignoring(self.catalog.unignore, args["paths"])}
+
+    def _ignoring(self, change: Callable[[list[str]], int], paths: list[str]) -> int:
         try:
-            ignored = self.catalog.ignore(paths)
+            count = change([os.path.abspath(p) for p in paths])
         except StoreError as exc:
             raise ProtocolError("not_found", str(exc)) from exc
         if self.reports is not None:
             self.reports.mark_summary_dirty()
-        return {"ignored": ignored}
+        return count
 
 
     def _records(self, args: dict[str, Any]) -> dict[str, Any]:

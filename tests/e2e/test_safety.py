@@ -216,3 +216,44 @@ def test_a_metadata_only_change_is_not_decoded_nor_reported_again(tmp_path: Path
     daemon.wait_idle()
     assert daemon.status()["counts"]["decodes"] == 0 and daemon.status()["counts"]["same_content"] == 0
     assert daemon.stop() == 0
+
+
+def _recompressed(data: bytes, quality: int) -> bytes:
+    with Image.open(io.BytesIO(data)) as image:
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def test_an_ignored_pair_is_never_grouped_again_until_unignored(tmp_path: Path, daemon_factory, photos) -> None:
+    """A and B ignored while C matches both: no group holds A and B (a union of links did), needles does not
+    list the pair, `ignore --list` shows it and `unignore` undoes it."""
+    root = tmp_path / "photos"
+    (root / "import").mkdir(parents=True)
+    original = _encoded(photos[4], size=384)
+    a, b, c = root / "a.jpg", root / "import" / "b.jpg", root / "c.jpg"
+    a.write_bytes(original)
+    b.write_bytes(_recompressed(original, 60))
+    c.write_bytes(_recompressed(original, 75))
+    daemon = daemon_factory([root])
+    daemon.wait_idle()
+    (group,) = daemon.ctl_json("duplicates")["groups"]
+    assert {m["path"] for m in group} == {str(a), str(b), str(c)}
+    daemon.ctl("ignore", str(a), str(b))
+    groups = [{m["path"] for m in g} for g in daemon.ctl_json("duplicates")["groups"]]
+    assert groups and not [g for g in groups if {str(a), str(b)} <= g]
+    assert len(set(daemon.ctl_json("to-remove")["files"]) & {str(a), str(b)}) <= 1  # never one for the other
+    found = daemon.ctl_json("needles", str(root / "import"))["files"][str(b)]
+    assert str(a) not in {m["path"] for m in found}
+    assert daemon.ctl_json("ignore", "--list")["pairs"] == [sorted([str(a), str(b)])]
+    assert daemon.ctl("ignore", "--list").stdout.strip() == "  ".join(sorted([str(a), str(b)]))
+    assert daemon.ctl_json("unignore", str(b), str(a))["unignored"] == 1
+    assert daemon.ctl_json("ignore", "--list")["pairs"] == []
+    (group,) = daemon.ctl_json("duplicates")["groups"]
+    assert {m["path"] for m in group} == {str(a), str(b), str(c)}
+    assert daemon.stop() == 0
+    daemon.start()  # and so it stays after a restart
+    daemon.wait_idle()
+    (group,) = daemon.ctl_json("duplicates")["groups"]
+    assert {m["path"] for m in group} == {str(a), str(b), str(c)}
+    assert daemon.stop() == 0

@@ -11,7 +11,7 @@ from dedupd.errors import SkipReason, StoreError, StoreVersionMismatch
 from dedupd.imaging.hashing import bits_to_int, dihedral_variants, int_to_bits
 from dedupd.records import Encoding, FileKey, FileRecord, Match
 from dedupd.search.groups import partition
-from dedupd.search.matcher import MatcherSettings, all_pairs
+from dedupd.search.matcher import MatcherSettings, all_pairs, evidence_rank
 from dedupd.service.catalog import Catalog, IndexConfig, oriented_variants
 from dedupd.store import Change, Move, Removal, Store
 
@@ -53,8 +53,8 @@ def stored_encodings(catalog: Catalog) -> list[tuple[int, str, Encoding]]:
 
 
 def oracle_groups(catalog: Catalog, settings: MatcherSettings) -> set[frozenset[str]]:
-    """Connected components of the fused rule over every pair of stored records (matcher.all_pairs, no
-    index), minus the ignored pairs."""
+    """Groups of the fused rule over every pair of stored records (matcher.all_pairs, no index): joined
+    strongest pair first (ties by path), never joining two files the user ignored as a pair."""
     stored = stored_encodings(catalog)
     if not stored:
         return set()
@@ -68,7 +68,12 @@ def oracle_groups(catalog: Catalog, settings: MatcherSettings) -> set[frozenset[
     ignored = set(catalog.store.ignored())
     pairs = [p for p in all_pairs(digest_ids, variants, embeddings, settings)
              if tuple(sorted((rids[p.first], rids[p.second]))) not in ignored]  # fmt: skip
-    return {frozenset(paths[i] for i in group) for group in partition((p.first, p.second) for p in pairs)}
+    pairs.sort(key=lambda p: (evidence_rank(p.method, float(np.float32(p.score))), min(paths[p.first], paths[p.second]),
+                              max(paths[p.first], paths[p.second])))
+    at = {rid: i for i, rid in enumerate(rids)}
+    cannot = [(at[a], at[b]) for a, b in ignored if a in at and b in at]
+    groups = partition(((p.first, p.second) for p in pairs), cannot)
+    return {frozenset(paths[i] for i in group) for group in groups}
 
 
 def shown(catalog: Catalog) -> set[frozenset[str]]:
@@ -213,13 +218,17 @@ def test_ignored_pairs_stay_apart_across_batches_and_reopening(tmp_path: Path) -
         assert applied.matches == {} and shown(catalog) == set()
     with Catalog.open(tmp_path, HASH_ONLY) as catalog:
         assert shown(catalog) == set() and catalog.stats()["ignored"] == 1
-        applied = catalog.apply([rec("/p/c", 0b10)])  # matches both: a union again, but no a-b link
+        applied = catalog.apply([rec("/p/c", 0b10)])  # matches both; one group would hold the ignored pair
         assert applied.matches == {"/p/c": [Match("/p/a", "phash", distance=1), Match("/p/b2", "phash", distance=2)]}
-        assert shown(catalog) == {frozenset({"/p/a", "/p/b2", "/p/c"})}
-        assert {(x, m.path) for x, m in catalog.groups()[0].links} == {("/p/a", "/p/c"), ("/p/b2", "/p/c")}
+        assert shown(catalog) == {frozenset({"/p/a", "/p/c"})}  # c joins its stronger match; b2 stays apart
+        assert {(x, m.path) for x, m in catalog.groups()[0].links} == {("/p/a", "/p/c")}
+        assert catalog.ignored_pairs() == [("/p/a", "/p/b2")]
+        assert catalog.unignore(["/p/b2", "/p/a"]) == 1 and catalog.ignored_pairs() == []
+        assert shown(catalog) == {frozenset({"/p/a", "/p/b2", "/p/c"})}  # judged again: linked once more
+        assert catalog.ignore(["/p/a", "/p/b2"]) == 1
         assert catalog.ignore(["/p/a", "/p/b2", "/p/c"]) == 2 and shown(catalog) == set()
-        catalog.apply([rec("/p/a", 0b11)])  # a changed content: its ignores are gone
-        assert shown(catalog) == {frozenset({"/p/a", "/p/b2", "/p/c"})}
+        catalog.apply([rec("/p/a", 0b11)])  # a changed content: its ignores are gone, not b2-c's
+        assert shown(catalog) == {frozenset({"/p/a", "/p/b2"})}  # a-b2 first (ties by path); c stays apart
         assert catalog.stats()["ignored"] == 1 and catalog.store.check() == []
 
 
@@ -232,7 +241,7 @@ def test_set_matcher_and_reopening_relink_with_the_new_rule(tmp_path: Path, capl
     with Catalog.open(tmp_path, WITH_CNN, **CNN_STORE) as catalog:  # type: ignore[arg-type]
         catalog.apply(records)
         catalog.ignore(["/p/a", "/p/d"])
-        assert shown(catalog) == oracle_groups(catalog, RULE) == {frozenset({"/p/a", "/p/b", "/p/d"})}
+        assert shown(catalog) == oracle_groups(catalog, RULE) == {frozenset({"/p/a", "/p/b"})}  # d: ignored with a
         before = catalog.groups()
         for settings, how in (
             (RULE, None),  # unchanged: nothing to do
