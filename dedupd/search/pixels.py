@@ -68,8 +68,19 @@ def _centred(x: np.ndarray) -> np.ndarray:
     return x - x.mean(axis=(-2, -1), keepdims=True)
 
 
+#: Pairs compared at once: bounds the temporaries (8 orientations x 1,024 cells x 4 bytes x ~6 arrays a pair).
+_BLOCK = 256
+
+
 def compare(a: np.ndarray, b: np.ndarray, settings: PixelSettings = PixelSettings()) -> list[PixelEvidence]:
-    """Pixel evidence for each pair (a[k], b[k]) of (n, s, s) thumbnails."""
+    """Pixel evidence for each pair (a[k], b[k]) of (n, s, s) thumbnails, in blocks of `_BLOCK` pairs."""
+    out: list[PixelEvidence] = []
+    for start in range(0, len(a), _BLOCK):
+        out += _compare_block(a[start : start + _BLOCK], b[start : start + _BLOCK], settings)
+    return out
+
+
+def _compare_block(a: np.ndarray, b: np.ndarray, settings: PixelSettings) -> list[PixelEvidence]:
     if not len(a):
         return []
     variants = _centred(_dihedral(a))  # (n, 8, s, s)
