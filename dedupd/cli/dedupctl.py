@@ -408,10 +408,16 @@ verb("watch remove", "remove a watched root", arguments=_positional("path"),
      build=lambda ns: {"action": "remove", "path": _absolute(ns.path)})(_show_roots)
 
 
-@verb("export", "imagededup-format encodings {path: hex} of the whole index",
-      arguments=_method_option((*protocol.HASH_METHODS, "cnn")), build=lambda ns: _given(method=ns.method))
+@verb("export", "imagededup-format encodings of the whole index: {path: hex} (hashes) or {path: [floats]} (cnn)",
+      arguments=_method_option((*protocol.HASH_METHODS, "cnn"), default="phash"),
+      build=lambda ns: _given(method=ns.method))
 def _show_export(result: Mapping[str, Any]) -> list[str]:
-    return [f"{value}  {path}" for path, value in sorted(result["encodings"].items())]
+    encodings = sorted(result["encodings"].items())
+    if any(not isinstance(value, str) for _, value in encodings):  # CNN embeddings: too long for a line each
+        dims = sorted({len(value) for _, value in encodings})
+        return [f"{len(encodings)} {result.get('method', 'cnn')} embeddings ({'/'.join(map(str, dims))} floats "
+                "each; the values with --json):", *(f"  {path}" for path, _ in encodings)]
+    return [f"{value}  {path}" for path, value in encodings]
 
 
 def _poll_needles(socket_path: str, args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:

@@ -295,6 +295,16 @@ def test_text_output_escapes_terminal_controls_in_names(run, daemon):
     assert _ok(run("--socket", daemon.server.path, "to-remove")) == "/srv/a\\x1b]0;owned\\x07\\nb\\u202ec.jpg\n"
 
 
+def test_export_of_cnn_embeddings_lists_paths_in_text_and_the_values_in_json(run, daemon):
+    vectors = {"/srv/b.jpg": [0.5] * 512, "/srv/a.jpg": [0.25] * 512}
+    daemon.results["export"] = {"method": "cnn", "encodings": vectors}
+    assert _ok(run("--socket", daemon.server.path, "export", "--method", "cnn")) == \
+        "2 cnn embeddings (512 floats each; the values with --json):\n  /srv/a.jpg\n  /srv/b.jpg\n"
+    assert json.loads(_ok(run("--socket", daemon.server.path, "export", "--method", "cnn", "--json")))["encodings"] \
+        == vectors
+    assert "(default: phash)" in " ".join(_ok(run("export", "--help")).split())
+
+
 def test_empty_answers_read_clearly(run, daemon):
     daemon.results |= {"duplicates": {"groups": []}, "to-remove": {"files": [], "policy": ""},
                        "query": {"file": "/x.jpg", "matches": []}, "watch": {"roots": []}}
