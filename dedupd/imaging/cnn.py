@@ -366,6 +366,9 @@ class Encoder:
         options.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
         # No busy-waiting between steps: the decode workers need those cores (halves the CNN's CPU per image).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # No memory arena: it keeps a batch's peak activations for good (~110 MB at batch 16 that an idle daemon
+        # never gives back); plain malloc is as fast here (BENCHMARKS.md "Memory").
+        options.enable_cpu_mem_arena = False
         # Kept aspect ratios give many input shapes; exhaustive cuDNN search would re-run for each.
         provider_options = [{"cudnn_conv_algo_search": "HEURISTIC"} if name == CUDA else {} for name in providers]
         try:

@@ -40,6 +40,7 @@ from dedupd.search.matcher import DUPLICATE, SIMILAR, evidence_rank
 from dedupd.service.catalog import Catalog, IndexConfig
 from dedupd.service.control import ControlServer
 from dedupd.service.encodepool import EncodePool, Outcome
+from dedupd.service.memory import release_free_memory
 from dedupd.service.needles import NeedleJobs, NeedleTools, is_under
 from dedupd.service.notify import DesktopNotifier
 from dedupd.service.pipeline import OwnFiles, Pipeline, PipelineSettings, file_key, same_file_state
@@ -93,6 +94,7 @@ class Daemon:
         self._state_lock = threading.Lock()
         self.progress = ScanProgress()
         self.duplicate_log = DuplicateLog()
+        self._trimmed_at = -1
         self._polled_roots: frozenset[str] = frozenset()
         #: Paths the reconcile walk could not reach because they are nested beyond PATH_MAX (counted in status).
         self._too_long: set[str] = set()
@@ -204,6 +206,9 @@ class Daemon:
             self._healthy = healthy
             self._update_state()
             self.duplicate_log.flush()
+            if self.state == "running" and self.pipeline.counters.committed != self._trimmed_at:
+                self._trimmed_at = self.pipeline.counters.committed  # fallen idle after work: give memory back
+                release_free_memory()
             if self.reports is not None:
                 self.reports.refresh_summary(self.duplicate_documents)
                 if last_prune != date.today():

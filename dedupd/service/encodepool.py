@@ -48,6 +48,7 @@ from dedupd.imaging.cnn import ModelSpec
 from dedupd.imaging.decode import DEFAULT_MAX_PIXELS
 from dedupd.imaging.encode import DEFAULT_MAX_FILE_SIZE, EncodedFile, content_digest, encode_bytes, read_file
 from dedupd.imaging.thumbnail import Thumbnail, make_thumbnail
+from dedupd.service.memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,8 @@ def _worker_main(
             signal.alarm(0)
             conn.send(outcome)
             del outcome  # its tensors must not outlive the file while the worker waits for the next
+            if not conn.poll():  # no next file yet: an idle worker gives the decode buffers back
+                release_free_memory()
     except (EOFError, BrokenPipeError):
         return  # the pool closed its end (or died): nothing left to do
 
