@@ -207,14 +207,22 @@ class ControlServer:
         else:
             if self._allowed_gid is not None:
                 os.chown(path.parent, -1, self._allowed_gid)
-        refusal = peer.socket_dir_refusal(path.parent, self._uid)
-        if refusal is not None:
-            raise DedupdError(f"not serving on {path}: {refusal}")
+        self.check_directory(path)
         try:
             return lockfile.hold(f"{path}.lock", f"the control socket {path}")
         except lockfile.Locked as exc:
             holder = f" (pid {exc.pid})" if exc.pid is not None else ""
             raise DedupdError(f"another dedupd is already serving {path}{holder}") from None
+
+    @staticmethod
+    def check_directory(socket_path: str | os.PathLike[str]) -> None:
+        """Refuse (DedupdError, saying why) a socket directory another user made or can write (`peer`); a
+        directory that does not exist yet is fine (the server makes it)."""
+        directory = Path(socket_path).parent
+        if directory.exists():
+            refusal = peer.socket_dir_refusal(directory, os.geteuid())
+            if refusal is not None:
+                raise DedupdError(f"not serving on {socket_path}: {refusal}")
 
     @staticmethod
     def _check_existing(path: Path) -> None:

@@ -117,6 +117,8 @@ class Daemon:
             raise DedupdError(f"cannot create the state directory {settings.state_dir}: {exc.strerror or exc}"
                               + (f" ({exc.filename})" if exc.filename and exc.filename != str(settings.state_dir)
                                  else "")) from exc
+        if not listen_fds():  # a squatted socket directory is refused before the slow start-up work
+            ControlServer.check_directory(settings.socket)
         if settings.cnn.enabled:
             self.encoder = Encoder(settings.cnn.model, batch_size=settings.cnn.batch_size,
                                    providers=settings.cnn.providers, intra_op_threads=settings.cnn.intra_op_threads)

@@ -156,6 +156,7 @@ def test_the_daemon_will_not_serve_in_a_socket_directory_another_user_made(tmp_p
                      "65534, not to this dedupd (uid 0) or root: another user may have made it to answer in "
                      "dedupd's place"], run.stderr
     assert os.listdir(squat) == []
+    assert not (tmp_path / "state" / "store").exists()  # refused before the slow start-up work
 
 
 def test_fifty_half_open_connections_do_not_lock_dedupctl_out_and_a_doubled_key_is_refused(tmp_path: Path,
