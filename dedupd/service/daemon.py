@@ -32,7 +32,7 @@ from dedupd.config import Settings, changed_keys, load_settings
 from dedupd.errors import DedupdError, Skipped, StoreError
 from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import EncodedFile
-from dedupd.paths import default_locations, no_config_reason
+from dedupd.paths import default_locations, find_config_file, no_config_reason
 from dedupd.protocol import NEEDLES_WAIT_S, PROTOCOL_VERSION, ProtocolError
 from dedupd.records import Change, ChangeKind, Encoding, Match
 from dedupd.search.keep import POLICY as KEEP_POLICY
@@ -162,10 +162,10 @@ class Daemon:
         self.notifier.notify(READY=1, STATUS="index loaded; scanning roots")
         records = cast(dict[str, int], self.catalog.stats()["records"])
         log.info("dedupd %s ready: %d records, socket %s, config %s", __version__, records.get("encoded", 0),
-                 settings.socket, self.config_path or f"built-in defaults ({no_config_reason()})")
+                 settings.socket, find_config_file(self.config_path) or f"built-in defaults ({no_config_reason()})")
         if not self._roots():
             log.warning("no roots configured: nothing is watched; add [[roots]] to %s (or use `dedupctl watch add "
-                        "DIR`)", self.config_path or default_locations().config_file)
+                        "DIR`)", find_config_file(self.config_path) or default_locations().config_file)
         self.watcher = Watcher(self._roots(), self.pipeline.on_change,
                                mass_deletion_guard=settings.mass_deletion_guard)
         self.watcher.start()

@@ -48,8 +48,28 @@ def test_the_daemon_says_at_info_what_it_found_and_when_the_first_scan_is_done(t
 
 def test_zero_roots_are_said(tmp_path: Path, daemon_factory) -> None:
     daemon = daemon_factory([])
-    _wait_for_log(daemon, "no roots configured: nothing is watched; add [[roots]] to ")
+    _wait_for_log(daemon, f"no roots configured: nothing is watched; add [[roots]] to {daemon.config} ")
     assert daemon.stop() == 0
+
+
+def test_the_config_file_read_from_the_default_location_is_named(tmp_path: Path) -> None:
+    """Started without --config, the daemon names the user's file it read, not "built-in defaults"."""
+    home = tmp_path / "home"
+    config = home / ".config/dedupd/dedupd.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\nsocket = "{tmp_path / "s.sock"}"\n[cnn]\n'
+                      "enabled = false\n[notify]\ndesktop = false\n")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DEDUPD_", "XDG_"))}
+    daemon = subprocess.Popen([sys.executable, "-m", "dedupd", "run"], stderr=subprocess.PIPE, text=True,
+                              env=env | {"HOME": str(home), "DEDUPD_SYSTEM": "0"})
+    try:
+        for line in daemon.stderr:  # type: ignore[union-attr]
+            if " ready: " in line:
+                assert f"config {config}" in line, line
+                break
+    finally:
+        daemon.terminate()
+        daemon.wait(60)
 
 
 def test_wrong_paths_are_refused_with_what_they_are(tmp_path: Path, daemon_factory, photo_bytes) -> None:
