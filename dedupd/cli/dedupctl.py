@@ -241,6 +241,7 @@ def _show_status(result: Mapping[str, Any]) -> list[str]:
         f"running, {scan.get('summary') or f'{scan.get('done', 0)} of {scan.get('total', 0)}'}"
     rows = [
         ["state:", result["state"]],
+        *[[f"FAILING {stage}:", why] for stage, why in sorted((result.get("problems") or {}).items())],
         ["version:", f"{result['version']} (protocol {result['protocol']})"],
         ["uptime:", _duration(result["uptime_s"])],
         ["indexed:", str(counts["indexed"])],

@@ -89,6 +89,7 @@ class Daemon:
         self.desktop: DesktopNotifier | None = None
         self.reports: ReportWriter | None = None
         self.needles: NeedleJobs | None = None
+        self._exit_code = 0
         self._last_status = ""
         self._healthy = True
         self._state_lock = threading.Lock()
@@ -105,7 +106,7 @@ class Daemon:
         try:
             self._start()
             self._loop()
-            return 0
+            return self._exit_code
         finally:
             self._teardown()
 
@@ -206,16 +207,24 @@ class Daemon:
                 log.error("a pipeline stage or a watcher made no progress for %g s: %s (SIGUSR1 logs every "
                           "thread's stack)", stall_s, "watchdog pings stop" if watchdog else "no watchdog to tell")
             self._healthy = healthy
+            dead = self.pipeline.dead_stages()
+            if dead:  # a bug: stop cleanly, non-zero, so the service manager restarts a whole daemon
+                log.critical("pipeline stage %s died; stopping (exit 1)", ", ".join(dead))
+                self._exit_code = 1
+                break
             self._update_state()
             self.duplicate_log.flush()
             if self.state == "running" and self.pipeline.counters.committed != self._trimmed_at:
                 self._trimmed_at = self.pipeline.counters.committed  # fallen idle after work: give memory back
                 release_free_memory()
             if self.reports is not None:
-                self.reports.refresh_summary(self.duplicate_documents)
-                if last_prune != date.today():
-                    self.reports.prune()
-                    last_prune = date.today()
+                try:
+                    self.reports.refresh_summary(self.duplicate_documents)
+                    if last_prune != date.today():
+                        self.reports.prune()
+                        last_prune = date.today()
+                except OSError as exc:  # a full disk: the summary is retried on the next round
+                    log.error("cannot write %s: %s", exc.filename or "the report summary", exc.strerror or exc)
             interval = self.settings.rescan_interval_s
             if interval and time.monotonic() - last_rescan >= interval:
                 last_rescan = time.monotonic()
@@ -231,8 +240,11 @@ class Daemon:
             pending = self.pipeline.pending_files()
             scanning = walking or (self.state == "scanning" and pending > 0)
             progress = self.progress.observe(scanning, self.pipeline.counters.committed, pending, walking)
+            problems = self.pipeline.problems()
             if not self._healthy:
                 status = "stalled: a pipeline stage or a watcher makes no progress"
+            elif problems:
+                status = "failing: " + "; ".join(f"{stage}: {why}" for stage, why in sorted(problems.items()))
             elif self.pipeline.paused:
                 self.state = "paused"
                 status = "paused" + (f" ({pending:,} files pending)" if pending else "")
@@ -267,6 +279,7 @@ class Daemon:
         self.state = "stopping"
         self.notifier.notify(STOPPING=1, STATUS="draining")
         steps: list[tuple[str, Callable[[], None] | None]] = [
+            ("intake", self.pipeline.close_intake if self.pipeline else None),
             ("watcher", self.watcher.stop if self.watcher else None),
             ("pipeline", partial(self.pipeline.stop, drain=True) if self.pipeline else None),
             ("control", self.control.stop if self.control else None),
@@ -404,6 +417,7 @@ class Daemon:
         records = cast(dict[str, int], stats["records"])
         return {
             "state": self.state,
+            "problems": self.pipeline.problems(),
             "version": __version__,
             "protocol": PROTOCOL_VERSION,
             "uptime_s": round(time.monotonic() - self.started, 1),

@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from dedupd.errors import Skipped, SkipReason
+from dedupd.errors import Skipped, SkipReason, StoreError
 from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import DEFAULT_MAX_FILE_SIZE, EncodedFile
 from dedupd.records import Change, ChangeKind, FileKey, FileRecord, Match
-from dedupd.service.catalog import Catalog
+from dedupd.service.catalog import Applied, Catalog
 from dedupd.service.encodepool import EncodePool, Outcome, SameContent
 from dedupd.service.reports import ReportWriter
 from dedupd.store import Move, Removal, Restat
@@ -131,6 +131,7 @@ class Counters:
     moves: int = 0
     removals: int = 0
     reencoded_after_change: int = 0
+    reports_lost: int = 0  # reports that could not be written (a full disk)
     same_content: int = 0  # files read again whose bytes had not changed (no decode, no report)
 
 
@@ -174,6 +175,8 @@ class Pipeline:
         self._scan_progress = (0, 0)
         self._paused = threading.Event()
         self._stopping = threading.Event()
+        self._intake_closed = threading.Event()
+        self._problems: dict[str, tuple[float, str]] = {}  # stage -> (failing since, why)
         self._threads: list[threading.Thread] = []
         self.counters = Counters()
         self.heartbeat: dict[str, float] = {}
@@ -192,25 +195,60 @@ class Pipeline:
         def run() -> None:
             try:
                 loop()
-            except Exception:  # noqa: BLE001 - a dead stage must be visible, not silent
+            except Exception as exc:  # noqa: BLE001 - a dead stage must be visible, not silent
                 log.exception("pipeline stage %s died", name)
+                self._problems[name] = (time.monotonic(), f"died: {type(exc).__name__}: {exc}")
                 self.heartbeat[name] = -1.0
         return run
 
+    def close_intake(self) -> None:
+        """Drop watcher events from now on (a stop is coming; the next start's scan covers them), so a
+        watcher blocked on a full queue can stop."""
+        self._intake_closed.set()
+
     def stop(self, drain: bool = True, timeout: float = 30.0) -> None:
-        """Stop taking events; with `drain`, finish what was already decoded and commit it."""
-        if drain:
-            self.wait_idle(timeout, settle_pending=False)
+        """Stop taking events; with `drain`, finish what was already decoded and commit it. Returns within
+        about `timeout` whatever the stages do: a commit that keeps failing (a full disk) is given up, and
+        a producer waiting on a full queue gives up its item (the next start's scan finds those files)."""
+        deadline = time.monotonic() + timeout
+        self.close_intake()
+        if drain and "commit" not in self._problems:
+            self.wait_idle(timeout * 2 / 3, settle_pending=False)
         self._stopping.set()
-        self._changes.put(None)
+        for sentinel_queue in (self._changes, self._cnn_queue):
+            try:
+                sentinel_queue.put_nowait(None)
+            except queue.Full:
+                pass  # its stage sees _stopping within a second
         self._scans.put(None)
         self._pool.close()
-        self._cnn_queue.put(None)
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        if stuck:
+            log.warning("pipeline stages still busy at stop: %s", ", ".join(stuck))
+
+    def _put[T](self, target: "queue.Queue[T]", item: T) -> bool:
+        """Put `item`, waiting while `target` is full (back-pressure), but never past a stop: False then."""
+        while True:
+            try:
+                target.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                if self._stopping.is_set():
+                    return False
+
+    def problems(self) -> dict[str, str]:
+        """Stages that are failing or dead, and why (for status, STATUS= and the logs)."""
+        return {stage: message for stage, (_, message) in list(self._problems.items())}
+
+    def dead_stages(self) -> list[str]:
+        """Stages whose thread died (a bug): the daemon stops, the service manager restarts it."""
+        return sorted(name for name, beat in self.heartbeat.items() if beat < 0)
 
     def alive(self, stall_after_s: float = 120.0) -> bool:
-        """Every stage thread runs, none crashed, and each looped within `stall_after_s` (systemd watchdog input).
+        """Every stage thread runs, none crashed, each looped within `stall_after_s`, and the commit stage has
+        not been failing for that long either (systemd watchdog input).
 
         Stages beat at least once a second when idle; only a stage stuck in one step (a wedged commit,
         a hung CNN call) falls silent, and then the service manager restarts the daemon.
@@ -218,13 +256,19 @@ class Pipeline:
         now = time.monotonic()
         return all(t.is_alive() for t in self._threads) and all(
             0 <= beat and now - beat < stall_after_s for beat in self.heartbeat.values()
-        )
+        ) and all(now - since < stall_after_s for stage, (since, _) in list(self._problems.items())
+                  if stage != "reports")  # fmt: skip  # a report missed is no reason to restart
 
     # ------------------------------------------------------------------ inputs
     def on_change(self, change: Change) -> None:
-        """Called from watcher threads; blocks while the queue is full (back-pressure)."""
+        """Called from watcher threads; blocks while the queue is full (back-pressure), until a stop."""
         self._last_change_at = time.monotonic()
-        self._changes.put(change)
+        while not self._intake_closed.is_set():
+            try:
+                self._changes.put(change, timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
     def rescan(self, path: str) -> None:
         """Reconcile `path` (a root or a directory in one) with the store, in the scan thread."""
@@ -344,7 +388,7 @@ class Pipeline:
             with self._state_lock:
                 waiting = change.path in self._settling
             (self._vanished if waiting else self._forget)(change.path)
-            self._commit_queue.put(Removal(change.path))
+            self._put(self._commit_queue, Removal(change.path))
         elif kind == ChangeKind.RESCAN:
             log.warning("rescanning %s: %s", change.path, change.reason or "requested")
             self.rescan(change.path)
@@ -372,7 +416,7 @@ class Pipeline:
         own = self._settings.own
         if own is not None and own.holds(path, st):
             if self._catalog.store.get(path) is not None:  # indexed by a daemon before this rule
-                self._commit_queue.put(Removal(path))
+                self._put(self._commit_queue, Removal(path))
             return
         key = file_key(path, st)
         with self._state_lock:
@@ -425,7 +469,7 @@ class Pipeline:
             with self._state_lock:
                 self._in_flight[path] = key
             if known is not None:  # an undo brought it back as it was: committed without a decode
-                self._commit_queue.put(known)
+                self._put(self._commit_queue, known)
                 continue
             self._pool.submit(key, path, self._known_digest(key))  # blocks while the pool is full: back-pressure
 
@@ -448,7 +492,7 @@ class Pipeline:
                 continue
             record = self._catalog.store.get(old)
             if record is not None and same_file_state(replace(record.key, path=key.path), key):
-                self._commit_queue.put(Move(old, key.path))
+                self._put(self._commit_queue, Move(old, key.path))
                 return True
         return False
 
@@ -457,7 +501,7 @@ class Pipeline:
             entry = self._settling.pop(src, None)
             in_flight = src in self._in_flight
         if self._catalog.store.get(src) is not None and not in_flight:
-            self._commit_queue.put(Move(src, dest))
+            self._put(self._commit_queue, Move(src, dest))
             return
         if entry is not None or in_flight:
             self._forget(src)
@@ -469,7 +513,7 @@ class Pipeline:
             moving = [p for p in self._settling if p.startswith(prefix)]
         for path in moving:
             self._moved(path, dest.rstrip("/") + "/" + path[len(prefix):])
-        self._commit_queue.put(Move(src, dest))
+        self._put(self._commit_queue, Move(src, dest))
 
     def _forget(self, path: str) -> None:
         """Drop pending work at or under `path`."""
@@ -493,21 +537,21 @@ class Pipeline:
         """Pool callback (pool thread): route a result to the CNN queue or straight to commit."""
         if isinstance(outcome, SameContent):  # only its stat identity changed (a touch): no decode, no report
             self.counters.same_content += 1
-            self._commit_queue.put(Restat(key))
+            self._put(self._commit_queue, Restat(key))
             return
         self.counters.decodes += 1
         if isinstance(outcome, Skipped):
-            self._commit_queue.put(FileRecord(key, skip=outcome.reason))
+            self._put(self._commit_queue, FileRecord(key, skip=outcome.reason))
             log.info("skipped %s: %s", key.path, outcome, extra={"FILE": key.path, "REASON": outcome.reason.value})
             return
         if self._encoder is not None and outcome.cnn_input is not None:
-            self._cnn_queue.put((key, outcome))
+            self._put(self._cnn_queue, (key, outcome))
         else:
-            self._commit_queue.put(FileRecord(key, encoding=outcome.encoding))
+            self._put(self._commit_queue, FileRecord(key, encoding=outcome.encoding))
 
     def _commit_skip(self, key: FileKey, reason: SkipReason, detail: str) -> None:
         log.info("skipped %s: %s: %s", key.path, reason.value, detail, extra={"FILE": key.path, "REASON": reason.value})
-        self._commit_queue.put(FileRecord(key, skip=reason))
+        self._put(self._commit_queue, FileRecord(key, skip=reason))
 
     # ------------------------------------------------------------------ CNN stage
     def _cnn_loop(self) -> None:
@@ -518,6 +562,8 @@ class Pipeline:
             try:
                 first = self._cnn_queue.get(timeout=1.0)
             except queue.Empty:
+                if self._stopping.is_set():
+                    return
                 continue
             if first is None:
                 return
@@ -526,7 +572,7 @@ class Pipeline:
             vectors = encoder.embed_prepared([encoded.cnn_input for _, encoded in batch])  # type: ignore[misc]
             for (key, encoded), vector in zip(batch, vectors, strict=True):
                 encoding = replace(encoded.encoding, embedding=vector.astype(np.float32))
-                self._commit_queue.put(FileRecord(key, encoding=encoding))
+                self._put(self._commit_queue, FileRecord(key, encoding=encoding))
 
     # ------------------------------------------------------------------ commit stage
     def _commit_loop(self) -> None:
@@ -575,8 +621,8 @@ class Pipeline:
             elif isinstance(item, Removal):
                 self.counters.removals += 1
             changes.append(item)
-        if changes:
-            applied = self._catalog.apply(changes)
+        applied = self._apply(changes) if changes else None
+        if applied is not None:
             written = self._report(applied.matches)
             if self._on_batch is not None:
                 added = [c.key.path for c in changes if isinstance(c, FileRecord) and c.encoding is not None]
@@ -604,14 +650,51 @@ class Pipeline:
         extension = os.path.splitext(path)[1].lower() or "(none)"
         self.counters.skipped_by_extension[extension] = self.counters.skipped_by_extension.get(extension, 0) + 1
 
+    def _apply(self, changes: list[Any]) -> Applied | None:
+        """Commit `changes`, retrying (0.5 s, doubling to 30 s) while the store cannot write (a full disk, an
+        I/O error): the stage is failing meanwhile, in `problems()`, the logs and STATUS=. None when given up:
+        at a stop (the next start's scan finds those files) or for a batch the store refuses (a bug)."""
+        delay = 0.5
+        while True:
+            try:
+                applied = self._catalog.apply(changes)
+            except StoreError:
+                log.exception("the store refused a batch of %d changes; dropped (a rescan finds them)", len(changes))
+                return None
+            except Exception as exc:  # noqa: BLE001 - lmdb's errors: the store, not this stage, owns lmdb
+                since = self._problems.get("commit", (time.monotonic(), ""))[0]
+                self._problems["commit"] = (since, f"cannot write the store ({type(exc).__name__}: {exc}); retrying")
+                log.error("commit of %d changes failed (%s: %s); retrying in %g s", len(changes), type(exc).__name__,
+                          exc, delay)
+                if self._stopping.wait(delay):
+                    log.warning("stopping: %d changes were not committed; the next start's scan finds them",
+                                len(changes))
+                    return None
+                self.heartbeat["commit"] = time.monotonic()
+                delay = min(30.0, delay * 2)
+                continue
+            if self._problems.pop("commit", None) is not None:
+                log.warning("the store takes writes again")
+            return applied
+
     def _report(self, matches: Mapping[str, list[Match]]) -> dict[str, Path]:
-        """One report per file that arrived with duplicates; returns where each was written."""
+        """One report per file that arrived with duplicates; returns where each was written. A report that
+        cannot be written (a full disk) is logged and missed; the duplicate stays in the index and `duplicates`."""
         written = {}
         for path, found in matches.items():
             root = self._root_of(path) or os.path.dirname(path)
-            if self._reports is not None:
-                written[path] = self._reports.write_event(path, found, root)
             self.counters.reports += 1
+            if self._reports is None:
+                continue
+            try:
+                written[path] = self._reports.write_event(path, found, root)
+            except OSError as exc:
+                self.counters.reports_lost += 1
+                since = self._problems.get("reports", (time.monotonic(), ""))[0]
+                self._problems["reports"] = (since, f"cannot write reports ({exc.strerror or exc})")
+                log.error("cannot write the report for %s: %s", path, exc)
+                continue
+            self._problems.pop("reports", None)
         return written
 
     # ------------------------------------------------------------------ reconcile scan

@@ -257,3 +257,86 @@ def test_an_ignored_pair_is_never_grouped_again_until_unignored(tmp_path: Path, 
     (group,) = daemon.ctl_json("duplicates")["groups"]
     assert {m["path"] for m in group} == {str(a), str(b), str(c)}
     assert daemon.stop() == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 2 MiB tmpfs (the tests run as root); skipped, saying why, where mounting is impossible."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    run = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        pytest.skip(f"cannot mount a 2 MiB tmpfs ({run.stderr.strip() or run.returncode}): needs root with "
+                    "mount rights")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(mount: Path) -> Path:
+    filler = mount / "filler"
+    with open(filler, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def _wait_for(condition, what: str, timeout: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.2)
+
+
+def test_a_full_disk_is_visible_retried_and_never_wedges_a_stop(
+    tmp_path: Path, small_disk: Path, daemon_factory, photos
+) -> None:
+    import signal
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    (root / "p0.jpg").write_bytes(_encoded(photos[0]))
+    daemon = daemon_factory([root], start=False)
+    config = daemon.config.read_text()
+    for key in ("state", "reports"):
+        name = "state_dir" if key == "state" else "report_dir"
+        config = config.replace(f'{name} = "{tmp_path / key}"', f'{name} = "{small_disk / key}"')
+    daemon.config.write_text(config)
+    daemon.report_dir = small_disk / "reports"
+    daemon.start()
+    daemon.wait_idle()
+    filler = _fill(small_disk)
+    (root / "p0_copy.jpg").write_bytes((root / "p0.jpg").read_bytes())
+    for i in range(1, 5):
+        (root / f"p{i}.jpg").write_bytes(_encoded(photos[i]))
+    _wait_for(lambda: "commit" in daemon.status()["problems"], "status names the failing commit stage")
+    assert "FAILING commit:" in daemon.ctl("status").stdout
+    assert "commit of" in daemon.log_text() and "retrying" in daemon.log_text()
+    filler.unlink()  # space again: the daemon retries by itself
+    daemon.wait_idle()
+    status = daemon.status()
+    assert status["problems"] == {} and status["counts"]["indexed"] == 6
+    assert [r["file"] for r in daemon.reports()] == [str(root / "p0_copy.jpg")]
+    filler = _fill(small_disk)
+    (root / "p5.jpg").write_bytes(_encoded(photos[5]))
+    _wait_for(lambda: "commit" in daemon.status()["problems"], "the commit stage fails again")
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.process.wait(timeout=60) == 0  # systemd's TimeoutStopSec: it used to ignore SIGTERM for minutes
+    assert "were not committed" in daemon.log_text()
+    daemon.stop()
+    filler.unlink()
+    daemon.start()  # the next start's scan finds the file that was not committed
+    daemon.wait_idle()
+    assert daemon.status()["counts"]["indexed"] == 7
+    assert daemon.stop() == 0
