@@ -24,7 +24,8 @@ from dedupd.service.systemd import Notifier, RateLimitFilter, listen_fds, watchd
 
 LIBSYSTEMD = systemd._optional_module("systemd.journal") is not None
 NEEDS_SYSTEMD_PYTHON = pytest.mark.skipif(not LIBSYSTEMD, reason="systemd-python (the `systemd` extra) is not "
-                                          "installed; CI installs it")
+                                          "installed: .venv/bin/pip install -e '.[dev,systemd]' (builds against "
+                                          "libsystemd-dev)")
 #: Python source that makes systemd-python unimportable in a child, as on an install without the extra.
 WITHOUT_SYSTEMD_PYTHON = "import sys; sys.modules['systemd'] = None\n"
 PATIENCE_S = 60
