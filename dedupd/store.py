@@ -991,14 +991,16 @@ class Store:
         with self._lock:
             try:
                 return self._check()
-            except lmdb.Error as e:
-                return [f"cannot read the store: {e}"]
+            except (lmdb.Error, *_RECORD_ERRORS) as e:  # a damaged page, or meta data that does not decode
+                return [f"cannot read the store: {type(e).__name__}: {e}"]
 
     def _expect(self, txn: Txn, key: bytes, raw: bytes, expect: dict[str, set[tuple[bytes, bytes]]],
-                expect_hash: dict[str, set[bytes]]) -> list[str]:
-        """Add the secondary keys record `key` implies to `expect`; its hash column problems."""
+                expect_hash: dict[str, set[bytes]], tally: dict[str, int]) -> list[str]:
+        """Add the secondary keys record `key` implies to `expect`, its kind to `tally`; its hash column problems."""
         problems = []
         rec, has_emb = _unpack_record(raw)
+        kind = "encoded" if rec.encoding is not None else f"skipped:{rec.skip}"
+        tally[kind] = tally.get(kind, 0) + 1
         expect["paths"].add((_path_key(rec.key.path), key))
         expect["inodes"].add((_DEVINO.pack(rec.key.dev, rec.key.inode), key))
         if has_emb:
@@ -1019,11 +1021,15 @@ class Store:
             db = self._dbs
             expect: dict[str, set[tuple[bytes, bytes]]] = {n: set() for n in ("paths", "digests", "inodes", "emb")}
             expect_hash: dict[str, set[bytes]] = {n: set() for n in self._hash_dbs}
+            tally: dict[str, int] = {}
             for key, raw in txn.cursor(db["files"]):
                 try:
-                    problems += self._expect(txn, key, raw, expect, expect_hash)
+                    problems += self._expect(txn, key, raw, expect, expect_hash, tally)
                 except _RECORD_ERRORS as e:
                     problems.append(f"rid {int.from_bytes(key, 'big')}: unreadable record ({type(e).__name__})")
+            counted = {kind: n for kind, n in self._meta(txn, "counts", {}).items() if n}
+            if counted != tally:  # what status reports as indexed and skipped
+                problems.append(f"counts: the store says {counted}, its records are {tally}")
             for name in ("paths", "digests", "inodes"):
                 actual = set(txn.cursor(db[name]))
                 if actual != expect[name]:

@@ -129,6 +129,8 @@ def test_inconsistent_records_are_found_and_check_never_raises(sound, tmp_path) 
         fields = msgpack.unpackb(txn.get((7).to_bytes(8, "big"), db=files))
         fields[0] = b"/photos/elsewhere.jpg"  # a flipped path: its path key is missing
         txn.put((7).to_bytes(8, "big"), msgpack.packb(fields), db=files)
+        meta = env.open_db(b"meta", txn=txn)  # counts that claim more records than there are (status would say so)
+        txn.put(b"counts", msgpack.packb({"encoded": RECORDS + 500}), db=meta)
     env.close()
     with pytest.raises(StoreDamaged) as damaged:
         Store.open(state)
@@ -136,6 +138,7 @@ def test_inconsistent_records_are_found_and_check_never_raises(sound, tmp_path) 
     assert any("rid 5: unreadable record" in p for p in problems), problems
     assert any("rid 6: hash 'xhash'" in p for p in problems), problems
     assert any(p.startswith("paths: ") for p in problems), problems
+    assert any(p.startswith(f"counts: the store says {{'encoded': {RECORDS + 500}}}") for p in problems), problems
     with pytest.raises(StoreDamaged, match="check-store --repair"):
         Store.open(state)
     done = repair(state)
