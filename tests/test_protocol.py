@@ -21,8 +21,8 @@ def _error(call, *args) -> ProtocolError:
 
 def test_the_verb_table_is_the_documented_one():
     assert set(protocol.VERBS) == {"hello", "status", "wait-idle", "query", "duplicates", "similar", "to-remove",
-                                   "rescan", "pause", "resume", "reload", "watch", "export", "needles", "ignore", "unignore",
-                                   "records", "expect", "changed"}
+                                   "rescan", "pause", "resume", "reload", "watch", "export", "needles", "ignore",
+                                   "unignore", "records", "expect", "changed"}
     assert {code.value for code in ErrorCode} == {"bad_json", "bad_request", "unknown_command", "bad_args",
                                                   "not_found", "timeout", "too_long", "busy", "forbidden",
                                                   "internal", "unavailable"}
