@@ -503,21 +503,29 @@ def _resolve(args: argparse.Namespace, ask: Ask) -> dict[str, Any]:
 
     op = "move" if args.move_to else "reflink" if args.reflink else "hardlink" if args.hardlink else "trash"
     acting = bool(args.trash or args.move_to or args.reflink or args.hardlink) and not args.dry_run
+    if args.tier == "similar" and not args.keep:
+        raise ProtocolError("bad_args", "similar groups hold different captures of a scene: say which file to keep "
+                                        "with --keep FILE")
     listing = _given(under=args.under and _absolute(args.under))
-    groups = [[member["path"] for member in group] for group in ask("duplicates", listing)["groups"]]
-    if args.group:
-        wanted = _absolute(args.group)
+    groups = [[member["path"] for member in group] for group in ask(args.tier, listing)["groups"]]
+    if args.group or args.keep:
+        wanted = _absolute(args.keep or args.group)
         groups = [group for group in groups if wanted in group]
         if not groups:
-            raise ProtocolError("not_found", f"{wanted} is in no duplicate group")
-    proposed = set(ask("to-remove", listing)["files"])
+            tier = "duplicate" if args.tier == "duplicates" else "similar"
+            raise ProtocolError("not_found", f"{wanted} is in no {tier} group")
+    if args.keep:  # the user's choice instead of the keep policy's
+        proposed = {path for group in groups for path in group if path != _absolute(args.keep)}
+    else:
+        proposed = set(ask("to-remove", listing)["files"])
     records = _records(ask, sorted({path for group in groups for path in group}), acting)
     target = _absolute(args.move_to) if args.move_to else None
     planned = actions.plan(op, groups, proposed, records, target)
     if not acting:
         return {"dry_run": True, **planned.document()}
     records.update(_records(ask, sorted({path for step in planned.steps for path in step.sidecars}), True))
-    scope = _given(group=args.group and _absolute(args.group), under=listing.get("under"))
+    scope = _given(group=args.group and _absolute(args.group), under=listing.get("under"), tier=args.tier,
+                   keep=args.keep and _absolute(args.keep))
     return {"dry_run": False, **actions.execute(planned, records, scope=scope, ask=ask).document()}
 
 
@@ -555,7 +563,11 @@ def _resolve_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--hardlink", action="store_true", help="byte-identical copies become hard links to the keeper")
     parser.add_argument("--dry-run", action="store_true", help="only print what it would do (the default)")
     parser.add_argument("--group", metavar="FILE", help="only the group FILE is in")
+    parser.add_argument("--keep", metavar="FILE", help="keep FILE (not the keep policy's choice) and resolve the "
+                                                       "rest of its group")
     parser.add_argument("--under", metavar="DIR", help="only files under DIR")
+    parser.add_argument("--tier", choices=("duplicates", "similar"), default="duplicates",
+                        help="which groups (default: duplicates; similar ones need --keep)")
 
 
 @verb("resolve", "keep one file per group and trash, move or link the others (a dry run unless told how); "

@@ -101,6 +101,14 @@ def test_move_to_and_hardlink(daemon_factory: Any, user: Any, tmp_path: Path, ph
     daemon.ctl("undo", moved["action"])
     assert user.tree(root) == before
     assert not (target / "small" / "b_small.jpg").exists()
+    daemon.wait_idle()
+
+    chosen = daemon.ctl_json("resolve", "--trash", "--keep", str(files["b_small"]))  # the user's pick, not the policy's
+    assert [d["path"] for d in chosen["done"]] == [str(files["b"])] and files["b_small"].exists()
+    daemon.ctl("undo")
+    assert user.tree(root) == before
+    similar = daemon.ctl("resolve", "--tier", "similar", "--trash", check=False)
+    assert similar.returncode == 1 and "say which file to keep with --keep FILE" in similar.stderr
 
 
 def test_a_file_changed_since_it_was_indexed_is_refused(daemon_factory: Any, user: Any, tmp_path: Path,

@@ -54,6 +54,8 @@ complete -c dedupctl -n '__fish_seen_subcommand_from resolve' -l reflink -d 'byt
 complete -c dedupctl -n '__fish_seen_subcommand_from resolve' -l hardlink -d 'byte-identical copies become hard links to the keeper'
 complete -c dedupctl -n '__fish_seen_subcommand_from resolve' -l dry-run -d 'only print what it would do (the default)'
 complete -c dedupctl -n '__fish_seen_subcommand_from resolve' -l group -x -d 'only the group FILE is in'
+complete -c dedupctl -n '__fish_seen_subcommand_from resolve' -l keep -x -d 'keep FILE (not the keep policy\'s choice) and resolve the rest of its group'
 complete -c dedupctl -n '__fish_seen_subcommand_from resolve' -l under -rF -d 'only files under DIR'
+complete -c dedupctl -n '__fish_seen_subcommand_from resolve' -l tier -xa 'duplicates similar' -d 'which groups (default: duplicates; similar ones need --keep)'
 complete -c dedupctl -n '__fish_seen_subcommand_from review' -l print-url -d 'print the URL instead of opening a browser'
 complete -c dedupctl -n '__fish_seen_subcommand_from review' -l idle-timeout -x -d 'the server stops after S seconds without a request (default 1800)'
