@@ -102,6 +102,12 @@ def test_disabling_the_cnn_drops_it_from_the_default_methods(tmp_path: Path, env
     assert settings.matcher_settings() == MatcherSettings.defaults().without_cnn()
 
 
+def test_the_similar_tier_is_on_by_default_and_can_be_turned_off(tmp_path: Path, environ: dict[str, str]) -> None:
+    assert default_settings(environ).matcher.similar is True
+    assert load_settings(write(tmp_path, "[matcher]\nsimilar = false\n"), environ).matcher.similar is False
+    assert "similar" in problems(tmp_path, '[matcher]\nsimilar = "no"\n', environ)
+
+
 def test_matcher_settings_carry_the_thresholds(tmp_path: Path, environ: dict[str, str]) -> None:
     text = ('methods = ["exact", "phash"]\n[phash]\nthreshold = 8\nconfirm_similarity = 0.4\n'
             'threshold_without_cnn = 3\n[cnn]\nmin_similarity = 0.7\n')
