@@ -80,6 +80,9 @@ class Daemon:
         self.notifier = Notifier()
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
+        #: Set once the watchers run and the start-up scan of every root is queued: until then the control
+        #: socket already answers, but `status` says "starting" and `wait-idle` waits (a start-up race).
+        self._up = threading.Event()
         self._extra_roots: list[RootSpec] = []
         self.encoder: Encoder | None = None
         self.catalog: Catalog | None = None
@@ -159,7 +162,6 @@ class Daemon:
         self.control = ControlServer(str(settings.socket), self.handlers(), allowed_gid=self._socket_gid(),
                                      listen_fd=fds[0] if fds else None)
         self.control.start()
-        self.state = "scanning"
         self.notifier.notify(READY=1, STATUS="index loaded; scanning roots")
         records = cast(dict[str, int], self.catalog.stats()["records"])
         log.info("dedupd %s ready: %d records, socket %s, config %s", __version__, records.get("encoded", 0),
@@ -174,6 +176,8 @@ class Daemon:
         self.progress.begin(self.pipeline.counters.committed)
         for spec in self._roots():
             self.pipeline.rescan(spec.path)
+        self.state = "scanning"
+        self._up.set()
 
     def _polling_roots(self) -> frozenset[str]:
         assert self.watcher is not None
@@ -349,6 +353,7 @@ class Daemon:
     def reload(self) -> dict[str, list[str]]:
         """Re-read the config file and apply what changed (roots, thresholds, logging); no index rebuild.
         The reply names the changed keys and, of those, the ones that take effect only after a restart."""
+        self._require_up("reload")
         self.notifier.notify(RELOADING=1, MONOTONIC_USEC=time.monotonic_ns() // 1000)
         try:
             new = load_settings(self.config_path)
@@ -401,14 +406,23 @@ class Daemon:
             "changed": self._changed,
         }
 
+    def _require_up(self, verb: str) -> None:
+        """Verbs that change the watched roots refuse while the daemon is still starting (no watcher yet)."""
+        if not self._up.is_set():
+            raise ProtocolError("unavailable", f"dedupd is starting: try `{verb}` again once it is up")
+
     def status(self) -> dict[str, Any]:
-        assert self.catalog is not None and self.pipeline is not None and self.watcher is not None
-        self._update_state()
+        assert self.catalog is not None and self.pipeline is not None
+        up = self._up.is_set()
+        if up:
+            self._update_state()
         stats = self.catalog.stats()
         counters = self.pipeline.counters
         protected = set(self._protected_roots())
         roots = []
-        for entry in self.watcher.roots_status():
+        starting = [{"path": spec.path, "state": "starting", "recursive": spec.recursive, "watches": 0,
+                     "detail": "not watched yet"} for spec in self._roots()]
+        for entry in self.watcher.roots_status() if up and self.watcher is not None else starting:
             entry = dict(entry)
             entry["protected"] = entry["path"] in protected
             if self.pipeline.paused:
@@ -456,6 +470,9 @@ class Daemon:
         assert self.pipeline is not None
         timeout = float(args["timeout"])
         started = time.monotonic()
+        if not self._up.wait(timeout):  # idle before the start-up scan is even queued would be a lie
+            raise ProtocolError("timeout", f"still starting after {timeout:g} s")
+        timeout = max(0.0, timeout - (time.monotonic() - started))
         if self.pipeline.paused and self.pipeline.pending():
             raise ProtocolError("unavailable", f"dedupd is paused with {self.pipeline.pending()} pending: nothing "
                                                "is encoded until `dedupctl resume`")
@@ -596,6 +613,7 @@ class Daemon:
         return {"state": self.state}
 
     def _watch(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._require_up("watch")
         assert self.watcher is not None and self.pipeline is not None
         action = args.get("action", "list")
         path = os.path.abspath(args["path"]) if args.get("path") else None
