@@ -93,6 +93,25 @@ def _cards(driver: Any) -> list[Any]:
     return list(driver.find_elements(By.CSS_SELECTOR, ".card"))
 
 
+def _click_in_card(driver: Any, member: Path, selector: str) -> None:
+    """Click `selector` inside the card that lists `member`, looking the card up afresh if the page re-rendered
+    it between the lookup and the click (the list refreshes itself while the server relists the groups)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    def clicked() -> bool:
+        try:
+            card = next((card for card in _cards(driver) if str(member) in card.text), None)
+            if card is None:
+                return False
+            card.find_element(By.CSS_SELECTOR, selector).click()
+            return True
+        except StaleElementReferenceException:
+            return False
+
+    _until(clicked, f"{selector} in the card of {member.name}")
+
+
 def test_review_page_token_cards_compare_trash_and_undo(daemon_factory: Any, user: Any, tmp_path: Path,
                                                         photos: list[Path], browser: Any,
                                                         stop_review_servers: None) -> None:
@@ -128,8 +147,7 @@ def test_review_page_token_cards_compare_trash_and_undo(daemon_factory: Any, use
     assert (user.home / ".cache" / "dedupd" / "thumbnails").is_dir()  # made in the pool, cached for the user
     _screenshot(browser, tmp_path, "review-groups.png")
 
-    card_of_b = next(card for card in _cards(browser) if str(files["b"]) in card.text)
-    card_of_b.find_element(By.CSS_SELECTOR, ".compare").click()
+    _click_in_card(browser, files["b"], ".compare")
     _until(lambda: browser.find_element(By.ID, "compare").is_displayed(), "the compare view")
     _until(lambda: _images_loaded(browser, "#compare .pane img"), "the compared images")
     left = browser.find_element(By.CSS_SELECTOR, "#left figcaption").text
@@ -141,9 +159,7 @@ def test_review_page_token_cards_compare_trash_and_undo(daemon_factory: Any, use
     browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
     _until(lambda: not browser.find_element(By.ID, "compare").is_displayed(), "the compare view to close")
 
-    card_of_b = next(card for card in _cards(browser) if str(files["b"]) in card.text)
-    keeper = card_of_b.find_element(By.CSS_SELECTOR, f".member[data-path='{files['b']}']")
-    keeper.find_element(By.CSS_SELECTOR, ".keep-this").click()
+    _click_in_card(browser, files["b"], f".member[data-path='{files['b']}'] .keep-this")
     _until(lambda: len(_cards(browser)) == 1, "the resolved group to disappear")
     assert not files["b_small"].exists() and files["b"].exists()
     in_trash = user.trashed()

@@ -1,7 +1,7 @@
 // dedupd review page: vanilla JS, no build step. Reads its token from the URL and sends it with every request.
 "use strict";
 const token = new URLSearchParams(location.search).get("token") || "";
-const state = { tier: "duplicates", page: 0, perPage: 20, total: 0, groups: [], selected: 0, compare: null };
+const state = { tier: "duplicates", page: 0, perPage: 20, total: 0, groups: [], selected: 0, compare: null, shown: null };
 const $ = (selector) => document.querySelector(selector);
 
 function el(tag, attrs = {}, ...children) {
@@ -111,12 +111,17 @@ async function load(refresh = false) {
   try {
     const page = await api(`/api/groups?tier=${state.tier}&page=${state.page}&per_page=${state.perPage}` +
                            (refresh ? "&refresh=1" : ""));
-    state.total = page.total;
-    state.free = page.free_bytes;
-    state.groups = page.groups;
     if (state.page > 0 && !page.groups.length) { state.page -= 1; return load(); }
-    state.selected = Math.min(state.selected, Math.max(0, state.groups.length - 1));
-    render();
+    // A refresh that lists the same groups leaves the cards alone: no flicker, no lost focus or click.
+    const shown = JSON.stringify([state.tier, state.page, page.total, page.free_bytes, page.groups]);
+    if (shown !== state.shown) {
+      state.total = page.total;
+      state.free = page.free_bytes;
+      state.groups = page.groups;
+      state.selected = Math.min(state.selected, Math.max(0, state.groups.length - 1));
+      state.shown = shown;
+      render();
+    }
     if (page.refreshing) setTimeout(() => load(false), 700);  // the server is listing the groups anew
   } catch (error) {
     say(`Could not load the groups: ${error.message}`, true);
