@@ -314,6 +314,7 @@ class Store:
         self._clean_mark: Path | None = None  # where a close records the file it leaves (a checked store only)
         self.model_id = model_id
         self.dim = dim
+        self.state_dir: Path | None = None  # set by `open`: where files kept beside the store go
         self.stale_readers_cleared = env.reader_check()
         if self.stale_readers_cleared:
             log.info("cleared %d stale LMDB reader slots", self.stale_readers_cleared)
@@ -379,6 +380,7 @@ class Store:
                 raise _damaged(store_dir, problems)
             store._check_versions(encoder_version, drop_embeddings)
             store._clean_mark = state / _CLEAN_MARK
+            store.state_dir = state
         except _RECORD_ERRORS as e:
             store.close()
             raise _damaged(store_dir, [f"unreadable meta data ({type(e).__name__})"]) from e
@@ -917,6 +919,25 @@ class Store:
             raw = b"".join(k + v for k, v in cur)
         rows = np.frombuffer(raw, dtype=[("rid", ">u8"), ("vec", "<f2", (dim,))])
         return rows["rid"].astype(np.int64), rows["vec"].copy()
+
+    def embeddings_of(self, rids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(float16 rows, found) of some records' embeddings, zeros where a record has none."""
+        dim = self.dim or 0
+        rows = np.zeros((len(rids), dim), np.float16)
+        found = np.zeros(len(rids), bool)
+        with self._lock, self._read() as txn:
+            for i, rid in enumerate(np.asarray(rids).tolist()):
+                raw = txn.get(_rid_key(rid), db=self._dbs["emb"])
+                if raw is not None:
+                    rows[i], found[i] = np.frombuffer(raw, np.float16), True
+        return rows, found
+
+    def embedding_stamp(self) -> dict[str, object]:
+        """The embeddings' state: model, dimension, batch sequence and count. Any commit moves the
+        sequence, so an index saved with this stamp is current exactly while the stamp is unchanged."""
+        with self._lock, self._read() as txn:
+            count = txn.stat(self._dbs["emb"])["entries"]
+            return {"model": self.model_id, "dim": self.dim, "seq": self._meta(txn, "seq", 0), "count": count}
 
     def export(self, method: str) -> Iterator[tuple[str, str | np.ndarray]]:
         """imagededup-format encodings: (path, 16-digit hex) for a hash method, (path, vector) for "cnn"."""

@@ -80,6 +80,11 @@ class EmbeddingIndex:
         self._alive = np.ones(len(live), bool)
         self._n = self._live = len(live)
 
+    def live_view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(keys, rows, alive copy) of every slot now: views that later appends, deletes and compactions
+        leave as they are (they write past these slots, into new arrays, or into the alive flags)."""
+        return self._keys[: self._n], self._rows[: self._n], self._alive[: self._n].copy()
+
     # ------------------------------------------------------------------ queries
     def rows_of(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(float16 rows, found): the rows of the live `keys`, zeros where a key has none."""

@@ -56,6 +56,7 @@ from dedupd.errors import StoreError, StoreVersionMismatch
 from dedupd.imaging.encode import ORIENTED_HASH
 from dedupd.imaging.hashing import dihedral_variants, int_to_bits
 from dedupd.records import Encoding, FileRecord, Match
+from dedupd.search.embeddings import ANN_MIN_ROWS, EmbeddingSearch
 from dedupd.search.groups import grouped, partition
 from dedupd.search.keep import Candidate, choose
 from dedupd.search.matcher import (
@@ -73,7 +74,6 @@ from dedupd.search.matcher import (
     tiers,
 )
 from dedupd.search.mih import MultiIndexHash
-from dedupd.search.vectors import EmbeddingIndex
 from dedupd.store import DEFAULT_MAP_SIZE, Change, Commit, Link, Store
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,8 @@ _RANK = {EXACT: 0, PHASH: 1, CNN: 2}
 #: A similar-tier link is stored with this prefix before the rule's method ("similar:cnn"): the pair is a
 #: different capture of one scene; it never joins a duplicate group and keeps its two files apart.
 SIMILAR_PREFIX = "similar:"
+#: The saved ANN index of the embeddings, in the state directory beside the store (`search.embeddings`).
+ANN_FILE = "embeddings.usearch"
 
 type _RawLink = tuple[int, int, str, float]  # rid a, rid b, method, score
 type _Keep = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (query positions, rids) -> which candidates to judge
@@ -219,7 +221,7 @@ class _LiveIndex:
     """One rule and the in-memory structures that find and judge its candidate pairs."""
 
     def __init__(
-        self, settings: MatcherSettings, dct: MultiIndexHash, vectors: EmbeddingIndex | None, store: Store
+        self, settings: MatcherSettings, dct: MultiIndexHash, vectors: EmbeddingSearch | None, store: Store
     ) -> None:
         self.settings = settings
         self.dct = dct
@@ -300,8 +302,8 @@ class _LiveIndex:
         if self.vectors is not None and files.rows is not None and files.has_row.any():
             have = np.flatnonzero(files.has_row)
             found = self.vectors.search_many(files.rows[have], self.settings.cnn_min_similarity - _SEARCH_MARGIN)
-            positions += [np.full(len(k), i) for i, (k, _) in zip(have.tolist(), found, strict=True)]
-            rids += [k for k, _ in found]
+            positions += [np.full(len(k), i) for i, k in zip(have.tolist(), found, strict=True)]
+            rids += found
         flags += [np.zeros(sum(len(p) for p in positions[1:]), bool)]
         pos, rid, flag = np.concatenate(positions), np.concatenate(rids), np.concatenate(flags)
         order = np.lexsort((~flag, rid, pos))  # per pair, an exact sighting first
@@ -390,8 +392,9 @@ class _LiveIndex:
 class Catalog:
     """The store plus its live index; all operations are serialised by one lock."""
 
-    def __init__(self, store: Store, config: IndexConfig) -> None:
+    def __init__(self, store: Store, config: IndexConfig, *, ann_min_rows: int = ANN_MIN_ROWS) -> None:
         self._store = store
+        self._ann_min_rows = ann_min_rows
         self._lock = threading.RLock()
         self._columns: dict[str, MultiIndexHash] = {}  # imagededup-style hashes, loaded by the first `near`
         self._ignored: set[tuple[int, int]] = set()
@@ -410,17 +413,20 @@ class Catalog:
         model_id: str | None = None,
         dim: int | None = None,
         map_size: int = DEFAULT_MAP_SIZE,
+        ann_min_rows: int = ANN_MIN_ROWS,
     ) -> Catalog:
         """Open the store (refusing another encoder's or model's records) and rebuild the index."""
         store = Store.open(state_dir, map_size=map_size, encoder_version=encoder_version, model_id=model_id, dim=dim)
         try:
-            return cls(store, config)
+            return cls(store, config, ann_min_rows=ann_min_rows)
         except BaseException:
             store.close()
             raise
 
     def close(self) -> None:
         with self._lock:
+            if self._index.vectors is not None:
+                self._index.vectors.close()  # saves the ANN index, stamped with the store's state
             self._store.close()
 
     def __enter__(self) -> Catalog:
@@ -451,7 +457,7 @@ class Catalog:
                 f"{encoded - len(rids)} of {encoded} stored encodings have no {ORIENTED_HASH!r} hash: they were "
                 "written by an older encoder; move the state directory away to re-encode"
             )
-        vectors = EmbeddingIndex.from_arrays(*self._store.embeddings()) if settings.cnn_enabled else None
+        vectors = self._open_vectors() if settings.cnn_enabled else None
         index = _LiveIndex(settings, MultiIndexHash.from_arrays(rids, hashes), vectors, self._store)
         self._ignored = set(self._store.ignored())
         self._copies = _copies_of(self._store.exact_groups()) - {r for pair in self._ignored for r in pair}
@@ -460,6 +466,13 @@ class Catalog:
         self._store.unmap()
         _return_freed_memory()
         return index
+
+    def _open_vectors(self) -> EmbeddingSearch:
+        """The embedding search: the saved ANN index beside the store when it matches, else the exact scan
+        (and an ANN build in the background for a large library)."""
+        state = self._store.state_dir
+        path = None if state is None else state / ANN_FILE
+        return EmbeddingSearch.open(self._store.dim or 0, self._store, path, self._ann_min_rows)
 
     def _relink(self, index: _LiveIndex) -> bool:
         """Make the stored links those of `index`'s rule; False when they already were."""
@@ -515,7 +528,7 @@ class Catalog:
             self._check_cnn(settings)
             current = self._index
             if settings.cnn_enabled and current.vectors is None:
-                vectors: EmbeddingIndex | None = EmbeddingIndex.from_arrays(*self._store.embeddings())
+                vectors: EmbeddingSearch | None = self._open_vectors()
             else:
                 vectors = current.vectors if settings.cnn_enabled else None
             index = _LiveIndex(settings, current.dct, vectors, self._store)
@@ -543,6 +556,8 @@ class Catalog:
             commit = self._store.commit(changes, link=find)
             self._copies = copies
             self._follow(commit, found)
+            if self._index.vectors is not None and self._index.vectors.checkpoint():
+                _return_freed_memory()  # the exact matrix the ANN index replaced
             return Applied(commit.seq, self._matches_of_added(found, {rid for rid, _ in commit.added}))
 
     def _batch_links(self, commit: Commit) -> tuple[list[Link], set[int]]:
@@ -780,7 +795,8 @@ class Catalog:
                 if index.vectors is None or encoding.embedding is None:
                     raise StoreError("a CNN search needs the CNN enabled and an embedding")
                 minimum = index.settings.cnn_min_similarity if min_similarity is None else min_similarity
-                keys, _ = index.vectors.search(np.asarray(encoding.embedding), minimum - _SEARCH_MARGIN)
+                query = np.asarray(encoding.embedding).reshape(1, -1)
+                keys = index.vectors.search_many(query, minimum - _SEARCH_MARGIN)[0]
                 each = np.arange(len(keys))
                 _, _, sims = index.judge(index.files([encoding]), index.stored(keys), each * 0, each, each < 0)
                 hits = {k: s for k, s in zip(keys.tolist(), sims.tolist(), strict=True) if s >= minimum}

@@ -1,0 +1,211 @@
+"""Approximate nearest-neighbour libraries side by side on the matcher's embedding threshold query.
+
+N x 512 L2-normalised vectors kept as float16 (random directions; 5 % of them near copies of another
+row at cosine 0.55-0.99, so the rule's operating point has pairs to find); queries are 200 stored rows
+and near copies of them. With `--real FILE.npy` (real embeddings of the bench photographs) those rows
+replace the last synthetic ones and each of them is a query. For each candidate index:
+build time, size in memory, 200 single-vector threshold queries at `--threshold` (default: the
+matcher's `cnn_min_similarity` minus the catalog's search margin) timed wall-clock (p50 / p99), and
+recall: the share of the exact scan's pairs at the rule's threshold the index finds. The exact scan
+is `dedupd.search.vectors.EmbeddingIndex` (numkong float16 dot products), timed on the same queries.
+
+Candidates: usearch HNSW with i8 and f16 vectors (threshold search = top-k grown until the k-th hit
+falls below the threshold; usearch's `radius` argument is not applied in 2.26), faiss HNSW with 8-bit
+scalar-quantised vectors (`IndexHNSWSQ`, its `range_search`) and faiss IVF-flat on float16 rows
+(`IndexIVFScalarQuantizer` QT_fp16, nprobe 16, `range_search`).
+
+    .venv/bin/python bench/ann.py --n 100000 [--libs usearch-i8,faiss-hnsw-sq8] [--real emb.npy]
+
+The last line of output is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from dedupd.search.matcher import MatcherSettings
+from dedupd.search.vectors import EmbeddingIndex
+
+DIM = 512
+QUERIES = 200
+RULE = MatcherSettings().cnn_min_similarity
+MARGIN = 0.01
+type Search = Callable[[np.ndarray, float], np.ndarray]
+type Tune = Callable[[int], None]  # sets the search effort (HNSW ef, IVF nprobe)
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def near_copies(rng: np.random.Generator, base: np.ndarray, sims: np.ndarray) -> np.ndarray:
+    """Unit vectors at cosine `sims` from the unit rows `base`."""
+    noise = unit(rng.standard_normal(base.shape).astype(np.float32))
+    noise = unit(noise - (noise * base).sum(axis=1, keepdims=True) * base)  # orthogonal to base
+    return sims[:, None] * base + np.sqrt(1 - sims[:, None] ** 2) * noise
+
+
+def make_rows(n: int, seed: int) -> np.ndarray:
+    """(n, DIM) float16 unit rows, built in blocks to bound memory."""
+    rng = np.random.default_rng(seed)
+    rows = np.empty((n, DIM), np.float16)
+    block = 100_000
+    for first in range(0, n, block):
+        chunk = unit(rng.standard_normal((min(block, n - first), DIM)).astype(np.float32))
+        copies = rng.random(len(chunk)) < 0.05
+        sources = rng.integers(0, len(chunk), int(copies.sum()))
+        chunk[copies] = near_copies(rng, chunk[sources], rng.uniform(0.55, 0.99, len(sources)).astype(np.float32))
+        rows[first : first + len(chunk)] = unit(chunk)
+    return rows
+
+
+def query_rows(rows: np.ndarray, seed: int) -> np.ndarray:
+    """Half near copies of stored rows (cosine 0.6-0.99), half stored rows themselves."""
+    rng = np.random.default_rng(seed + 1)
+    picked = rows[rng.integers(0, len(rows), QUERIES)].astype(np.float32)
+    half = QUERIES // 2
+    picked[:half] = near_copies(rng, unit(picked[:half]), rng.uniform(0.6, 0.99, half).astype(np.float32))
+    return unit(picked).astype(np.float32)
+
+
+def grown_top_k(top: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]], total: int) -> Search:
+    """Threshold search from a top-k search: k grows (x4) while the k-th hit is still above the threshold."""
+
+    def search(query: np.ndarray, threshold: float) -> np.ndarray:
+        k = 16
+        while True:
+            keys, sims = top(query, min(k, total))
+            if len(sims) < k or sims[-1] < threshold or k >= total:
+                return keys[sims >= threshold]
+            k *= 4
+
+    return search
+
+
+def build_usearch(rows: np.ndarray, dtype: str) -> tuple[Search, int, Tune]:
+    from usearch.index import Index
+
+    index = Index(ndim=DIM, metric="cos", dtype=dtype, connectivity=16, expansion_add=128, expansion_search=64)
+    for first in range(0, len(rows), 50_000):
+        chunk = rows[first : first + 50_000]
+        index.add(np.arange(first, first + len(chunk), dtype=np.uint64), chunk.astype(np.float32))
+
+    def top(query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        found = index.search(query, k)
+        return found.keys.astype(np.int64), 1.0 - found.distances.astype(np.float64)
+
+    def tune(effort: int) -> None:
+        index.expansion_search = effort
+
+    return grown_top_k(top, len(rows)), index.memory_usage, tune
+
+
+def build_faiss(rows: np.ndarray, kind: str) -> tuple[Search, int, Tune]:
+    import faiss
+
+    if kind == "hnsw-sq8":
+        index = faiss.IndexHNSWSQ(DIM, faiss.ScalarQuantizer.QT_8bit, 16, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 128
+        index.hnsw.efSearch = 64
+        index.train(rows[: min(len(rows), 100_000)].astype(np.float32))
+    else:  # ivf-fp16
+        lists = max(16, int(4 * np.sqrt(len(rows))))
+        quantizer = faiss.IndexFlatIP(DIM)
+        index = faiss.IndexIVFScalarQuantizer(quantizer, DIM, lists, faiss.ScalarQuantizer.QT_fp16,
+                                              faiss.METRIC_INNER_PRODUCT)  # fmt: skip
+        index.train(rows[: min(len(rows), 40 * lists)].astype(np.float32))
+        index.nprobe = 16
+    for first in range(0, len(rows), 50_000):
+        index.add(rows[first : first + 50_000].astype(np.float32))
+
+    def search(query: np.ndarray, threshold: float) -> np.ndarray:
+        lims, _, labels = index.range_search(query.reshape(1, DIM), threshold)
+        return labels[lims[0] : lims[1]].astype(np.int64)
+
+    def tune(effort: int) -> None:
+        if kind == "hnsw-sq8":
+            index.hnsw.efSearch = effort
+        else:
+            index.nprobe = max(1, effort // 4)
+
+    return search, faiss.serialize_index(index).nbytes, tune
+
+
+BUILDERS: dict[str, Callable[[np.ndarray], tuple[Search, int, Tune]]] = {
+    "usearch-i8": lambda rows: build_usearch(rows, "i8"),
+    "usearch-f16": lambda rows: build_usearch(rows, "f16"),
+    "faiss-hnsw-sq8": lambda rows: build_faiss(rows, "hnsw-sq8"),
+    "faiss-ivf-fp16": lambda rows: build_faiss(rows, "ivf-fp16"),
+}
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    return round(float(np.percentile(samples, 50)) * 1e3, 2), round(float(np.percentile(samples, 99)) * 1e3, 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--libs", default=",".join(BUILDERS))
+    parser.add_argument("--real", type=Path, help=".npy of real embeddings (rows)")
+    parser.add_argument("--threshold", type=float, default=RULE - MARGIN)
+    parser.add_argument("--slack", type=float, default=0.05, help="the index is searched this far below --threshold")
+    parser.add_argument("--efforts", default="64,256", help="search efforts: HNSW ef (IVF: nprobe = effort / 4)")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    rows = make_rows(args.n, args.seed)
+    queries = query_rows(rows, args.seed)
+    if args.real:  # the real rows replace the last synthetic ones; every real row is a query
+        real = unit(np.load(args.real).astype(np.float32))
+        rows[len(rows) - len(real) :] = real
+        queries = real
+    exact = EmbeddingIndex.from_arrays(np.arange(args.n), rows)
+    truth, scan_times = [], []
+    for q in queries:
+        start = time.perf_counter()
+        keys, sims = exact.search(q, args.threshold)
+        scan_times.append(time.perf_counter() - start)
+        truth.append(set(keys[sims >= RULE].tolist()))
+    result: dict[str, object] = {"n": args.n, "real": bool(args.real), "threshold": args.threshold,
+                                 "exact_pairs": sum(map(len, truth)), "scan_ms": percentiles(scan_times)}  # fmt: skip
+    print(f"n={args.n} exact scan p50/p99 {result['scan_ms']} ms, {result['exact_pairs']} pairs at {RULE}", flush=True)
+    for name in args.libs.split(","):
+        gc.collect()
+        before = rss_mib()
+        start = time.perf_counter()
+        search, nbytes, tune = BUILDERS[name](rows)
+        build = time.perf_counter() - start
+        figures: dict[str, object] = {"build_s": round(build, 1), "index_mib": round(nbytes / 2**20, 1),
+                                      "rss_growth_mib": round(rss_mib() - before, 1)}  # fmt: skip
+        for effort in map(int, args.efforts.split(",")):
+            tune(effort)
+            times, found = [], 0
+            for q, want in zip(queries, truth, strict=True):
+                start = time.perf_counter()
+                keys = search(q, args.threshold - args.slack)
+                times.append(time.perf_counter() - start)
+                found += len(want & set(keys.tolist()))
+            figures[f"effort {effort}"] = {"query_ms": percentiles(times),
+                                           "recall": round(found / max(1, sum(map(len, truth))), 4)}  # fmt: skip
+        print(name, figures, flush=True)
+        result[name] = figures
+        del search
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
