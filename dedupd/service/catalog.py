@@ -11,7 +11,9 @@ The live index finds the candidate pairs the rule can accept; it is rebuilt from
 then follows every committed batch:
 - a MultiIndexHash over the "dct" hash, queried with each of a file's 8 dihedral variants (exact Hamming
   range queries; faster than a BK-tree at these thresholds, see BENCHMARKS.md "Index and store"),
-- the embedding matrix, when the CNN is on,
+- the embedding search, when the CNN is on (`search.embeddings`: the exact scan of the float16 matrix
+  for a small library; from 50k embeddings an ANN index saved beside the store as ANN_FILE and rebuilt
+  in the background when stale, the candidates it proposes judged on the rows read from the store),
 - exact duplicates through the store's digest map (LMDB, not duplicated in memory); records with one digest
   are one class, linked as a star to its smallest rid (its representative) and searched through it only,
   so a flood of byte copies costs links and reports linear in its size (see `_batch_links`),
