@@ -1,0 +1,323 @@
+"""The big-archive benchmark (issue 16): a 1M-record library, its embedding queries, a live import, a restart.
+
+    .venv/bin/python bench/archive.py real             # encode the bench photographs once (cached)
+    .venv/bin/python bench/archive.py build [--n N]    # write the N-record library (default 1,000,000)
+    .venv/bin/python bench/archive.py query            # threshold queries: p50/p99, recall vs the exact scan
+    .venv/bin/python bench/archive.py import           # live import of 1,000 photos into it vs into an empty one
+                                                       # (bench/daemon.py's run), then a restart to READY
+
+`real`: every file of the ukbench-transformed and camera-import corpora encoded as the daemon encodes it
+(`imaging.encode.encode_path`, the default CNN model on CPU), cached with its stat identity in
+~/.cache/dedupd-bench/archive/real.pkl.
+
+`build`: the library is written straight through the store's API (`Store.commit`, batches of 20,000), not
+through `dedupd import` (issue 16 item 2, another stream's): N - 1,362 synthetic records under
+/archive/synthetic (not on disk, under no watched root: the daemon leaves them alone) with random hashes
+and random 512-d unit embeddings, 5 % of them near copies of an earlier record (cosine 0.55-0.99), plus
+the 1,362 real ukbench-transformed records (their real paths, hashes and embeddings). Links of the
+synthetic near copies are computed exactly (cosine of the float16 rows >= the rule's `cnn_min_similarity`:
+random hashes never match) and stored with the daemon's default rule, so nothing relinks at open; the real
+records are then added through `Catalog.apply`, which links them as the daemon would, after the catalog has
+built its ANN index (in the background, timed); the close saves it beside the store.
+
+`query`: `Catalog.open` as the daemon does (timed, RSS), then 200 random threshold queries (stored synthetic
+rows and near copies of them) and every real ukbench row as a query, through the live index's embedding
+search (`search.embeddings.EmbeddingSearch.search_many` at `cnn_min_similarity` - 0.01, as the catalog
+asks) with the candidates judged on the stored float16 rows; recall is the share of the exact scan's
+pairs (every stored row with cosine >= `cnn_min_similarity`, a query's own record aside) found. The exact
+scan (`vectors.EmbeddingIndex` over the same rows) is timed on the same queries.
+
+`import`: the library is copied to a work directory, then `bench/daemon.py`'s daemon run imports the first
+1,000 files of the camera corpus into a watched root, once on the copy and once on an empty state; then
+the daemon is started again on the copy (1M + 1,000 records) and timed to READY=1, with its decode count
+(must stay 0) and RSS after the start-up scan.
+
+The last line of output is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from dedupd.config import default_settings
+from dedupd.imaging.cnn import Encoder
+from dedupd.imaging.encode import encode_path
+from dedupd.records import Encoding, FileKey, FileRecord
+from dedupd.search.vectors import EmbeddingIndex
+from dedupd.service.catalog import Catalog, link_rule
+from dedupd.service.daemon import ENCODER_VERSION, index_config
+from dedupd.store import Link, Store
+
+sys.path.insert(0, str(Path(__file__).parent))
+import daemon as daemon_bench  # noqa: E402  (bench/daemon.py: the live-import run)
+
+CACHE = Path.home() / ".cache" / "dedupd-bench" / "archive"
+CORPORA = Path.home() / ".cache" / "dedupd-bench" / "corpora"
+REAL = CACHE / "real.pkl"
+LIBRARY = CACHE / "library"
+DIM = 512
+BATCH = 20_000
+QUERIES = 200
+MARGIN = 0.01  # the catalog's search margin below cnn_min_similarity
+SETTINGS = default_settings()
+CONFIG = index_config(SETTINGS)
+THRESHOLD = CONFIG.matcher.cnn_min_similarity
+
+
+def rss_mib(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def percentiles_ms(samples: list[float]) -> list[float]:
+    return [round(float(np.percentile(samples, q)) * 1e3, 2) for q in (50, 99)]
+
+
+# ---------------------------------------------------------------------------------------------------- real
+def encode_real() -> dict[str, object]:
+    """Encode the bench photographs once: {corpus: [(path, FileRecord)]}, cached."""
+    encoder = Encoder(SETTINGS.cnn.model, providers=("cpu",))
+    real: dict[str, list[FileRecord]] = {}
+    start = time.perf_counter()
+    for corpus in ("ukbench-transformed", "camera-import"):
+        records = []
+        for path in sorted(p for p in (CORPORA / corpus).iterdir() if p.is_file()):
+            try:
+                encoded = encode_path(path, cnn_spec=encoder.spec)
+            except Exception as exc:  # noqa: BLE001  (a bench input the daemon would skip)
+                print(f"skipped {path}: {exc}", flush=True)
+                continue
+            assert encoded.cnn_input is not None
+            embedding = encoder.embed_prepared([encoded.cnn_input])[0]
+            enc = encoded.encoding
+            st = path.stat()
+            key = FileKey(str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            enc = Encoding(enc.digest, enc.width, enc.height, enc.hashes, embedding, enc.capture, enc.thumb)
+            records.append(FileRecord(key, enc))
+        real[corpus] = records
+        print(f"{corpus}: {len(records)} encoded", flush=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    REAL.write_bytes(pickle.dumps({"model": encoder.spec.fingerprint(), "records": real}))
+    return {"encoded": {k: len(v) for k, v in real.items()}, "encode_s": round(time.perf_counter() - start, 1)}
+
+
+def load_real() -> tuple[str, dict[str, list[FileRecord]]]:
+    if not REAL.exists():
+        sys.exit(f"no {REAL}: run `bench/archive.py real` first")
+    cached = pickle.loads(REAL.read_bytes())
+    return cached["model"], cached["records"]
+
+
+# ---------------------------------------------------------------------------------------------------- build
+def unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def synthetic_block(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(float16 unit rows, source position of each near copy or -1, hashes (count, 5))."""
+    rows = unit(rng.standard_normal((count, DIM)).astype(np.float32))
+    copies = np.flatnonzero(rng.random(count) < 0.05)
+    copies = copies[copies > 0]
+    sources = (rng.random(len(copies)) * copies).astype(np.int64)  # an earlier row of the block
+    sims = rng.uniform(0.55, 0.99, len(copies)).astype(np.float32)
+    noise = unit(rng.standard_normal((len(copies), DIM)).astype(np.float32))
+    base = rows[sources]
+    noise = unit(noise - (noise * base).sum(axis=1, keepdims=True) * base)
+    rows[copies] = unit(sims[:, None] * base + np.sqrt(1 - sims[:, None] ** 2) * noise)
+    source = np.full(count, -1, np.int64)
+    source[copies] = sources
+    hashes = rng.integers(0, 2**63, (count, 5), dtype=np.int64).astype(np.uint64)
+    return rows.astype(np.float16), source, hashes
+
+
+def synthetic_record(i: int, row: np.ndarray, hashes: np.ndarray) -> FileRecord:
+    names = ("dct", "phash", "ahash", "dhash", "whash")
+    enc = Encoding(int(i + 1).to_bytes(16, "big"), 4000, 3000, dict(zip(names, map(int, hashes), strict=True)), row)
+    key = FileKey(f"/archive/synthetic/{i // 1000:04d}/IMG_{i:07d}.jpg", 2049, 10**7 + i, 3_000_000 + i,
+                  1_600_000_000 * 10**9 + i)  # fmt: skip
+    return FileRecord(key, enc)
+
+
+def build(n: int, state: Path) -> dict[str, object]:
+    model, real = load_real()
+    library_real = real["ukbench-transformed"]
+    synthetic = n - len(library_real)
+    if state.exists():
+        shutil.rmtree(state)
+    rng = np.random.default_rng(11)
+    links: list[Link] = []
+    start = time.perf_counter()
+    with Store.open(state, encoder_version=ENCODER_VERSION, model_id=model, dim=DIM) as store:
+        for first in range(0, synthetic, BATCH):
+            count = min(BATCH, synthetic - first)
+            rows, source, hashes = synthetic_block(rng, count)
+            store.commit([synthetic_record(first + k, rows[k], hashes[k]) for k in range(count)])
+            copies = np.flatnonzero(source >= 0)
+            sims = (rows[copies].astype(np.float32) * rows[source[copies]].astype(np.float32)).sum(1, dtype=np.float64)
+            for k, s in zip(copies.tolist(), sims.tolist(), strict=True):
+                if s >= THRESHOLD:  # a fresh store numbers records from 1 in commit order
+                    links.append(Link(first + int(source[k]) + 1, first + k + 1, "cnn", s))
+        store.replace_links(links, link_rule(CONFIG.matcher))
+    written = time.perf_counter() - start
+    print(f"{synthetic} synthetic records, {len(links)} links in {written:.0f} s", flush=True)
+    start = time.perf_counter()
+    catalog = Catalog.open(state, CONFIG, encoder_version=ENCODER_VERSION, model_id=model, dim=DIM)
+    opened = time.perf_counter() - start
+    vectors = catalog._index.vectors
+    assert vectors is not None
+    vectors.wait_built()
+    built = time.perf_counter() - start
+    print(f"catalog open {opened:.1f} s, ANN index built after {built:.0f} s", flush=True)
+    for first in range(0, len(library_real), 500):
+        catalog.apply(library_real[first : first + 500])
+    catalog.close()
+    store_mib = sum(f.stat().st_size for f in (state / "store").iterdir()) / 2**20
+    ann_mib = (state / "embeddings.usearch").stat().st_size / 2**20
+    return {"n": n, "synthetic": synthetic, "real": len(library_real), "links": len(links), "write_s": round(written),
+            "catalog_open_s": round(opened, 1), "ann_build_s": round(built), "store_mib": round(store_mib),
+            "ann_file_mib": round(ann_mib)}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------- query
+def judged(catalog: Catalog, query: np.ndarray, candidates: np.ndarray) -> set[int]:
+    """The candidates whose stored float16 row is at least THRESHOLD similar to the query (the rule's judge)."""
+    rows, found = catalog.store.embeddings_of(candidates)
+    q = query.astype(np.float16).astype(np.float32)
+    sims = (rows.astype(np.float32) * q[None, :]).sum(axis=1, dtype=np.float64)
+    return set(candidates[found & (sims >= THRESHOLD)].tolist())
+
+
+def query(state: Path) -> dict[str, object]:
+    model, real = load_real()
+    start = time.perf_counter()
+    catalog = Catalog.open(state, CONFIG, encoder_version=ENCODER_VERSION, model_id=model, dim=DIM)
+    opened = time.perf_counter() - start
+    vectors = catalog._index.vectors
+    assert vectors is not None and vectors.approximate, "the saved ANN index did not load"
+    result: dict[str, object] = {"catalog_open_s": round(opened, 2), "rss_after_open_mib": rss_mib(),
+                                 "records": len(vectors)}  # fmt: skip
+    keys, rows = catalog.store.embeddings()
+    exact = EmbeddingIndex.from_arrays(keys, rows)
+    rng = np.random.default_rng(5)
+    picked = rows[rng.integers(0, len(rows) - 2000, QUERIES)].astype(np.float32)
+    half = QUERIES // 2
+    noise = unit(rng.standard_normal((half, DIM)).astype(np.float32))
+    sims = rng.uniform(0.7, 0.99, half).astype(np.float32)[:, None]
+    picked[:half] = unit(sims * unit(picked[:half]) + np.sqrt(1 - sims**2) * noise)
+    del rows
+    rid_of = {rec.key.path: rid for rid, rec in catalog.store.iter_records(under=str(CORPORA))}
+    real_rows = np.stack([np.asarray(r.encoding.embedding, np.float32) for r in real["ukbench-transformed"]])  # type: ignore[union-attr]
+    own = [rid_of[r.key.path] for r in real["ukbench-transformed"]]
+    for name, queries, selves in (("random", unit(picked), [-1] * QUERIES), ("real", real_rows, own)):
+        ann_times, scan_times, truth_pairs, found_pairs, candidates = [], [], 0, 0, 0
+        for q, self_rid in zip(queries, selves, strict=True):
+            t = time.perf_counter()
+            got = vectors.search_many(q[None, :], THRESHOLD - MARGIN)[0]
+            ann_times.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            want_keys, _ = exact.search(q, THRESHOLD - MARGIN)
+            scan_times.append(time.perf_counter() - t)
+            want = judged(catalog, q, want_keys) - {self_rid}
+            hits = judged(catalog, q, got) - {self_rid}
+            truth_pairs += len(want)
+            found_pairs += len(want & hits)
+            candidates += len(got)
+        result[name] = {"queries": len(queries), "ann_ms": percentiles_ms(ann_times),
+                        "scan_ms": percentiles_ms(scan_times), "exact_pairs": truth_pairs,
+                        "recall": round(found_pairs / max(1, truth_pairs), 4),
+                        "candidates_per_query": round(candidates / len(queries), 1)}  # fmt: skip
+        print(name, result[name], flush=True)
+    catalog.close()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------- import
+def restart(home: Path) -> dict[str, object]:
+    """Start the daemon on home's state again: READY time, decodes, RSS after the start-up scan."""
+    notify_path = home / "notify-restart.sock"
+    notify = daemon_bench.NotifyListener(notify_path)
+    config, sock = home / "dedupd.toml", home / "run" / "control.sock"
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify_path)}
+    env.pop("DEDUPD_CONFIG", None)
+    log = home / "restart.log"
+    started = time.monotonic()
+    with log.open("wb") as stream:
+        process = subprocess.Popen([str(daemon_bench.BIN / "dedupd"), "run", "--config", str(config)], env=env,
+                                   stdout=stream, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+    try:
+        notify.wait_ready(process, log)
+        ready_s = time.monotonic() - started
+        rss_ready = rss_mib(process.pid)
+        daemon_bench.dedupctl(sock, "wait-idle", "--timeout", "600", timeout=630)
+        idle_s = time.monotonic() - started
+        counts = daemon_bench.dedupctl(sock, "status")["counts"]
+        rss_idle = rss_mib(process.pid)
+        hwm = daemon_bench.status_kib(process.pid, "VmHWM") / 1024
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=300)
+        notify.close()
+    return {"ready_s": round(ready_s, 2), "idle_s": round(idle_s, 2), "decodes": counts["decodes"],
+            "indexed": counts["indexed"], "rss_ready_mib": rss_ready, "rss_idle_mib": rss_idle,
+            "hwm_mib": round(hwm, 1)}  # fmt: skip
+
+
+def live_import(state: Path, workdir: Path | None) -> dict[str, object]:
+    files = sorted(p for p in (CORPORA / "camera-import").iterdir() if p.is_file())[:1000]
+    result: dict[str, object] = {"files": len(files)}
+    for name in ("empty", "library"):
+        home = Path(tempfile.mkdtemp(prefix=f"archive-{name}-", dir=workdir))
+        try:
+            if name == "library":
+                start = time.perf_counter()
+                shutil.copytree(state, home / "state")
+                print(f"library copied in {time.perf_counter() - start:.0f} s", flush=True)
+            run = daemon_bench.run_daemon(home, files, idle_window_s=5.0)
+            result[name] = asdict(run)
+            print(name, result[name], flush=True)
+            if name == "library":
+                result["restart"] = restart(home)
+                print("restart", result["restart"], flush=True)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+    empty, library = result["empty"], result["library"]
+    assert isinstance(empty, dict) and isinstance(library, dict)
+    result["import_ratio"] = round(library["idle_s"] / empty["idle_s"], 2)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=("real", "build", "query", "import"))
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--state", type=Path, default=LIBRARY, help="the library's state directory")
+    parser.add_argument("--workdir", type=Path, default=None, help="parent of the import runs' directories")
+    args = parser.parse_args()
+    if args.step == "real":
+        result = encode_real()
+    elif args.step == "build":
+        result = build(args.n, args.state)
+    elif args.step == "query":
+        result = query(args.state)
+    else:
+        result = live_import(args.state, args.workdir)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
