@@ -17,6 +17,8 @@ usearch behaviours this module works around (2.26):
 
 The saved file is stamped: a JSON sidecar holds the caller's stamp (the store's state when the index was
 saved) and the file's size; `load` returns None unless both match, so a stale or torn file is rebuilt.
+
+usearch is imported on first use (~0.2 s): a library below the ANN threshold never needs it.
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from usearch.index import Index
+
+if TYPE_CHECKING:
+    from usearch.index import Index
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +53,12 @@ class AnnIndex:
 
     def __init__(self, dim: int, index: Index | None = None, removed: int = 0) -> None:
         self.dim = dim
-        self._index = index if index is not None else Index(
-            ndim=dim, metric="cos", dtype="i8", connectivity=CONNECTIVITY, expansion_add=EXPANSION_ADD,
-            expansion_search=EXPANSION_SEARCH,
-        )  # fmt: skip
+        if index is None:
+            from usearch.index import Index
+
+            index = Index(ndim=dim, metric="cos", dtype="i8", connectivity=CONNECTIVITY,
+                          expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)  # fmt: skip
+        self._index = index
         self.removed = removed  # removed keys still holding memory and graph nodes
 
     @classmethod
@@ -134,6 +141,8 @@ class AnnIndex:
             if path.stat().st_size != meta.get("size"):
                 log.warning("embedding index %s has the wrong size: ignored", path)
                 return None
+            from usearch.index import Index
+
             index = Index.restore(str(path), view=False)
         except FileNotFoundError:
             return None
