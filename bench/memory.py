@@ -1,16 +1,19 @@
 """Idle memory of the daemon (issue 13.16): RSS and PSS per process, and where the main process's goes.
 
 Usage: .venv/bin/python bench/memory.py [--records 0,1000,100000] [--photos 47] [--workdir DIR]
+                                        [--encode-idle-stop-s S]
 
 For each record count R: a fresh state dir whose store already holds R synthetic records (random digests,
 hashes and unit-length embeddings of the configured CNN model, written through `Catalog.apply` as the daemon
 writes them) for R empty files under the root (their keys match, so the start-up scan decodes none of them),
 plus `--photos` real photographs made from scikit-image's bundled images (the `dev` install has them), which
 the daemon decodes and embeds. `dedupd run` starts with the built-in defaults (paths aside, no desktop bus);
-once `dedupctl wait-idle` returns and 10 s have passed (the daemon gives freed memory back when it falls
-idle), every process of its tree is read: VmRSS and Pss from /proc/PID/smaps_rollup (Pss splits pages shared
-with the forked workers), and for the main process the largest mappings from /proc/PID/smaps grouped by
-name ([heap], anonymous, each shared library). The last line is JSON.
+once `dedupctl wait-idle` returns, the encode workers have stopped for idleness (`encode_idle_stop_s`, the
+built-in default unless --encode-idle-stop-s is given; 0 keeps them running, as before they were started on
+demand) and 10 s have passed (the daemon gives freed memory back when it falls idle), every process of its
+tree is read: VmRSS and Pss from /proc/PID/smaps_rollup (Pss splits pages shared with the forked workers), and
+for the main process the largest mappings from /proc/PID/smaps grouped by name ([heap], anonymous, each shared
+library). The last line is JSON.
 """
 
 from __future__ import annotations
@@ -120,15 +123,16 @@ def command_of(pid: int) -> str:
         "forkserver" if "forkserver" in text else "encode worker"
 
 
-def measure(records: int, photos: int, work: Path) -> dict[str, object]:
-    home = work / f"r{records}"
+def measure(records: int, photos: int, work: Path, idle_stop_s: float | None) -> dict[str, object]:
+    home = work / f"r{records}-idle{idle_stop_s}"
     root, state = home / "lib", home / "state"
     root.mkdir(parents=True)
     make_photos(root, photos)
     seed_store(state, root, records)
     config = home / "dedupd.toml"
-    config.write_text(f'state_dir = "{state}"\nsocket = "{home / "control.sock"}"\n[notify]\ndesktop = false\n'
-                      f'[[roots]]\npath = "{root}"\n')
+    idle_key = "" if idle_stop_s is None else f"encode_idle_stop_s = {idle_stop_s}\n"
+    config.write_text(f'state_dir = "{state}"\nsocket = "{home / "control.sock"}"\n{idle_key}[notify]\n'
+                      f'desktop = false\n[[roots]]\npath = "{root}"\n')
     env = {key: value for key, value in os.environ.items() if not key.startswith("DEDUPD_")}
     daemon = subprocess.Popen([str(BIN / "dedupd"), "run", "--config", str(config)], env=env,
                               stdout=subprocess.DEVNULL, stderr=open(home / "daemon.log", "w"))  # noqa: SIM115
@@ -139,15 +143,21 @@ def measure(records: int, photos: int, work: Path) -> dict[str, object]:
             if daemon.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"dedupd did not get idle: {(home / 'daemon.log').read_text()[-2000:]}")
             time.sleep(1)
-        time.sleep(SETTLE_AFTER_IDLE_S)
         status = json.loads(subprocess.run([*ctl, "--json", "status"], capture_output=True, check=True).stdout)
+        while idle_stop_s != 0 and status["counts"]["encode_workers"]:  # they stop after the idle period
+            if time.monotonic() > deadline:
+                raise SystemExit("the encode workers did not stop for idleness")
+            time.sleep(1)
+            status = json.loads(subprocess.run([*ctl, "--json", "status"], capture_output=True, check=True).stdout)
+        time.sleep(SETTLE_AFTER_IDLE_S)
         processes = [{"pid": pid, "role": command_of(pid), **rollup_kib(pid)}
                      for pid in [daemon.pid, *descendants(daemon.pid)]]
         main_mappings = mappings_kib(daemon.pid)
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(120)
-    return {"records": status["counts"]["indexed"], "processes": processes, "main_mappings_kib": main_mappings,
+    return {"records": status["counts"]["indexed"], "encode_idle_stop_s": idle_stop_s, "processes": processes,
+            "main_mappings_kib": main_mappings,
             "total_rss_mib": round(sum(p["Rss"] for p in processes) / 1024, 1),
             "total_pss_mib": round(sum(p["Pss"] for p in processes) / 1024, 1)}
 
@@ -157,12 +167,14 @@ def main() -> None:
     parser.add_argument("--records", default="0,1000,100000")
     parser.add_argument("--photos", type=int, default=47)
     parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--encode-idle-stop-s", type=float,
+                        help="the daemon's encode_idle_stop_s (default: its built-in default); 0 = eager workers")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="dedupd-memory-"))
     results = []
     try:
         for records in (int(value) for value in args.records.split(",")):
-            result = measure(records, args.photos, work)
+            result = measure(records, args.photos, work, args.encode_idle_stop_s)
             results.append(result)
             print(f"{result['records']:>7} records: RSS {result['total_rss_mib']} MiB, PSS {result['total_pss_mib']}"
                   " MiB; " + ", ".join(f"{p['role']} {p['Rss'] // 1024}/{p['Pss'] // 1024}"

@@ -251,6 +251,9 @@ class Settings(_Section):
     methods: Annotated[tuple[Method, ...], AfterValidator(_methods)] = Field(default_factory=_default_methods)
     #: Encode processes; 0 = one per CPU core (the loaded value is the resolved count).
     encode_workers: Annotated[int, Field(ge=0, strict=True), AfterValidator(_cpu_count)] = 0
+    #: The encode workers start with the first file and stop after this long without one; 0 = they start
+    #: with the daemon and never stop for idleness.
+    encode_idle_stop_s: float = Field(default=120.0, ge=0, le=86400, strict=True)
     #: A file is encoded once its size and mtime have not changed for this long (polled roots: at least 5 s).
     settle_ms: int = Field(default=2000, ge=0, le=3_600_000, strict=True)
     decode_timeout_s: float = Field(default=30.0, gt=0, le=3600, strict=True)

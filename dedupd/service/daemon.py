@@ -140,7 +140,8 @@ class Daemon:
         def make_pool(on_result: Callable[..., None]) -> EncodePool:
             return EncodePool(settings.encode_workers, on_result, timeout_s=settings.decode_timeout_s,
                               cnn_spec=cnn_spec, max_pixels=settings.max_image_pixels,
-                              max_bytes=settings.max_file_size)
+                              max_bytes=settings.max_file_size,
+                              idle_stop_s=settings.encode_idle_stop_s or None)
 
         self.pipeline = Pipeline(
             self.catalog, make_pool, self.encoder, reports,
@@ -440,6 +441,7 @@ class Daemon:
                 "indexed": records.get("encoded", 0),
                 "pending": self.pipeline.pending(),
                 "decodes": counters.decodes,
+                "encode_workers": self.pipeline.encode_workers(),
                 "duplicates": stats["groups"],
                 "duplicate_files": stats["grouped_files"],
                 "reports": counters.reports,

@@ -12,9 +12,13 @@ SIGALRM's default action ends the process), so a worker orphaned by a dead daemo
 Workers are started with the `spawn` context (fork + exec of a fresh interpreter, only their pipe's fd
 passed on), so they never inherit the daemon's LMDB environment, ONNX sessions, threads or locks. Each
 worker lives for many files: the start cost (~0.5 s of imports) is paid at pool start and after a crash or
-timeout, never per file. Not `forkserver`: its server stands between the pool and the workers, and when a
-group-wide SIGTERM kills it before it has reported a worker's death, that worker's exit status reads 255,
-so a crash could not be told from a stop. Not `concurrent.futures`: it cannot kill a hung task.
+timeout, never per file. With `idle_stop_s` the pool starts no worker until there is work (then as many
+as there are tasks in flight, up to `workers`) and stops them all once nothing was in flight for that
+long: an idle daemon holds no worker (~70 MiB each: the decoders and numpy), and the next file pays the
+start cost once. Without it (`dedupd scan`, which has work from the start) all workers start with the pool.
+Not `forkserver`: its server stands between the pool and the workers, and when a group-wide SIGTERM kills it
+before it has reported a worker's death, that worker's exit status reads 255, so a crash could not be told
+from a stop. Not `concurrent.futures`: it cannot kill a hung task.
 
 One supervisor thread owns every worker. It hands queued files to idle workers, watches their pipes, exit
 sentinels and deadlines in one `multiprocessing.connection.wait`, and calls `on_result` for each outcome.
@@ -73,6 +77,9 @@ MAX_START_BACKOFF_S = 30.0
 
 #: A worker still on one file this long after `timeout_s` kills itself (SIGALRM), pool or no pool.
 SELF_DESTRUCT_GRACE_S = 2
+
+#: How long an idle worker that was hung up on may take to exit before it is SIGKILLed.
+STOP_GRACE_S = 5.0
 
 #: Exit codes of workers stopped from outside, by a signal that says nothing about the file in hand.
 _STOPPED_FROM_OUTSIDE = frozenset(-sig for sig in (signal.SIGTERM, signal.SIGHUP))
@@ -220,11 +227,15 @@ class EncodePool[T]:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_bytes: int = DEFAULT_MAX_FILE_SIZE,
         max_pending: int | None = None,
+        idle_stop_s: float | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if idle_stop_s is not None and idle_stop_s <= 0:
+            raise ValueError(f"idle_stop_s must be > 0 or None, got {idle_stop_s}")
+        self._idle_stop_s = idle_stop_s
         self._size = workers
         self._on_result = on_result
         self._timeout_s = timeout_s
@@ -242,19 +253,22 @@ class EncodePool[T]:
         self._in_flight = 0
         self._counts = dict.fromkeys(
             ("encoded", "skipped", "same", "timeouts", "crashes", "retries", "restarts", "start_failures",
-             "abandoned"), 0
+             "abandoned", "idle_stops"), 0
         )
+        self._last_busy = time.monotonic()  # when a task was last in flight (for idle_stop_s)
         self._workers: list[_Worker[T]] = []
         self._wake_r = self._wake_w = -1
         self._thread: threading.Thread | None = None
         self._hook_path: str | None = None
         self._failed_starts_in_a_row = 0
         self._next_start_at = 0.0
+        self._to_replace = 0  # workers lost to a crash, timeout or failed start: their successors are restarts
 
     # --- public interface -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the workers and the supervisor; errors starting the first workers raise here."""
+        """Start the workers and the supervisor; errors starting the first workers raise here (with
+        `idle_stop_s`, workers start with the first task, and a failed start is retried with back-off)."""
         with self._cond:
             if self._state != "new":
                 raise RuntimeError(f"encode pool cannot start: it is {self._state}")
@@ -267,7 +281,7 @@ class EncodePool[T]:
         os.set_blocking(self._wake_w, False)
         _LIVE_POOLS.add(self)
         try:
-            for _ in range(self._size):
+            for _ in range(self._size if self._idle_stop_s is None else 0):
                 self._add_worker()
         except BaseException:
             self._shutdown()
@@ -286,6 +300,7 @@ class EncodePool[T]:
             if self._state != "running":
                 raise RuntimeError(f"encode pool is {self._state}")
             self._in_flight += 1
+            self._last_busy = time.monotonic()
             self._queue.append(_Task(token, os.fspath(path), known=known_digest))
             self._wake()
 
@@ -306,6 +321,7 @@ class EncodePool[T]:
             if self._state != "running":
                 raise RuntimeError(f"encode pool is {self._state}")
             self._in_flight += 1
+            self._last_busy = time.monotonic()
             self._queue.appendleft(_Task(cast(T, None), os.fspath(path), future=future, thumbnail=thumbnail))
             self._wake()
         return future
@@ -337,7 +353,8 @@ class EncodePool[T]:
         """Counters for `status`: decodes (= encoded + skipped, timeouts and crashes included), encoded,
         skipped, same (read, not decoded: SameContent), timeouts, crashes, retries (files put back after
         their worker was stopped from outside), restarts (workers started to replace one), start_failures,
-        abandoned (tasks dropped by close), in_flight, queued, workers (live processes)."""
+        abandoned (tasks dropped by close), idle_stops (times the workers were stopped for idleness),
+        in_flight, queued, workers (live processes)."""
         with self._cond:
             return {
                 "decodes": self._counts["encoded"] + self._counts["skipped"],
@@ -401,12 +418,46 @@ class EncodePool[T]:
         now = time.monotonic()
         for worker in [w for w in self._workers if now >= w.deadline]:
             self._on_deadline(worker, now)
+        if (idle_at := self._idle_at()) is not None and now >= idle_at:
+            self._stop_idle_workers()
         return True
+
+    def _wanted(self) -> int:
+        """How many workers the pool should have running now: all of them, or with `idle_stop_s` one per
+        task in flight (up to all); workers beyond that are kept until the pool has been idle long enough."""
+        if self._idle_stop_s is None:
+            return self._size
+        with self._cond:
+            return min(self._size, self._in_flight)
+
+    def _idle_at(self) -> float | None:
+        """When the live workers are to be stopped for idleness, or None (no idle stop, or work in flight)."""
+        if self._idle_stop_s is None or not self._workers:
+            return None
+        with self._cond:
+            return None if self._in_flight else self._last_busy + self._idle_stop_s
+
+    def _stop_idle_workers(self) -> None:
+        """Stop every worker (none holds a file): hang up, so each returns from its loop, then reap it."""
+        log.debug("encode pool idle for %g s: stopping %d workers", self._idle_stop_s, len(self._workers))
+        for worker in list(self._workers):
+            worker.conn.close()
+            worker.process.join(STOP_GRACE_S)
+            if worker.process.exitcode is None:
+                worker.process.kill()
+                worker.process.join()
+            with self._cond:
+                self._workers.remove(worker)
+        self._to_replace = 0
+        with self._cond:
+            self._counts["idle_stops"] += 1
 
     def _wait_timeout(self, now: float) -> float | None:
         deadlines = [worker.deadline for worker in self._workers]
-        if len(self._workers) < self._size:
+        if len(self._workers) < self._wanted():
             deadlines.append(self._next_start_at)
+        if (idle_at := self._idle_at()) is not None:
+            deadlines.append(idle_at)
         soonest = min(deadlines, default=math.inf)
         return None if soonest == math.inf else max(0.0, soonest - now)
 
@@ -430,14 +481,16 @@ class EncodePool[T]:
             self._workers.append(worker)
 
     def _replace_missing_workers(self, now: float) -> None:
-        while len(self._workers) < self._size and now >= self._next_start_at:
+        while len(self._workers) < self._wanted() and now >= self._next_start_at:
             try:
                 self._add_worker()
             except Exception as exc:  # noqa: BLE001 - e.g. out of fds: retry later, keep the pool up
                 self._start_failed(f"{type(exc).__name__}: {exc}", now)
                 return
-            with self._cond:
-                self._counts["restarts"] += 1
+            if self._to_replace:
+                self._to_replace -= 1
+                with self._cond:
+                    self._counts["restarts"] += 1
 
     def _start_failed(self, detail: str, now: float) -> None:
         """Back off so a worker that cannot start (broken install, bad hook) is not restarted in a loop."""
@@ -524,7 +577,8 @@ class EncodePool[T]:
         self._finish(task, Skipped(SkipReason.DECODE_TIMEOUT, detail))
 
     def _remove(self, worker: _Worker[T]) -> None:
-        """SIGKILL (if still running) and reap a worker, and forget it."""
+        """SIGKILL (if still running) and reap a worker that failed, and forget it (a successor replaces it)."""
+        self._to_replace += 1
         if worker.process.exitcode is None:
             worker.process.kill()
         worker.process.join()
@@ -538,6 +592,7 @@ class EncodePool[T]:
                 else "encoded"
             self._counts[kind] += 1
             self._in_flight -= 1
+            self._last_busy = time.monotonic()
             self._cond.notify_all()
         if task.future is not None:
             task.future.set_result(outcome)

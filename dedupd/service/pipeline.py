@@ -295,6 +295,10 @@ class Pipeline:
             return None
         return replace(rec, key=key)
 
+    def encode_workers(self) -> int:
+        """Encode worker processes running now (none while the pool is stopped for idleness)."""
+        return self._pool.stats()["workers"]
+
     def encode_file(self, path: str) -> "Future[Outcome]":
         """Decode a file for a request (query, needles) in the pipeline's encode pool, ahead of its backlog."""
         return self._pool.encode(path)

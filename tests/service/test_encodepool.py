@@ -460,3 +460,39 @@ def test_encode_requests_get_futures_and_fail_when_the_pool_closes(
         hung = pool.encode(small_jpeg(tmp_path / "hang.jpg", seed=5))
     with pytest.raises(RuntimeError, match="closed"):
         hung.result(timeout=60)
+
+
+def test_an_idle_stopping_pool_runs_workers_only_while_there_is_work(
+    tmp_path: Path, images: list[Path], hooked: None
+) -> None:
+    """With idle_stop_s no worker runs before the first file, one runs per task in flight (up to the pool's
+    size), all stop once the pool was idle that long, and new work (a file, a request) starts them again
+    with the same crash isolation."""
+    gate = small_jpeg(tmp_path / "gate.jpg", seed=300)
+    crash = Path(shutil.copy(images[0], tmp_path / "crash.jpg"))
+    results = Outcomes()
+    with EncodePool[str](2, results, idle_stop_s=0.5) as pool:
+        assert pool.stats()["workers"] == 0 and pool.worker_pids() == []
+        pool.submit("gate", gate)
+        wait_until(started(gate).exists, "a worker started for the first file holds it")
+        first = pool.worker_pids()
+        assert len(first) == 1  # one task in flight: one worker
+        release(gate)
+        assert pool.drain()
+        wait_until(lambda: pool.stats()["workers"] == 0, "the idle pool stops its worker")
+        wait_until(lambda: not pids_alive(first), "the stopped worker's process is gone")
+        assert pool.stats()["idle_stops"] == 1
+        pool.submit("crash", crash)
+        for path in images[1:4]:
+            pool.submit(path.name, path)
+        assert pool.drain()
+        wait_until(lambda: pool.stats()["workers"] == 0, "the pool stops its workers again")
+        asked = pool.encode(images[4])  # a request (query, needles) starts a worker too
+        assert isinstance(asked.result(timeout=120), EncodedFile)
+        wait_until(lambda: pool.stats()["workers"] == 0, "and stops it after the request")
+        stats = pool.stats()
+    got = results.by_token()
+    assert isinstance(got["gate"], EncodedFile)
+    assert isinstance(got["crash"], Skipped) and got["crash"].reason == SkipReason.DECODER_CRASH
+    assert all(isinstance(got[path.name], EncodedFile) for path in images[1:4])
+    assert stats["crashes"] == 1 and stats["idle_stops"] == 3 and stats["encoded"] == 5

@@ -13,13 +13,18 @@ from dedupd.service.encodepool import EncodePool
 #: How long one thumbnail may take (a large photo decodes at reduced size; this only bounds a stuck one).
 THUMBNAIL_TIMEOUT_S = 30.0
 
+#: The workers start with the first thumbnail not in a cache and stop after this long without one (a page
+#: whose thumbnails are all cached needs none, and the server may stay up for its idle timeout).
+THUMBNAIL_IDLE_STOP_S = 120.0
+
 
 class ThumbnailPool:
     """`make(path, size)` -> Thumbnail or None, from `workers` encode-pool processes."""
 
     def __init__(self, workers: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self._pool: EncodePool[None] = EncodePool(workers, lambda token, outcome: None,
-                                                  timeout_s=THUMBNAIL_TIMEOUT_S, max_pixels=max_pixels)
+                                                  timeout_s=THUMBNAIL_TIMEOUT_S, max_pixels=max_pixels,
+                                                  idle_stop_s=THUMBNAIL_IDLE_STOP_S)
 
     def start(self) -> None:
         self._pool.start()
