@@ -205,6 +205,11 @@ def _ignore_check(args: dict[str, Any]) -> None:
 
 _METHOD = Arg(_choice(METHODS))
 _UNDER = Arg(_path)
+#: `duplicates` and `similar`: the groups under a path or of one method; a page of them (`offset`, `limit`) in
+#: path order or by space to free (`order` "free": the review page's), with the members' records (`records`).
+_GROUP_ARGS = {"method": _METHOD, "under": _UNDER, "order": Arg(_choice(("path", "free"))),
+               "offset": Arg(_integer(0, 1 << 31)), "limit": Arg(_integer(1, 1 << 31)),
+               "records": Arg(_boolean)}
 
 #: Every verb of the protocol; the server refuses anything else, and validates arguments against this table.
 VERBS: Mapping[str, Verb] = {
@@ -218,9 +223,9 @@ VERBS: Mapping[str, Verb] = {
              {"path": Arg(_path, required=True), "method": _METHOD, "threshold": Arg(_integer(0, HASH_BITS)),
               "min_similarity": Arg(_number(-1.0, 1.0)), "explain": Arg(_boolean, default=False)},
              _query_check),
-        Verb("duplicates", "current duplicate groups", {"method": _METHOD, "under": _UNDER}),
-        Verb("similar", "groups of different captures of one scene (bursts, series, stereo pairs)",
-             {"method": _METHOD, "under": _UNDER}),
+        Verb("duplicates", "current duplicate groups (all, or a page: `order` path|free, `offset`, `limit`, "
+                           "`records`)", _GROUP_ARGS),
+        Verb("similar", "groups of different captures of one scene (bursts, series, stereo pairs)", _GROUP_ARGS),
         Verb("to-remove", "files one would delete, keeping one per group (which, and why)",
              {"method": _METHOD, "under": _UNDER}),
         Verb("rescan", "reconcile the store with the disk (one path or all roots)", {"path": Arg(_path)}),

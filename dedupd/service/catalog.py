@@ -128,6 +128,26 @@ class KeepPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class RankedGroup:
+    """A group of a page ranked by space to free (the review page's order): the group, the keep policy's
+    plan for it (duplicates only; None for similar groups) and the bytes deleting its extra files frees: the
+    plan's removals, or, without one, every member but the largest."""
+
+    group: Group
+    plan: KeepPlan | None
+    free_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPage:
+    """`limit` groups from `offset` of a tier ranked by space to free, with the totals of the whole tier."""
+
+    groups: tuple[RankedGroup, ...]
+    total: int
+    free_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class Applied:
     """A committed batch: its sequence number and, per newly added path that duplicates an older file,
     what it matched. Each duplicate pair appears once, under its newer file (for a pair inside the batch,
@@ -888,12 +908,34 @@ class Catalog:
         with self._lock:
             current = self._current_groups(under, method, tier)
             path = self._store.paths(r for members, _ in current for r in members)
-            result = []
-            for members, links in current:
-                shown = [(path[x], _match(path[y], m, score)) for x, y, m, score in links]
-                shown.sort(key=lambda link: (link[0], _strength(link[1])))
-                result.append(Group(tuple(sorted(path[r] for r in members)), tuple(shown)))
-            return sorted(result, key=lambda g: g.paths)
+            return sorted((_group(members, links, path) for members, links in current), key=lambda g: g.paths)
+
+    def group_page(
+        self, tier: str = DUPLICATE, offset: int = 0, limit: int | None = None, under: str | None = None,
+        method: str | None = None, protected_roots: Iterable[str] = (),
+    ) -> GroupPage:
+        """The groups of a tier ranked by space to free, most first (ties: by the first file shown, the
+        keeper or else the first path), `limit` of them from `offset`, and the totals. Only the page's groups
+        are built with their links, so a page of a 10,000-group library costs one pass over the records."""
+        protected = tuple(protected_roots)
+        with self._lock:
+            current = self._current_groups(under, method, tier)
+            records = self._store.records(r for members, _ in current for r in members)
+            ranked: list[tuple[int, str, int, KeepPlan | None]] = []
+            for index, (members, _) in enumerate(current):
+                present = [r for r in members if r in records]
+                size = {records[r].key.path: records[r].key.size for r in present}
+                plan = _keep_plan([records[r] for r in present], protected) if tier == DUPLICATE and present else None
+                if plan is not None and plan.remove:
+                    free, first = sum(size[p] for p in plan.remove), min(plan.keep)
+                else:
+                    free, first = sum(size.values()) - max(size.values(), default=0), min(size, default="")
+                ranked.append((free, first, index, plan))
+            ranked.sort(key=lambda entry: (-entry[0], entry[1]))
+            chosen = ranked[offset:None if limit is None else offset + limit]
+            path = self._store.paths(r for _, _, index, _ in chosen for r in current[index][0])
+            page = tuple(RankedGroup(_group(*current[index], path), plan, free) for free, _, index, plan in chosen)
+            return GroupPage(page, len(ranked), sum(entry[0] for entry in ranked))
 
     def keep_plan(
         self, under: str | None = None, protected_roots: Iterable[str] = (), method: str | None = None
@@ -901,17 +943,10 @@ class Catalog:
         """Per duplicate group: the kept files, why, and the files one could delete (`search.keep`); files
         under a protected root are never proposed (when a group has some, they are its keepers)."""
         protected = tuple(protected_roots)
-        plans: list[KeepPlan] = []
         with self._lock:
             current = self._current_groups(under, method)
             records = self._store.records(r for members, _ in current for r in members)
-            for members, _ in current:
-                ordered, why = choose([_candidate(records[r]) for r in members])
-                guarded = [c.path for c in ordered if any(_under(c.path, p) for p in protected)]
-                keepers = guarded or [ordered[0].path]
-                if guarded:
-                    why = "in a protected root"
-                plans.append(KeepPlan(tuple(keepers), why, tuple(c.path for c in ordered if c.path not in keepers)))
+            plans = [_keep_plan([records[r] for r in members], protected) for members, _ in current]
         return sorted(plans, key=lambda plan: plan.keep)
 
     def to_remove(
@@ -961,6 +996,23 @@ def _return_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass
+
+
+def _group(members: Sequence[int], links: Iterable[_RawLink], path: Mapping[int, str]) -> Group:
+    """A group as callers see it: sorted member paths, and its links by path, each path's strongest first."""
+    shown = [(path[x], _match(path[y], m, score)) for x, y, m, score in links]
+    shown.sort(key=lambda link: (link[0], _strength(link[1])))
+    return Group(tuple(sorted(path[r] for r in members)), tuple(shown))
+
+
+def _keep_plan(records: Sequence[FileRecord], protected: Sequence[str]) -> KeepPlan:
+    """The keep policy's plan for one group's records; members under a protected root are its keepers."""
+    ordered, why = choose([_candidate(rec) for rec in records])
+    guarded = [c.path for c in ordered if any(_under(c.path, p) for p in protected)]
+    keepers = guarded or [ordered[0].path]
+    if guarded:
+        why = "in a protected root"
+    return KeepPlan(tuple(keepers), why, tuple(c.path for c in ordered if c.path not in keepers))
 
 
 def _candidate(rec: FileRecord) -> Candidate:

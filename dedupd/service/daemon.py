@@ -37,7 +37,7 @@ from dedupd.protocol import NEEDLES_WAIT_S, PROTOCOL_VERSION, ProtocolError
 from dedupd.records import Change, ChangeKind, Encoding, Match
 from dedupd.search.keep import POLICY as KEEP_POLICY
 from dedupd.search.matcher import DUPLICATE, SIMILAR, evidence_rank
-from dedupd.service.catalog import Catalog, IndexConfig
+from dedupd.service.catalog import Catalog, Group, IndexConfig
 from dedupd.service.control import ControlServer
 from dedupd.service.encodepool import EncodePool, Outcome
 from dedupd.service.memory import release_free_memory
@@ -390,7 +390,7 @@ class Daemon:
             "status": lambda args: self.status(),
             "wait-idle": self._wait_idle,
             "query": self._query,
-            "duplicates": lambda args: {"groups": self.duplicate_documents(args.get("method"), args.get("under"))},
+            "duplicates": lambda args: self._groups_of(args, DUPLICATE),
             "similar": self._similar,
             "to-remove": self._to_remove,
             "rescan": self._rescan,
@@ -489,22 +489,39 @@ class Daemon:
     ) -> list[list[dict[str, Any]]]:
         """Groups of a tier, each member with its strongest match inside the group."""
         assert self.catalog is not None
-        documents = []
-        for group in self.catalog.groups(under=under, method=method, tier=tier):
-            best: dict[str, Match] = {}
-            for path, match in group.links:
-                for mine, other in ((path, match), (match.path, replace(match, path=path))):
-                    if mine not in best or _stronger(other, best[mine]):
-                        best[mine] = other
-            documents.append([{"path": path, **_without_path(match_document(best[path]))} if path in best
-                              else {"path": path} for path in group.paths])
-        return documents
+        return [_group_document(group) for group in self.catalog.groups(under=under, method=method, tier=tier)]
+
+    def _groups_of(self, args: dict[str, Any], tier: str) -> dict[str, Any]:
+        """`duplicates` / `similar`: every group, sorted by path; or, with `order`, `offset`, `limit` or
+        `records`, one page of them with `total` (groups in the tier), in path order or, with order "free", by
+        space to free as the review page shows them (then `free_bytes` of the whole tier and, per group, the
+        keep policy's plan); with `records`, the store's records of the page's members."""
+        assert self.catalog is not None
+        method, under = args.get("method"), args.get("under")
+        if not {"order", "offset", "limit"} & args.keys() and not args.get("records"):
+            return {"groups": self.duplicate_documents(method, under, tier)}
+        offset, limit = args.get("offset", 0), args.get("limit")
+        answer: dict[str, Any] = {"order": args.get("order", "path"), "offset": offset}
+        if answer["order"] == "free":
+            page = self.catalog.group_page(tier, offset, limit, under=under, method=method,
+                                           protected_roots=self._protected_roots())
+            groups = [ranked.group for ranked in page.groups]
+            answer |= {"total": page.total, "free_bytes": page.free_bytes, "plans": [
+                {"keep": list(r.plan.keep) if r.plan else [], "why": r.plan.why if r.plan else None,
+                 "remove": list(r.plan.remove) if r.plan else [], "free_bytes": r.free_bytes} for r in page.groups]}
+        else:
+            every = self.catalog.groups(under=under, method=method, tier=tier)
+            groups = every[offset:None if limit is None else offset + limit]
+            answer["total"] = len(every)
+        answer["groups"] = [_group_document(group) for group in groups]
+        if args.get("records"):
+            answer["records"] = self._record_documents([path for group in groups for path in group.paths])
+        return answer
 
     def _similar(self, args: dict[str, Any]) -> dict[str, Any]:
         """Groups of different captures of one scene (`[matcher] similar`; empty when it is off)."""
         enabled = self.settings.matcher.similar
-        groups = self.duplicate_documents(args.get("method"), args.get("under"), SIMILAR) if enabled else []
-        return {"enabled": enabled, "groups": groups}
+        return {"enabled": enabled, **(self._groups_of(args, SIMILAR) if enabled else {"groups": [], "total": 0})}
 
     def _to_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         assert self.catalog is not None
@@ -684,11 +701,14 @@ class Daemon:
 
     def _records(self, args: dict[str, Any]) -> dict[str, Any]:
         """What the store holds for each path (null when nothing): what `dedupctl resolve` checks before acting."""
+        return {"records": self._record_documents(args["paths"], tokens=args["tokens"])}
+
+    def _record_documents(self, paths: list[str], tokens: bool = False) -> dict[str, Any]:
         assert self.catalog is not None
         protected = self._protected_roots()
         out: dict[str, Any] = {}
-        for path in args["paths"]:
-            rec = self.catalog.store.get(path, embedding=args["tokens"])
+        for path in paths:
+            rec = self.catalog.store.get(path, embedding=tokens)
             if rec is None:
                 out[path] = None
                 continue
@@ -699,10 +719,10 @@ class Daemon:
                 "height": enc.height if enc else None, "skip": rec.skip.value if rec.skip else None,
                 "root": self.root_of(path), "protected": any(is_under(path, root) for root in protected),
                 "capture": asdict(enc.capture) if enc is not None and enc.capture is not None else None}
-            if args["tokens"]:
+            if tokens:
                 document["token"] = base64.b64encode(record_token(rec)).decode("ascii")
             out[path] = document
-        return {"records": out}
+        return out
 
     def _changed(self, args: dict[str, Any]) -> dict[str, Any]:
         """Look at these files now (a user action moved, replaced or restored them): gone ones leave their
@@ -747,6 +767,17 @@ def _not_a(kind: str, path: str, hint: str) -> str:
 
 def _without_path(document: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in document.items() if key != "path"}
+
+
+def _group_document(group: Group) -> list[dict[str, Any]]:
+    """A group as `duplicates` lists it: each member with its strongest match inside the group."""
+    best: dict[str, Match] = {}
+    for path, match in group.links:
+        for mine, other in ((path, match), (match.path, replace(match, path=path))):
+            if mine not in best or _stronger(other, best[mine]):
+                best[mine] = other
+    return [{"path": path, **_without_path(match_document(best[path]))} if path in best else {"path": path}
+            for path in group.paths]
 
 
 def _stronger(a: Match, b: Match) -> bool:

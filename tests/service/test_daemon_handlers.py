@@ -10,6 +10,7 @@ import contextlib
 import io
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,9 @@ from PIL import Image
 
 from dedupd.cli import dedupctl
 from dedupd.config import load_settings
-from dedupd.protocol import ProtocolError
+from dedupd.protocol import ProtocolError, validate
 from dedupd.service.daemon import Daemon
+from dedupd.service.review.library import Library as ReviewLibrary
 
 
 def recompressed(data: bytes, quality: int = 60) -> bytes:
@@ -180,6 +182,53 @@ def test_to_remove_keeps_one_file_per_group_and_never_proposes_a_protected_root(
     assert not [path for path in files if path.startswith(str(library.archive))]
     assert library.call("to-remove", method="exact")["files"] == sorted([str(root / "a.jpg"), str(root / "b.jpg")])
     assert library.call("to-remove", under=str(library.outside))["files"] == []
+
+
+def test_a_page_of_groups_ranked_by_space_to_free_comes_with_plans_records_and_totals(library: Library) -> None:
+    """What the review page's first page needs in one request: `duplicates` with order "free", offset, limit
+    and records (DESIGN.md's `duplicates` answer plus optional fields)."""
+    root, archive = library.root, library.archive
+    size = {name: (root / name).stat().st_size for name in ("a.jpg", "b.jpg", "p1_q60.jpg")}
+    first = library.call("duplicates", **validate("duplicates", {"order": "free", "limit": 1, "records": True}))
+    assert (first["order"], first["offset"], first["total"]) == ("free", 0, 2)
+    assert first["free_bytes"] == size["a.jpg"] + size["b.jpg"] + size["p1_q60.jpg"]
+    [group] = first["groups"]  # the three copies of a.jpg free the most: two files go
+    assert [m["path"] for m in group] == sorted([str(root / "a.jpg"), str(root / "b.jpg"),
+                                                 str(archive / "a_archived.jpg")])
+    assert group == library.call("duplicates", method="exact")["groups"][0]  # members as `duplicates` lists them
+    plan = next(p for p in library.call("to-remove")["groups"] if p["keep"] == [str(archive / "a_archived.jpg")])
+    assert first["plans"] == [{**plan, "free_bytes": size["a.jpg"] + size["b.jpg"]}]  # to-remove's plan
+    assert sorted(plan["remove"]) == sorted([str(root / "a.jpg"), str(root / "b.jpg")])
+    assert set(first["records"]) == {m["path"] for m in group}
+    assert first["records"][str(root / "b.jpg")]["size"] == size["b.jpg"]
+    second = library.call("duplicates", **validate("duplicates", {"order": "free", "offset": 1, "limit": 5}))
+    assert [m["path"] for m in second["groups"][0]] == [str(root / "p1.jpg"), str(root / "p1_q60.jpg")]
+    assert second["plans"][0]["remove"] == [str(root / "p1_q60.jpg")] and "records" not in second
+    by_path = library.call("duplicates", **validate("duplicates", {"offset": 1}))
+    assert by_path["total"] == 2 and by_path["groups"] == library.call("duplicates")["groups"][1:]
+    with pytest.raises(ProtocolError):
+        validate("duplicates", {"order": "size"})
+
+
+def test_the_review_pages_first_page_before_its_list_equals_the_page_from_the_list(library: Library) -> None:
+    """A review server that just started answers its first page from one ranked page request; the page
+    from the whole list, once loaded, is the same."""
+
+    def ask(command: str, args: Any) -> dict[str, Any]:
+        return library.call(command, **validate(command, args))
+
+    review = ReviewLibrary(ask)
+    cold = review.page("duplicates", 0, 1)
+    assert cold["refreshing"] and cold["total"] == 2 and len(cold["groups"]) == 1
+    card = cold["groups"][0]
+    assert review.find("duplicates", card["id"]).document() == card  # an action may name it at once
+    review.cards("duplicates")  # waits for the list
+    deadline = time.monotonic() + 120
+    while review.page("duplicates", 0, 1)["refreshing"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    warm = review.page("duplicates", 0, 1)
+    assert {k: v for k, v in warm.items() if k != "refreshing"} == {k: v for k, v in cold.items() if k != "refreshing"}
+    assert review.page("duplicates", 1, 1)["groups"][0]["members"][0]["path"] == str(library.root / "p1.jpg")
 
 
 def test_ignore_takes_a_pair_out_of_every_answer_and_refuses_unknown_files(library: Library) -> None:

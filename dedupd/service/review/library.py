@@ -1,11 +1,13 @@
 """What the review page shows: the daemon's groups, one card each, sorted by space to free, served by page.
 
-Asks the daemon (through an `Ask`, with no more rights than `dedupctl`) for the groups of a tier, the keep
-policy's proposals (`to-remove`) and each member's record (size, pixels, digest, capture metadata), once per
-refresh, in a background thread; pages are slices of the last sorted list, so a library with 10,000 groups
-sends the browser one page at a time and a page never waits for the daemon once a list exists (a page
-answered from a list that is being refreshed says so, and the page asks again). A group's id is a digest
-of its member paths: an action names the group the user saw, and is refused if the group changed meanwhile.
+Asks the daemon (through an `Ask`, with no more rights than `dedupctl`) for the groups of a tier ranked by
+space to free, with the keep policy's plan per group and each member's record (size, pixels, digest,
+capture metadata): one `duplicates`/`similar` request with `order` "free" and `records`, once per refresh,
+in a background thread. Pages are slices of the last list, so a library with 10,000 groups sends the
+browser one page at a time and a page never waits for the whole list: before the first list exists a page
+is one small request of its own (`offset`, `limit`), and a page answered from a list that is being
+refreshed says so (the page asks again). A group's id is a digest of its member paths: an action names the
+group the user saw, and is refused if the group changed meanwhile.
 """
 
 import hashlib
@@ -23,7 +25,8 @@ type Ask = Callable[[str, Mapping[str, Any]], dict[str, Any]]
 
 #: The tiers the page has views for, and the daemon verb that lists each.
 TIERS = {"duplicates": "duplicates", "similar": "similar"}
-_RECORDS_PER_REQUEST = 2000
+#: The daemon's order for the page's: most space to free first.
+_RANKED = {"order": "free", "records": True}
 #: Groups are fetched again after this long even without an action (the library changes under the page).
 REFRESH_S = 10.0
 
@@ -89,6 +92,7 @@ class Library:
         self._wanted: dict[str, int] = {}  # tier -> refreshes asked for; `_loaded` follows it in the background
         self._loaded: dict[str, int] = {}
         self._errors: dict[str, str] = {}
+        self._paged: dict[str, dict[str, Card]] = {}  # tier -> cards of pages served before its first list
         self.records: dict[str, Any] = {}
 
     def refresh(self, tier: str) -> None:
@@ -149,13 +153,31 @@ class Library:
             return self._cards[tier][1], self._wanted[tier] != self._loaded.get(tier, 0)
 
     def page(self, tier: str, number: int, per_page: int) -> dict[str, Any]:
-        cards, refreshing = self.cards(tier)
         start = max(0, number) * per_page
+        self._check(tier)
+        with self._lock:
+            listed, loading = tier in self._cards, self._wanted.get(tier, 0) != self._loaded.get(tier, 0)
+        if not listed:  # no list yet (a server that just started): this page alone, while the list loads
+            if not loading:
+                self.refresh(tier)
+            answer = self._ask_groups(tier, {"offset": start, "limit": per_page})
+            shown = self._cards_of(answer)
+            with self._lock:
+                self._paged.setdefault(tier, {}).update((card.id, card) for card in shown)
+            return {"tier": tier, "page": number, "per_page": per_page, "total": answer.get("total", len(shown)),
+                    "free_bytes": answer.get("free_bytes", 0), "refreshing": True,
+                    "groups": [card.document() for card in shown]}
+        cards, refreshing = self.cards(tier)
         return {"tier": tier, "page": number, "per_page": per_page, "total": len(cards),
                 "free_bytes": sum(card.free_bytes for card in cards), "refreshing": refreshing,
                 "groups": [card.document() for card in cards[start:start + per_page]]}
 
     def find(self, tier: str, card_id: str) -> Card:
+        self._check(tier)
+        with self._lock:
+            early = None if tier in self._cards else self._paged.get(tier, {}).get(card_id)
+        if early is not None:
+            return early
         for card in self.cards(tier)[0]:
             if card.id == card_id:
                 return card
@@ -167,34 +189,35 @@ class Library:
             return path in self.records
 
     def _load(self, tier: str) -> list[Card]:
+        cards = self._cards_of(self._ask_groups(tier, {}))
+        with self._lock:
+            self._paged.pop(tier, None)
+        return cards
+
+    def _ask_groups(self, tier: str, page: Mapping[str, Any]) -> dict[str, Any]:
+        """The daemon's groups of `tier` in the page's order, with plans and records (a page of them)."""
         try:
-            groups = self._ask(TIERS[tier], {})["groups"]
+            return self._ask(TIERS[tier], {**_RANKED, **page})
         except ProtocolError as exc:
             if exc.code == ErrorCode.UNKNOWN_COMMAND:
-                return []  # a daemon without that tier
+                return {"groups": [], "plans": [], "records": {}, "total": 0, "free_bytes": 0}  # no such tier
             raise
-        removal = self._ask("to-remove", {}) if tier == "duplicates" else {"files": []}
-        proposed = set(removal["files"])
-        why = {kept: plan.get("why") for plan in removal.get("groups", []) for kept in plan.get("keep", [])}
-        paths = sorted({m["path"] for group in groups for m in group})
-        records: dict[str, Any] = {}
-        for start in range(0, len(paths), _RECORDS_PER_REQUEST):
-            records.update(self._ask("records", {"paths": paths[start:start + _RECORDS_PER_REQUEST]})["records"])
+
+    def _cards_of(self, answer: Mapping[str, Any]) -> list[Card]:
+        """Cards of a ranked answer, in its order (the keeper, or else the first path, first in each)."""
+        records: dict[str, Any] = answer.get("records") or {}
         with self._lock:
             self.records.update(records)
         cards = []
-        for group in groups:
+        for group, plan in zip(answer["groups"], answer.get("plans") or [{}] * len(answer["groups"]), strict=True):
             members = [m["path"] for m in group]
-            going = [p for p in members if p in proposed]
-            keeper = next((p for p in members if p not in proposed), None) if going else None
-            sizes = [(records.get(p) or {}).get("size") or 0 for p in members]
-            free = sum(size for p, size in zip(members, sizes, strict=True) if p in going) if going else \
-                sum(sizes) - max(sizes, default=0)
+            going = set(plan.get("remove") or ())
+            keeper = next((p for p in members if p not in going), None) if going else None
             digests = {(records.get(p) or {}).get("digest") for p in members}
-            shown = tuple(_member(m, records.get(m["path"]), m["path"] == keeper, why.get(m["path"])) for m in group)
+            shown = tuple(_member(m, records.get(m["path"]), m["path"] == keeper, plan.get("why")) for m in group)
             shown = tuple(sorted(shown, key=lambda m: (not m["keep"], m["path"])))
-            cards.append(Card(group_id(members), shown, free, len(digests) == 1 and None not in digests))
-        cards.sort(key=lambda card: (-card.free_bytes, card.members[0]["path"]))
+            cards.append(Card(group_id(members), shown, int(plan.get("free_bytes") or 0),
+                              len(digests) == 1 and None not in digests))
         return cards
 
 
