@@ -5,14 +5,16 @@ Makes N distinct small images (seeded noise, 64 px PNG) and a byte copy of each 
 the review server in this process, talking to that daemon over its socket as `dedupctl review` does, and
 times with Python timers, over HTTP on 127.0.0.1:
 
-* the first page of groups from a server that just started (it waits for its first list: the daemon's
-  `duplicates`, `to-remove` and the records of all 2N files, sorted by space to free),
+* one page of groups as the daemon answers it (`duplicates` with order "free", offset, limit and records),
+  `--idle-s` after the daemon fell idle (it ranks its groups when it falls idle; 0: at once),
+* the first page of groups from a server that just started (no list yet: that one daemon request),
 * the page itself (`/`, a static file),
 * the first page of groups as a page (re)load asks for it (`refresh=1`: served from the last list while a
   background refresh starts), and how long that refresh takes,
 * a later page (page 100).
 
-Usage: .venv/bin/python bench/review.py [--groups 10000] [--workdir DIR]. Prints one JSON line. Not a test.
+Usage: .venv/bin/python bench/review.py [--groups 10000] [--workdir DIR] [--idle-s 5]. Prints one JSON line.
+Not a test.
 """
 
 import argparse
@@ -58,6 +60,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groups", type=int, default=10_000)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--idle-s", type=float, default=5.0,
+                        help="wait this long after the daemon fell idle, as a user opening the page would")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dedupd-review-bench-"))
     root, state = work / "library", work / "state"
@@ -88,6 +92,12 @@ def main() -> None:
             time.sleep(0.2)
         indexed_s = time.perf_counter() - indexing
         groups = status["counts"]["duplicates"]
+        time.sleep(args.idle_s)
+        ranked = []
+        for _ in range(3):
+            started = time.perf_counter()
+            call(str(socket_path), "duplicates", {"order": "free", "offset": 0, "limit": 20, "records": True})
+            ranked.append(time.perf_counter() - started)
         server = ReviewServer(lambda cmd, a: call(str(socket_path), cmd, a), secrets.token_urlsafe(32),
                               lambda path, size: None, work / "cache", idle_s=3600)
         thread = threading.Thread(target=server.serve, daemon=True)
@@ -108,7 +118,8 @@ def main() -> None:
         warm = [_get(f"{base}/api/groups?tier=duplicates&page=100&per_page=20&token={token}")[0] for _ in range(5)]
         server.stop()
         print(json.dumps({
-            "groups": groups, "files": 2 * args.groups, "index_wait_s": round(indexed_s, 1),
+            "groups": groups, "files": 2 * args.groups, "index_wait_s": round(indexed_s, 1), "idle_s": args.idle_s,
+            "daemon_ranked_page_ms": [round(s * 1000, 1) for s in ranked],
             "page_html_ms": round(page_s * 1000, 1),
             "first_page_of_a_new_server_ms": round(cold_s * 1000),
             "first_page_served_ms": [round(s * 1000, 1) for s in served],

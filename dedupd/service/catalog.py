@@ -100,6 +100,7 @@ SIMILAR_PREFIX = "similar:"
 ANN_FILE = "embeddings.usearch"
 
 type _RawLink = tuple[int, int, str, float]  # rid a, rid b, method, score
+type _Ranked = tuple[int, str, int, "KeepPlan | None"]  # bytes to free, first file shown, group index, plan
 type _Keep = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (query positions, rids) -> which candidates to judge
 
 
@@ -422,6 +423,8 @@ class Catalog:
         self._ignored: set[tuple[int, int]] = set()
         self._copies: set[int] = set()  # byte copies: records whose digest a smaller rid also has
         self._groups: list[list[int]] | None = None  # duplicate groups, computed on demand from the links
+        #: group_page's ranking of a tier's groups (by its arguments), until the next commit or regrouping.
+        self._ranked: dict[tuple[object, ...], tuple[list[tuple[list[int], list[_RawLink]]], list[_Ranked]]] = {}
         self._check_cnn(config.matcher)
         self._index = self._rebuild(config.matcher)
 
@@ -514,6 +517,7 @@ class Catalog:
 
     def _regroup(self) -> None:
         self._groups = None
+        self._ranked.clear()
 
     def _partition(self, only: str | None = None, tier: str = DUPLICATE) -> list[list[int]]:
         """Groups of one tier from the stored links (`search.groups.partition`, the scan's grouping):
@@ -576,6 +580,7 @@ class Catalog:
                 return found
 
             commit = self._store.commit(changes, link=find)
+            self._ranked.clear()  # sizes, mtimes and capture data rank groups and choose keepers, links or not
             self._copies = copies
             self._follow(commit, found)
             if self._index.vectors is not None and self._index.vectors.checkpoint():
@@ -696,7 +701,7 @@ class Catalog:
                 self._copies -= set(loners)
                 links = self._own_links(np.array(loners, np.int64))
                 self._store.commit([], link=lambda _commit: links)
-            self._groups = None
+            self._regroup()
             return added
 
     def _rids_of(self, paths: Sequence[str]) -> list[int]:
@@ -717,7 +722,7 @@ class Catalog:
             links = self._own_links(np.array(rids, np.int64))
             if links:
                 self._store.commit([], link=lambda _commit: links)
-            self._groups = None
+            self._regroup()
             return removed
 
     def ignored_pairs(self) -> list[tuple[str, str]]:
@@ -919,23 +924,33 @@ class Catalog:
         are built with their links, so a page of a 10,000-group library costs one pass over the records."""
         protected = tuple(protected_roots)
         with self._lock:
-            current = self._current_groups(under, method, tier)
-            records = self._store.records(r for members, _ in current for r in members)
-            ranked: list[tuple[int, str, int, KeepPlan | None]] = []
-            for index, (members, _) in enumerate(current):
-                present = [r for r in members if r in records]
-                size = {records[r].key.path: records[r].key.size for r in present}
-                plan = _keep_plan([records[r] for r in present], protected) if tier == DUPLICATE and present else None
-                if plan is not None and plan.remove:
-                    free, first = sum(size[p] for p in plan.remove), min(plan.keep)
-                else:
-                    free, first = sum(size.values()) - max(size.values(), default=0), min(size, default="")
-                ranked.append((free, first, index, plan))
-            ranked.sort(key=lambda entry: (-entry[0], entry[1]))
+            key = (tier, under, method, protected)
+            if key not in self._ranked:  # the ranking stays until the next commit: later pages are slices
+                self._ranked[key] = self._rank(tier, under, method, protected)
+            current, ranked = self._ranked[key]
             chosen = ranked[offset:None if limit is None else offset + limit]
             path = self._store.paths(r for _, _, index, _ in chosen for r in current[index][0])
             page = tuple(RankedGroup(_group(*current[index], path), plan, free) for free, _, index, plan in chosen)
             return GroupPage(page, len(ranked), sum(entry[0] for entry in ranked))
+
+    def _rank(
+        self, tier: str, under: str | None, method: str | None, protected: tuple[str, ...]
+    ) -> tuple[list[tuple[list[int], list[_RawLink]]], list[_Ranked]]:
+        """The tier's groups and their ranking for group_page (one pass over the members' records)."""
+        current = self._current_groups(under, method, tier)
+        records = self._store.records(r for members, _ in current for r in members)
+        ranked: list[_Ranked] = []
+        for index, (members, _) in enumerate(current):
+            present = [r for r in members if r in records]
+            size = {records[r].key.path: records[r].key.size for r in present}
+            plan = _keep_plan([records[r] for r in present], protected) if tier == DUPLICATE and present else None
+            if plan is not None and plan.remove:
+                free, first = sum(size[p] for p in plan.remove), min(plan.keep)
+            else:
+                free, first = sum(size.values()) - max(size.values(), default=0), min(size, default="")
+            ranked.append((free, first, index, plan))
+        ranked.sort(key=lambda entry: (-entry[0], entry[1]))
+        return current, ranked
 
     def keep_plan(
         self, under: str | None = None, protected_roots: Iterable[str] = (), method: str | None = None

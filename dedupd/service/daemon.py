@@ -192,7 +192,7 @@ class Daemon:
         return grp.getgrnam(self.settings.socket_group).gr_gid
 
     def _loop(self) -> None:
-        assert self.pipeline is not None and self.watcher is not None
+        assert self.pipeline is not None and self.watcher is not None and self.catalog is not None
         watchdog = watchdog_interval_s()
         last_rescan = time.monotonic()
         last_prune: date | None = None
@@ -221,6 +221,8 @@ class Daemon:
             self.duplicate_log.flush()
             if self.state == "running" and self.pipeline.counters.committed != self._trimmed_at:
                 self._trimmed_at = self.pipeline.counters.committed  # fallen idle after work: give memory back
+                # and rank the groups as the review page orders them, so a page it asks for is a slice
+                self.catalog.group_page(DUPLICATE, limit=0, protected_roots=self._protected_roots())
                 release_free_memory()
             if self.reports is not None:
                 try:

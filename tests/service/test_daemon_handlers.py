@@ -208,6 +208,11 @@ def test_a_page_of_groups_ranked_by_space_to_free_comes_with_plans_records_and_t
     assert by_path["total"] == 2 and by_path["groups"] == library.call("duplicates")["groups"][1:]
     with pytest.raises(ProtocolError):
         validate("duplicates", {"order": "size"})
+    shutil.copy(root / "a.jpg", root / "c.jpg")  # a commit: the ranking the daemon kept is made again
+    library.idle()
+    again = library.call("duplicates", **validate("duplicates", {"order": "free", "limit": 1}))
+    assert str(root / "c.jpg") in again["plans"][0]["remove"]
+    assert again["free_bytes"] == first["free_bytes"] + size["a.jpg"]
 
 
 def test_the_review_pages_first_page_before_its_list_equals_the_page_from_the_list(library: Library) -> None:

@@ -152,18 +152,22 @@ class Library:
                 self._lock.wait(1.0)
             return self._cards[tier][1], self._wanted[tier] != self._loaded.get(tier, 0)
 
-    def page(self, tier: str, number: int, per_page: int) -> dict[str, Any]:
+    def page(self, tier: str, number: int, per_page: int, refresh: bool = False) -> dict[str, Any]:
+        """A page of the last list (with `refresh`, a new list is loaded in the background, and the page says
+        `refreshing`); before the first list, the page straight from the daemon, and the list loads after."""
         start = max(0, number) * per_page
         self._check(tier)
         with self._lock:
             listed, loading = tier in self._cards, self._wanted.get(tier, 0) != self._loaded.get(tier, 0)
-        if not listed:  # no list yet (a server that just started): this page alone, while the list loads
-            if not loading:
-                self.refresh(tier)
+        if listed and refresh:
+            self.refresh(tier)
+        if not listed:  # no list yet (a server that just started): this page alone, then the whole list
             answer = self._ask_groups(tier, {"offset": start, "limit": per_page})
             shown = self._cards_of(answer)
             with self._lock:
                 self._paged.setdefault(tier, {}).update((card.id, card) for card in shown)
+            if not loading:
+                self.refresh(tier)
             return {"tier": tier, "page": number, "per_page": per_page, "total": answer.get("total", len(shown)),
                     "free_bytes": answer.get("free_bytes", 0), "refreshing": True,
                     "groups": [card.document() for card in shown]}

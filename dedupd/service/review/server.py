@@ -74,8 +74,8 @@ class ReviewServer:
         return f"http://127.0.0.1:{self.port}/?token={self.token}"
 
     def serve(self) -> None:
-        """Serve until `stop()` or `idle_s` without a request; the groups start loading at once."""
-        self.library.refresh("duplicates")
+        """Serve until `stop()` or `idle_s` without a request. The groups load after the first page asked for
+        (that page is one small request of its own, which a whole list loading meanwhile would slow down)."""
         watcher = threading.Thread(target=self._stop_when_idle, name="dedupd-review-idle", daemon=True)
         watcher.start()
         try:
@@ -98,9 +98,9 @@ class ReviewServer:
     # ------------------------------------------------------------------ API
     def groups(self, query: dict[str, str]) -> dict[str, Any]:
         per_page = min(max(int(query.get("per_page", "20")), 1), 200)
-        if query.get("refresh") == "1":  # a page (re)load or a new tier: the groups as they are now, soon
-            self.library.refresh(query.get("tier", "duplicates"))
-        return self.library.page(query.get("tier", "duplicates"), int(query.get("page", "0")), per_page)
+        # refresh=1: a page (re)load or a new tier: the groups as they are now, soon
+        return self.library.page(query.get("tier", "duplicates"), int(query.get("page", "0")), per_page,
+                                 refresh=query.get("refresh") == "1")
 
     def resolve(self, body: dict[str, Any]) -> dict[str, Any]:
         """Keep the proposed (or the chosen) file of one group; trash the others, or link them to it."""
