@@ -7,8 +7,8 @@ Usage: .venv/bin/python bench/daemon.py [--n 1000] [--idle-s 30] [--workdir DIR]
 2. `dedupd run --config FILE` starts on an empty watched root. The config has the built-in defaults except
    the paths (state, reports, socket in a temporary directory) and `notify.desktop = false`. The benchmark
    binds a datagram socket as NOTIFY_SOCKET and waits for READY=1, then for `dedupctl wait-idle` (the empty
-   root's reconcile scan) and for the tree's CPU to go quiet (the spawned encode workers import their
-   libraries after READY), so neither model loading nor worker start is counted.
+   root's reconcile scan) and for the tree's CPU to go quiet, so model loading is not counted. The encode
+   workers start with the first file (`encode_idle_stop_s`): their start (~1 s of imports) is in the import.
 3. The import: the files are copied into the root in one burst (`shutil.copy` in a loop, like a camera
    card). The clock starts at the first copy; the end is the mtime of the last event report written under
    report_dir, once `dedupctl wait-idle` has returned (and `status` counts every file).
