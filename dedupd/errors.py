@@ -28,12 +28,20 @@ class StoreError(DedupdError):
     """The LMDB store cannot be opened or used."""
 
 
+class StoreLocked(StoreError):
+    """Another process (a running daemon, an import) holds the state directory's lock."""
+
+
 class StoreVersionMismatch(StoreError):
     """The store was written by an incompatible schema, encoder or CNN model."""
 
 
 class StoreDamaged(StoreError):
     """The store's file is damaged (truncated, overwritten, inconsistent); `dedupd check-store --repair` helps."""
+
+
+class FormatError(DedupdError):
+    """A Parquet file of encodings is not in dedupd's format, or its rows come from another encoder or model."""
 
 
 class ModelError(DedupdError):

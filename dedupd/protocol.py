@@ -187,6 +187,13 @@ def _watch_check(args: dict[str, Any]) -> None:
         raise ValueError(f"watch {args['action']} needs a path")
 
 
+def _export_check(args: dict[str, Any]) -> None:
+    if (args.get("format") == "parquet") != ("output" in args):
+        raise ValueError("format parquet needs an output file, and only it takes one")
+    if args.get("format") == "parquet" and "method" in args:
+        raise ValueError("format parquet writes every encoding: it takes no method")
+
+
 def _job_id(value: Any) -> str:
     if not isinstance(value, str) or not value or len(value) > 64:
         raise ValueError("must be the job id a needles reply gave")
@@ -234,8 +241,10 @@ VERBS: Mapping[str, Verb] = {
         Verb("reload", "re-read the configuration"),
         Verb("watch", "list, add or remove watched roots",
              {"action": Arg(_choice(("list", "add", "remove")), required=True), "path": Arg(_path)}, _watch_check),
-        Verb("export", "imagededup-format encodings of the whole index",
-             {"method": Arg(_choice((*HASH_METHODS, "cnn")))}),
+        Verb("export", "imagededup-format encodings of the whole index (`json`), or every record as dedupd's Parquet "
+                       "format written by the daemon to `output` (`parquet`)",
+             {"method": Arg(_choice((*HASH_METHODS, "cnn"))), "format": Arg(_choice(("json", "parquet"))),
+              "output": Arg(_path)}, _export_check),
         Verb("needles", "which images of a directory are already in the library: starts a job (`dir`) or asks "
                         "about one (`job`), waiting up to `wait` s for its result",
              {"dir": Arg(_path), "job": Arg(_job_id),

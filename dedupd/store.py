@@ -49,7 +49,7 @@ import numpy as np
 import xxhash
 
 from dedupd import lockfile
-from dedupd.errors import SkipReason, StoreDamaged, StoreError, StoreVersionMismatch
+from dedupd.errors import SkipReason, StoreDamaged, StoreError, StoreLocked, StoreVersionMismatch
 from dedupd.records import Capture, Encoding, FileKey, FileRecord
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def _lock_state_dir(state: Path) -> int:
     try:
         return lockfile.hold(state / LOCK_NAME, f"the state dir {state}")
     except lockfile.Locked as e:
-        raise StoreError(f"{e}; stop it first (two processes on one store corrupt it)") from None
+        raise StoreLocked(f"{e}; stop it first (two processes on one store corrupt it)") from None
     except OSError as e:
         raise StoreError(f"cannot lock state dir {state}: {e.strerror}") from e
 

@@ -45,6 +45,7 @@ def test_the_verb_table_is_the_documented_one():
     ("watch", {"action": "list"}, {"action": "list"}),
     ("watch", {"action": "add", "path": "/srv/new"}, {"action": "add", "path": "/srv/new"}),
     ("export", {"method": "whash"}, {"method": "whash"}),
+    ("export", {"format": "parquet", "output": "/srv//all.parquet"}, {"format": "parquet", "output": "/srv/all.parquet"}),
     ("needles", {"dir": "/home/u/import"}, {"dir": "/home/u/import", "wait": 30.0}),
     ("ignore", {"paths": ["/a.jpg", "/b.jpg", "/c.jpg"]}, {"paths": ["/a.jpg", "/b.jpg", "/c.jpg"]}),
 ])
@@ -76,6 +77,10 @@ def test_valid_arguments_are_normalised(cmd, args, expected):
     ("watch", {"action": "list", "path": "/x"}, "watch list takes no path"),
     ("watch", {"action": "purge", "path": "/x"}, "one of list, add, remove"),
     ("export", {"method": "exact"}, "one of phash"),
+    ("export", {"format": "parquet"}, "format parquet needs an output file"),
+    ("export", {"output": "/x.parquet"}, "format parquet needs an output file"),
+    ("export", {"format": "parquet", "output": "/x.parquet", "method": "phash"}, "takes no method"),
+    ("export", {"format": "csv"}, "one of json, parquet"),
     ("ignore", {"paths": ["/a.jpg"]}, "at least 2"),
     ("ignore", {"paths": "/a.jpg /b.jpg"}, "at least 2"),
     ("ignore", {"paths": ["/a.jpg", "/a.jpg"]}, "twice"),

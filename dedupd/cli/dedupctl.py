@@ -409,10 +409,27 @@ verb("watch remove", "remove a watched root", arguments=_positional("path"),
      build=lambda ns: {"action": "remove", "path": _absolute(ns.path)})(_show_roots)
 
 
-@verb("export", "imagededup-format encodings of the whole index: {path: hex} (hashes) or {path: [floats]} (cnn)",
-      arguments=_method_option((*protocol.HASH_METHODS, "cnn"), default="phash"),
-      build=lambda ns: _given(method=ns.method))
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    _method_option((*protocol.HASH_METHODS, "cnn"), default="phash")(parser)
+    parser.add_argument("--format", choices=("json", "parquet"), help="json (default): imagededup's encodings of one "
+                        "method; parquet: every record in dedupd's Parquet format (what `dedupd import` reads), "
+                        "written by the daemon to --output")
+    parser.add_argument("--output", help="the .parquet file the daemon writes (with --format parquet)")
+
+
+def _export_request(ns: argparse.Namespace) -> dict[str, Any]:
+    if (ns.format == "parquet") != (ns.output is not None):
+        raise DedupdError("--format parquet needs --output FILE, and only it takes one")
+    return _given(method=ns.method, format=ns.format, output=_absolute(ns.output) if ns.output else None)
+
+
+@verb("export", "imagededup-format encodings of the whole index: {path: hex} (hashes) or {path: [floats]} (cnn); "
+      "or every record as Parquet (--format parquet --output FILE)",
+      arguments=_export_arguments, build=_export_request)
 def _show_export(result: Mapping[str, Any]) -> list[str]:
+    if result.get("format") == "parquet":
+        left_out = [f"left out (not UTF-8): {names.shown(path)}" for path in result.get("left_out", [])]
+        return [f"wrote {result['rows']:,} records to {result['output']} (import them with `dedupd import`)", *left_out]
     encodings = sorted(result["encodings"].items())
     if any(not isinstance(value, str) for _, value in encodings):  # CNN embeddings: too long for a line each
         dims = sorted({len(value) for _, value in encodings})

@@ -273,6 +273,57 @@ def cmd_check_store(args: argparse.Namespace) -> int:
     return 1 if problems and not args.repair else 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """Parquet encodings (a file, or a directory of shards) into the configured store: counted, restartable."""
+    from tqdm import tqdm
+
+    from dedupd.bulk import importer, parquet
+    from dedupd.config import load_settings
+    from dedupd.imaging.encode import ENCODER_VERSION
+
+    settings = load_settings(args.config)
+    files = parquet.shard_files(args.path)
+    catalog, model = importer.open_catalog(settings)
+    with catalog, tqdm(total=parquet.row_count(files), unit="rows", disable=not _show_progress(),
+                       file=sys.stderr) as bar:
+        report = importer.import_shards(catalog, files, encoder=ENCODER_VERSION, model=model, progress=bar.update)
+    document = {"state_dir": str(settings.state_dir), **report.document()}
+    if args.json:
+        _print_json(document)
+        return 0
+    print(f"imported {report.imported:,} of {report.rows:,} rows from {report.shards} shard(s) into "
+          f"{settings.state_dir}; {report.already:,} already in the store")
+    for reason, count in sorted(report.skipped.items()):
+        print(f"  skipped {count:,}: {reason}")
+    if report.stripped_embeddings:
+        print(f"  {report.stripped_embeddings:,} embeddings left out: the CNN is off in this configuration")
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Encode MANIFEST's files as a Ray Data job into Parquet shards under --out (for `dedupd import`)."""
+    from dedupd.bulk import backfill
+    from dedupd.config import load_settings
+
+    settings = load_settings(args.config)
+    if args.actors < 1 or args.batch_size < 1 or args.files_per_task < 1 or args.gpus_per_actor < 0:
+        raise DedupdError("--actors, --batch-size and --files-per-task must be at least 1, --gpus-per-actor >= 0")
+    options = backfill.Options(
+        manifest=Path(args.manifest), out=Path(args.out), address=args.address,
+        model=args.model or settings.cnn.model, cnn=settings.cnn.enabled and not args.no_cnn, actors=args.actors,
+        gpus_per_actor=args.gpus_per_actor, cpus_per_actor=args.cpus_per_actor, batch_size=args.batch_size,
+        files_per_task=args.files_per_task, num_cpus=args.num_cpus, max_pixels=settings.max_image_pixels,
+        max_file_size=settings.max_file_size, min_file_size=settings.min_file_size)
+    document = backfill.run(options)
+    if args.json:
+        _print_json(document)
+    else:
+        print(f"wrote {document['rows']:,} rows ({document['encoded']:,} encoded, {document['skipped']:,} skipped) "
+              f"in {document['shards']} shard(s) under {document['out']}; import them with `dedupd import "
+              f"{document['out']}`")
+    return 0
+
+
 def cmd_install_unit(args: argparse.Namespace) -> int:
     """Write the systemd units for this environment (or print them with --dry-run); systemctl only with --enable."""
     import shlex
@@ -365,6 +416,36 @@ def build_parser() -> argparse.ArgumentParser:
                              "kept as store.damaged-<time> in the state dir")
     check_store.add_argument("--json", action="store_true", help="print one JSON document")
     check_store.set_defaults(handler=cmd_check_store)
+
+    imports = commands.add_parser("import", help="load Parquet encodings (from `dedupd backfill` or `dedupctl export "
+                                  "--format parquet`) into the store; each file is checked on this host first "
+                                  "(stop the daemon meanwhile)")
+    imports.add_argument("path", help="a .parquet file, or a directory of them (searched recursively)")
+    imports.add_argument("--config", type=Path, help="config file naming the state_dir and the CNN model (default: "
+                         "$DEDUPD_CONFIG, then the default location)")
+    imports.add_argument("--json", action="store_true", help="print one JSON document")
+    imports.set_defaults(handler=cmd_import)
+
+    fill = commands.add_parser("backfill", help="encode an archive as a Ray Data job (the `cluster` extra), here or "
+                               "on a cluster, into Parquet shards for `dedupd import`")
+    fill.add_argument("manifest", help="a text file of paths (one a line), or a directory (walked)")
+    fill.add_argument("--out", required=True, help="the directory the Parquet shards are written to")
+    fill.add_argument("--address", help="a Ray cluster to run on (e.g. ray://head:10001 or auto); default: a local "
+                      "Ray on this machine")
+    fill.add_argument("--config", type=Path, help="config file whose [cnn] model and file limits to use (default: "
+                      "$DEDUPD_CONFIG, then the default location)")
+    fill.add_argument("--model", help="CNN model (default: the configured one): the store importing the shards must "
+                      "use the same")
+    fill.add_argument("--no-cnn", action="store_true", help="hashes only (for a store whose CNN is off)")
+    fill.add_argument("--actors", type=int, default=1, help="CNN actors (default 1)")
+    fill.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPU share each CNN actor asks Ray for "
+                      "(default 0: CPU; 1 on a GPU cluster)")
+    fill.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs each CNN actor holds (default 1)")
+    fill.add_argument("--batch-size", type=int, default=32, help="CNN inputs per actor call (default 32)")
+    fill.add_argument("--files-per-task", type=int, default=16, help="files one decode task takes (default 16)")
+    fill.add_argument("--num-cpus", type=int, help="local Ray only: the CPUs it may use (default: all)")
+    fill.add_argument("--json", action="store_true", help="print one JSON document")
+    fill.set_defaults(handler=cmd_backfill)
 
     units = commands.add_parser("install-unit", help="install the systemd units (a user unit, or as root the system "
                                 "unit) pointing at this environment's dedupd")

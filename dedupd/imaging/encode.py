@@ -23,6 +23,9 @@ from dedupd.imaging.decode import DEFAULT_MAX_PIXELS, MATCH_MIN_SIDE, open_for_m
 from dedupd.imaging.hashing import TARGET_SIZES, bits_to_int, dct_sign_bits, dihedral_variants, hash_int
 from dedupd.records import Encoding
 
+#: Bumped when the encoder's output changes meaning: the store (and `dedupd import`) refuse mismatched encodings.
+ENCODER_VERSION = "2"  # 2: sign hash of the stored orientation, from the single 256 px resize
+
 #: Side of the grey thumbnail every encoding keeps (1 KiB): enough to see a walking person move between two
 #: frames, small enough to compare thousands of pairs a second (BENCHMARKS.md "Tiers").
 THUMB_SIDE = 32

@@ -31,7 +31,7 @@ from dedupd import __version__
 from dedupd.config import Settings, changed_keys, load_settings
 from dedupd.errors import DedupdError, Skipped, StoreError
 from dedupd.imaging.cnn import Encoder
-from dedupd.imaging.encode import EncodedFile
+from dedupd.imaging.encode import ENCODER_VERSION, EncodedFile
 from dedupd.paths import default_locations, find_config_file, no_config_reason
 from dedupd.protocol import NEEDLES_WAIT_S, PROTOCOL_VERSION, ProtocolError
 from dedupd.records import Change, ChangeKind, Encoding, Match
@@ -52,8 +52,6 @@ from dedupd.store import record_from_token, record_token
 
 log = logging.getLogger(__name__)
 
-#: Bumped when the encoder's output changes meaning: the store refuses mismatched encodings.
-ENCODER_VERSION = "2"  # 2: sign hash of the stored orientation, from the single 256 px resize
 HEALTH_INTERVAL_S = 2.0
 _MAX_TOO_LONG_KEPT = 100_000  # paths remembered for the path_too_long count (each is over 4 KiB)
 
@@ -655,10 +653,27 @@ class Daemon:
 
     def _export(self, args: dict[str, Any]) -> dict[str, Any]:
         assert self.catalog is not None
+        if args.get("format") == "parquet":
+            return self._export_parquet(args["output"])
         method = args.get("method") or "phash"
         encodings = {path: value.tolist() if isinstance(value, np.ndarray) else value
                      for path, value in self.catalog.store.export(method)}
         return {"method": method, "encodings": encodings}
+
+    def _export_parquet(self, output: str) -> dict[str, Any]:
+        """Every record as dedupd's Parquet format (`dedupd.bulk.export`), written by the daemon to `output`."""
+        from dedupd.bulk.export import export_store
+
+        assert self.catalog is not None
+        if not os.path.isdir(os.path.dirname(output)):
+            raise ProtocolError("not_found", f"no such directory: {os.path.dirname(output)}")
+        try:
+            rows, left_out = export_store(self.catalog.store, output, encoder=ENCODER_VERSION)
+        except OSError as exc:
+            raise ProtocolError("bad_args", f"cannot write {output}: {exc.strerror or exc}") from None
+        for path in left_out:
+            log.warning("export: left out %r: not UTF-8 (the Parquet format keeps paths as text)", path)
+        return {"format": "parquet", "output": output, "rows": rows, "left_out": left_out}
 
     def _needles(self, args: dict[str, Any]) -> dict[str, Any]:
         """Which images of DIR are already in the library, and which of its folders are wholly there: a job

@@ -14,7 +14,7 @@ complete -c dedupctl -n 'not __fish_seen_subcommand_from status wait-idle query 
 complete -c dedupctl -n '__fish_seen_subcommand_from watch; and not __fish_seen_subcommand_from list add remove' -a list -d 'the watched roots'
 complete -c dedupctl -n '__fish_seen_subcommand_from watch; and not __fish_seen_subcommand_from list add remove' -a add -d 'add a watched root'
 complete -c dedupctl -n '__fish_seen_subcommand_from watch; and not __fish_seen_subcommand_from list add remove' -a remove -d 'remove a watched root'
-complete -c dedupctl -n 'not __fish_seen_subcommand_from status wait-idle query duplicates similar to-remove rescan pause resume reload watch export needles ignore unignore resolve undo history review' -a export -d 'imagededup-format encodings of the whole index: {path: hex} (hashes) or {path: [floats]} (cnn)'
+complete -c dedupctl -n 'not __fish_seen_subcommand_from status wait-idle query duplicates similar to-remove rescan pause resume reload watch export needles ignore unignore resolve undo history review' -a export -d 'imagededup-format encodings of the whole index: {path: hex} (hashes) or {path: [floats]} (cnn); or every record as Parquet (--format parquet --output FILE)'
 complete -c dedupctl -n 'not __fish_seen_subcommand_from status wait-idle query duplicates similar to-remove rescan pause resume reload watch export needles ignore unignore resolve undo history review' -a needles -d 'which images of DIR (and which sub-folders, wholly) are in the library'
 complete -c dedupctl -n 'not __fish_seen_subcommand_from status wait-idle query duplicates similar to-remove rescan pause resume reload watch export needles ignore unignore resolve undo history review' -a ignore -d 'mark files as not duplicates of each other; never reported again (--list: the pairs)'
 complete -c dedupctl -n 'not __fish_seen_subcommand_from status wait-idle query duplicates similar to-remove rescan pause resume reload watch export needles ignore unignore resolve undo history review' -a unignore -d 'undo ignore: these files are judged as duplicates again'
@@ -44,6 +44,8 @@ complete -c dedupctl -n '__fish_seen_subcommand_from rescan' -F
 complete -c dedupctl -n '__fish_seen_subcommand_from add' -F
 complete -c dedupctl -n '__fish_seen_subcommand_from remove' -F
 complete -c dedupctl -n '__fish_seen_subcommand_from export' -l method -xa 'phash ahash dhash whash cnn' -d 'only this method (default: phash)'
+complete -c dedupctl -n '__fish_seen_subcommand_from export' -l format -xa 'json parquet' -d 'json (default): imagededup\'s encodings of one method; parquet: every record in dedupd\'s Parquet format (what `dedupd import` reads), written by the daemon to --output'
+complete -c dedupctl -n '__fish_seen_subcommand_from export' -l output -rF -d 'the .parquet file the daemon writes (with --format parquet)'
 complete -c dedupctl -n '__fish_seen_subcommand_from needles' -F
 complete -c dedupctl -n '__fish_seen_subcommand_from ignore' -F
 complete -c dedupctl -n '__fish_seen_subcommand_from ignore' -l list -d 'list the pairs ignored so far'
