@@ -45,7 +45,8 @@ def test_the_verb_table_is_the_documented_one():
     ("watch", {"action": "list"}, {"action": "list"}),
     ("watch", {"action": "add", "path": "/srv/new"}, {"action": "add", "path": "/srv/new"}),
     ("export", {"method": "whash"}, {"method": "whash"}),
-    ("export", {"format": "parquet", "output": "/srv//all.parquet"}, {"format": "parquet", "output": "/srv/all.parquet"}),
+    ("export", {"format": "parquet", "output": "/srv//all.parquet"},
+     {"format": "parquet", "output": "/srv/all.parquet"}),
     ("needles", {"dir": "/home/u/import"}, {"dir": "/home/u/import", "wait": 30.0}),
     ("ignore", {"paths": ["/a.jpg", "/b.jpg", "/c.jpg"]}, {"paths": ["/a.jpg", "/b.jpg", "/c.jpg"]}),
 ])
