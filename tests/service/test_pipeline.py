@@ -23,7 +23,7 @@ from dedupd.service.catalog import Catalog, IndexConfig
 from dedupd.service.encodepool import TEST_HOOK_ENV, EncodePool
 from dedupd.service.pipeline import Pipeline, PipelineSettings
 from dedupd.service.reports import ReportWriter
-from dedupd.service.watcher import RootSpec, scan
+from dedupd.watch import RootSpec, scan
 
 HOOK = Path(__file__).with_name("decode_hook.py")
 IDLE_S = 120

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from dedupd.records import Change, ChangeKind
-from dedupd.service.watcher import DEFAULT_EXCLUDE, RootSpec, Watcher, _filesystem_type, scan
+from dedupd.watch import DEFAULT_EXCLUDE, RootSpec, Watcher, scan
+from dedupd.watch.diagnostics import filesystem_type
 
 DEADLINE_S = 60.0  # a cap on waits for conditions, never a wait in itself: generous for a loaded machine
 
@@ -217,10 +218,10 @@ def test_network_filesystems_are_recognised_from_mountinfo(tmp_path: Path) -> No
         "40 22 0:50 / /mnt/nas rw,relatime shared:30 - nfs4 nas:/photos rw,vers=4.2\n"
         "41 22 0:51 / /mnt/my\\040share rw - cifs //nas/share rw\n"
     )
-    assert _filesystem_type("/mnt/nas/2024/a.jpg", mountinfo) == "nfs4"
-    assert _filesystem_type("/mnt/my share", mountinfo) == "cifs"
-    assert _filesystem_type("/mnt/nasty", mountinfo) == "ext4"
-    assert _filesystem_type("/proc/self") == "proc"
+    assert filesystem_type("/mnt/nas/2024/a.jpg", mountinfo) == "nfs4"
+    assert filesystem_type("/mnt/my share", mountinfo) == "cifs"
+    assert filesystem_type("/mnt/nasty", mountinfo) == "ext4"
+    assert filesystem_type("/proc/self") == "proc"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -464,7 +465,7 @@ try:
 except OSError as exc:
     print(json.dumps({"skip": f"no private user namespace with its own inotify limit: {exc}"}))
     sys.exit(0)
-from dedupd.service.watcher import RootSpec, Watcher
+from dedupd.watch import RootSpec, Watcher
 changes = []
 watcher = Watcher([RootSpec(sys.argv[1], poll_interval_s=0.2)], changes.append)
 watcher.start()
