@@ -47,8 +47,8 @@ from dedupd.service.pipeline import OwnFiles, Pipeline, PipelineSettings, file_k
 from dedupd.service.progress import DuplicateLog, ScanProgress
 from dedupd.service.reports import ReportWriter, match_document
 from dedupd.service.systemd import Notifier, configure_logging, listen_fds, sandbox_note, watchdog_interval_s
-from dedupd.watch import RootSpec, Watcher, scan
 from dedupd.store import record_from_token, record_token
+from dedupd.watch import RootSpec, Watcher, scan
 
 log = logging.getLogger(__name__)
 
