@@ -52,12 +52,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dedupd.catalog import Catalog, link_rule
 from dedupd.config import default_settings
 from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import encode_path
 from dedupd.records import Encoding, FileKey, FileRecord
 from dedupd.search.vectors import EmbeddingIndex
-from dedupd.service.catalog import Catalog, link_rule
 from dedupd.service.daemon import ENCODER_VERSION, index_config
 from dedupd.store import Link, Store
 

@@ -35,12 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dedupd.catalog import Catalog, IndexConfig, link_rule, oriented_variants
 from dedupd.records import Encoding, FileKey, FileRecord
 from dedupd.search.bktree import BKTree
 from dedupd.search.matcher import MatcherSettings, all_pairs
 from dedupd.search.mih import MultiIndexHash
 from dedupd.search.vectors import EmbeddingIndex
-from dedupd.service.catalog import Catalog, IndexConfig, link_rule, oriented_variants
 from dedupd.store import Link, Store
 
 THRESHOLD = 10

@@ -67,7 +67,7 @@ def seed_store(state_dir: Path, root: Path, records: int) -> None:
         return
     settings = default_settings()
     encoder = Encoder(settings.cnn.model, providers=("cpu",))
-    from dedupd.service.catalog import Catalog
+    from dedupd.catalog import Catalog
 
     catalog = Catalog.open(state_dir, index_config(settings), encoder_version=ENCODER_VERSION,
                            model_id=encoder.spec.fingerprint(), dim=encoder.dim)

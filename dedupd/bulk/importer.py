@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from dedupd.bulk import parquet
+from dedupd.catalog import Catalog, IndexConfig
 from dedupd.config import Settings
 from dedupd.errors import FormatError, StoreLocked
 from dedupd.imaging.cnn import Encoder, resolve_model
 from dedupd.imaging.encode import ENCODER_VERSION
 from dedupd.records import FileKey, FileRecord
-from dedupd.service.catalog import Catalog, IndexConfig
 
 log = logging.getLogger(__name__)
 

@@ -28,19 +28,19 @@ from typing import Any, cast
 import numpy as np
 
 from dedupd import __version__
+from dedupd.catalog import Catalog, Group, IndexConfig
 from dedupd.config import Settings, changed_keys, load_settings
 from dedupd.errors import DedupdError, Skipped, StoreError
 from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import ENCODER_VERSION, EncodedFile
+from dedupd.memory import release_free_memory
 from dedupd.paths import default_locations, find_config_file, no_config_reason
 from dedupd.protocol import NEEDLES_WAIT_S, PROTOCOL_VERSION, ProtocolError
 from dedupd.records import Change, ChangeKind, Encoding, Match
 from dedupd.search.keep import POLICY as KEEP_POLICY
 from dedupd.search.matcher import DUPLICATE, SIMILAR, evidence_rank
-from dedupd.service.catalog import Catalog, Group, IndexConfig
 from dedupd.service.control import ControlServer
 from dedupd.service.encodepool import EncodePool, Outcome
-from dedupd.service.memory import release_free_memory
 from dedupd.service.needles import NeedleJobs, NeedleTools, is_under
 from dedupd.service.notify import DesktopNotifier
 from dedupd.service.pipeline import OwnFiles, Pipeline, PipelineSettings, file_key, same_file_state

@@ -52,7 +52,7 @@ from dedupd.imaging.cnn import ModelSpec
 from dedupd.imaging.decode import DEFAULT_MAX_PIXELS
 from dedupd.imaging.encode import DEFAULT_MAX_FILE_SIZE, EncodedFile, content_digest, encode_bytes, read_file
 from dedupd.imaging.thumbnail import Thumbnail, make_thumbnail
-from dedupd.service.memory import release_free_memory
+from dedupd.memory import release_free_memory
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dedupd.catalog import Catalog, IndexConfig, oriented_variants
 from dedupd.errors import SkipReason, StoreError, StoreVersionMismatch
 from dedupd.imaging.hashing import bits_to_int, dihedral_variants, int_to_bits
 from dedupd.records import Encoding, FileKey, FileRecord, Match
 from dedupd.search.groups import partition
 from dedupd.search.matcher import MatcherSettings, all_pairs, evidence_rank
-from dedupd.service.catalog import Catalog, IndexConfig, oriented_variants
 from dedupd.store import Change, Move, Removal, Store
 
 DIM = 8
@@ -233,7 +233,7 @@ def test_ignored_pairs_stay_apart_across_batches_and_reopening(tmp_path: Path) -
 
 
 def test_set_matcher_and_reopening_relink_with_the_new_rule(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="dedupd.service.catalog")
+    caplog.set_level(logging.INFO, logger="dedupd.catalog")
     records = [
         rec("/p/a", 0, emb=unit(1, 0)), rec("/p/b", 0b11, emb=unit(1, 0.3)), rec("/p/c", 0b1111, emb=unit(0, 1)),
         rec("/p/d", FAR[0], emb=unit(1, 0.05)), FileRecord(FileKey("/p/bad", 1, 9, 1, 1), skip=SkipReason.DECODE_ERROR),

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import numpy as np
 
+from dedupd.catalog import ANN_FILE, Catalog, IndexConfig
 from dedupd.records import Encoding, FileKey, FileRecord
 from dedupd.search.ann import AnnIndex
 from dedupd.search.embeddings import EmbeddingSearch
 from dedupd.search.matcher import MatcherSettings
-from dedupd.service.catalog import ANN_FILE, Catalog, IndexConfig
 from dedupd.store import Removal, Store
 
 DIM = 64

@@ -2,7 +2,7 @@
 bench/memory.py, never asserted here): freed heap returns to the kernel, and the CNN session keeps no arena."""
 
 from dedupd.imaging.cnn import Encoder
-from dedupd.service.memory import release_free_memory
+from dedupd.memory import release_free_memory
 
 
 def test_freed_heap_is_given_back() -> None:
