@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dedupd.catalog import Catalog, IndexConfig, link_rule, oriented_variants
+from dedupd.catalog import Catalog, IndexConfig, link_rule
+from dedupd.imaging.hashing import oriented_variants
 from dedupd.records import Encoding, FileKey, FileRecord
 from dedupd.search.bktree import BKTree
 from dedupd.search.matcher import MatcherSettings, all_pairs

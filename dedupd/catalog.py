@@ -42,7 +42,6 @@ root are never proposed; when a group has some, they are its keepers and every o
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import logging
 import os
@@ -50,13 +49,14 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass
-from functools import cache, cached_property
+from functools import cached_property
 
 import numpy as np
 
 from dedupd.errors import StoreError, StoreVersionMismatch
 from dedupd.imaging.encode import ORIENTED_HASH
-from dedupd.imaging.hashing import dihedral_variants, int_to_bits
+from dedupd.imaging.hashing import oriented_variants
+from dedupd.memory import release_free_memory
 from dedupd.records import Encoding, FileRecord, Match
 from dedupd.search.embeddings import ANN_MIN_ROWS, EmbeddingSearch
 from dedupd.search.groups import grouped, partition
@@ -172,30 +172,6 @@ class _Files:
     def variants(self) -> np.ndarray:
         """(n, 8) uint64: the hash under each rotation and mirror (column 0 the file as is)."""
         return oriented_variants(self.hashes)
-
-
-@cache
-def _variant_tables() -> tuple[np.ndarray, np.ndarray]:
-    """`dihedral_variants` is affine over GF(2) (a bit permutation, XOR with fixed bit sets, the DC bit
-    cleared): the variants of 0, and per byte of a hash what each of its 256 values adds to them."""
-    offset = np.array(dihedral_variants(int_to_bits(0)), np.uint64)
-    basis = np.array([dihedral_variants(int_to_bits(1 << bit)) for bit in range(64)], np.uint64) ^ offset
-    tables = np.zeros((8, 256, 8), np.uint64)
-    values = np.arange(256)
-    for bit in range(64):
-        tables[bit // 8, (values >> (bit % 8)) & 1 == 1] ^= basis[bit]
-    return offset, tables
-
-
-def oriented_variants(hashes: np.ndarray) -> np.ndarray:
-    """`dihedral_variants` of many 64-bit sign hashes at once: (n,) -> (n, 8) uint64 (one table lookup
-    per byte instead of a Python call per hash, which matters when a relink covers every record)."""
-    offset, tables = _variant_tables()
-    hashes = np.asarray(hashes, np.uint64)
-    variants = np.tile(offset, (len(hashes), 1))
-    for byte in range(8):
-        variants ^= tables[byte, ((hashes >> np.uint64(8 * byte)) & np.uint64(0xFF)).astype(np.intp)]
-    return variants
 
 
 def link_rule(settings: MatcherSettings) -> dict[str, object]:
@@ -489,7 +465,7 @@ class Catalog:
         self._relink(index)
         self._regroup()
         self._store.unmap()
-        _return_freed_memory()
+        release_free_memory()
         return index
 
     def _open_vectors(self) -> EmbeddingSearch:
@@ -584,7 +560,7 @@ class Catalog:
             self._copies = copies
             self._follow(commit, found)
             if self._index.vectors is not None and self._index.vectors.checkpoint():
-                _return_freed_memory()  # the exact matrix the ANN index replaced
+                release_free_memory()  # the exact matrix the ANN index replaced
             return Applied(commit.seq, self._matches_of_added(found, {rid for rid, _ in commit.added}))
 
     def _batch_links(self, commit: Commit) -> tuple[list[Link], set[int]]:
@@ -839,7 +815,7 @@ class Catalog:
         if name not in self._columns:
             self._columns[name] = MultiIndexHash.from_arrays(*self._store.hash_column(name), tables=False)
             self._store.unmap()
-            _return_freed_memory()
+            release_free_memory()
         return self._columns[name]
 
     def explain(self, encoding: Encoding, paths: Sequence[str]) -> dict[str, dict[str, object]]:
@@ -1003,14 +979,6 @@ def _unique(links: Iterable[Link], ignored: AbstractSet[tuple[int, int]]) -> lis
         if _pair_key(ln.a, ln.b) not in ignored:
             unique.setdefault(_pair_key(ln.a, ln.b), ln)
     return list(unique.values())
-
-
-def _return_freed_memory() -> None:
-    """Give the rebuild's freed temporaries back to the OS (glibc keeps them in its heap otherwise)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
 
 
 def _group(members: Sequence[int], links: Iterable[_RawLink], path: Mapping[int, str]) -> Group:

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dedupd.catalog import Catalog, IndexConfig, oriented_variants
+from dedupd.catalog import Catalog, IndexConfig
 from dedupd.errors import SkipReason, StoreError, StoreVersionMismatch
-from dedupd.imaging.hashing import bits_to_int, dihedral_variants, int_to_bits
+from dedupd.imaging.hashing import bits_to_int, dihedral_variants, int_to_bits, oriented_variants
 from dedupd.records import Encoding, FileKey, FileRecord, Match
 from dedupd.search.groups import partition
 from dedupd.search.matcher import MatcherSettings, all_pairs, evidence_rank
