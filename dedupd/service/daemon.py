@@ -478,11 +478,21 @@ class Daemon:
         if self.pipeline.paused and self.pipeline.pending():
             raise ProtocolError("unavailable", f"dedupd is paused with {self.pipeline.pending()} pending: nothing "
                                                "is encoded until `dedupctl resume`")
-        if not self.pipeline.wait_idle(timeout):
-            paused = " and paused (dedupctl resume)" if self.pipeline.paused else ""
-            raise ProtocolError("timeout", f"still busy{paused} after {timeout:g} s ({self.pipeline.pending()} "
-                                           "pending)")
-        return {"idle": True, "waited_s": round(time.monotonic() - started, 3)}
+        deadline = time.monotonic() + timeout
+        # Idle = the pipeline has nothing and no watcher still holds an event for it (a file moved out of a
+        # root is a lone IN_MOVED_FROM that watchdog holds to pair; on a loaded machine its delete could
+        # otherwise reach the pipeline after the quiet window): wait for both at once.
+        while self.pipeline.wait_idle(max(0.0, deadline - time.monotonic())):
+            if self.watcher is None or not self.watcher.pending_events():
+                return {"idle": True, "waited_s": round(time.monotonic() - started, 3)}
+            while self.watcher.pending_events() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if time.monotonic() >= deadline:
+                break
+        paused = " and paused (dedupctl resume)" if self.pipeline.paused else ""
+        held = self.watcher.pending_events() if self.watcher is not None else 0
+        raise ProtocolError("timeout", f"still busy{paused} after {timeout:g} s ({self.pipeline.pending()} "
+                                       f"pending" + (f", {held} watcher events not yet read" if held else "") + ")")
 
     def duplicate_documents(
         self, method: str | None = None, under: str | None = None, tier: str = DUPLICATE

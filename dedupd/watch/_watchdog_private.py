@@ -90,6 +90,12 @@ class Backlog(InotifyMoveEventGrouper):
         with self._room:
             self._room.wait_for(lambda: self._pending < self._limit or self._closed)
 
+    @property
+    def pending(self) -> int:
+        """Events read from inotify that the emitter has not taken yet (a held IN_MOVED_FROM counts)."""
+        with self._room:
+            return self._pending
+
 
 @dataclass(eq=False)
 class WatchGroup(InotifyWatchGroup):
@@ -108,6 +114,11 @@ class WatchGroup(InotifyWatchGroup):
     @property
     def watch_count(self) -> int:
         return len(self._active_callbacks_by_watch)
+
+    @property
+    def pending_events(self) -> int:
+        """Events of this root read from inotify and not yet turned into Changes for the sink."""
+        return self._backlog.pending
 
     def _add_all_callbacks(self, path: bytes) -> None:
         policy = cast(PathPolicy, self.policy)

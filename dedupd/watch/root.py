@@ -140,6 +140,11 @@ class Root:
             "detail": self.detail,
         }
 
+    def pending_events(self) -> int:
+        """inotify events of this root read but not yet delivered to the sink (0 for a polled root)."""
+        machine = self._machine
+        return machine.group.pending_events if machine is not None and machine.group is not None else 0
+
     def start(self, probe: Probe) -> bool:
         if probe.ok:
             return self._launch(probe, None, "")

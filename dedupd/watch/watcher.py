@@ -135,6 +135,13 @@ class Watcher:
             roots = sorted(self._roots.values(), key=lambda root: root.spec.path)
         return [root.status() for root in roots]
 
+    def pending_events(self) -> int:
+        """inotify events read but not yet delivered to the sink, over every root: watchdog holds a lone
+        IN_MOVED_FROM (a file moved out of a root) half a second to pair it, so a delete can lag its move."""
+        with self._lock:
+            roots = list(self._roots.values())
+        return sum(root.pending_events() for root in roots)
+
     def check_health(self) -> bool:
         """Restarts dead watcher threads (RESCAN), takes vanished roots offline and returned ones online, rescans
         degraded roots every poll_interval_s. False while a root could not be (re)started for an unexpected

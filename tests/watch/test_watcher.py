@@ -412,6 +412,29 @@ def test_a_slow_sink_loses_nothing_while_the_kernel_queue_holds(tmp_path: Path, 
     assert rec.paths(ChangeKind.CREATED) == expected and not rec.of(ChangeKind.RESCAN)
 
 
+def test_pending_events_counts_what_the_reader_holds_until_the_sink_has_it(tmp_path: Path, watching) -> None:
+    """What `wait-idle` waits for besides the pipeline: events read from inotify but not delivered yet, a
+    lone IN_MOVED_FROM (a file moved out of the root, held to pair it) included."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    leaving = write(root / "leaving.jpg")
+    outside.mkdir()
+    rec = Recorder()
+    gate = Gate(rec)
+    watcher, _ = watching(RootSpec(str(root)), sink=gate)
+    assert watcher.pending_events() == 0
+    write(root / "first.jpg")
+    assert gate.blocked.wait(DEADLINE_S)  # the emitter is stuck in the sink with the first change
+    leaving.rename(outside / "leaving.jpg")
+    deadline = time.monotonic() + DEADLINE_S
+    while watcher.pending_events() == 0:  # the reader goes on reading into the backlog meanwhile
+        assert time.monotonic() < deadline, "the reader never held an event"
+        time.sleep(0.02)
+    gate.open.set()
+    rec.wait_kind(ChangeKind.DELETED, str(leaving))
+    rec.sentinel(root)
+    assert watcher.pending_events() == 0
+
+
 def overflow_case(tmp_path: Path, watching, files: int, queue_limit: contextlib.AbstractContextManager) -> None:
     rec = Recorder()
     gate = Gate(rec)
