@@ -57,6 +57,7 @@ from dedupd.errors import StoreError, StoreVersionMismatch
 from dedupd.imaging.encode import ORIENTED_HASH
 from dedupd.imaging.hashing import oriented_variants
 from dedupd.memory import release_free_memory
+from dedupd.pathnames import is_under
 from dedupd.records import Encoding, FileRecord, Match
 from dedupd.search.embeddings import ANN_MIN_ROWS, EmbeddingSearch
 from dedupd.search.groups import grouped, partition
@@ -92,7 +93,6 @@ NEAR_METHODS = (EXACT, *IMAGEDEDUP_HASHES, ORIENTED_HASH, CNN)
 _SEARCH_MARGIN = 0.01
 _PAIR_BLOCK = 8192  # pairs judged at once: bounds the gathered embedding rows (2 x 8 MiB at 512-d)
 _RELINK_BLOCK = 4096  # records searched at once by a relink
-_RANK = {EXACT: 0, PHASH: 1, CNN: 2}
 #: A similar-tier link is stored with this prefix before the rule's method ("similar:cnn"): the pair is a
 #: different capture of one scene; it never joins a duplicate group and keeps its two files apart.
 SIMILAR_PREFIX = "similar:"
@@ -202,14 +202,9 @@ def _match(path: str, method: str, score: float) -> Match:
 
 
 def _strength(m: Match) -> tuple[int, float, str]:
-    """Best first: exact, then smaller distance, then higher similarity; ties by path."""
-    score = -m.similarity if m.similarity is not None else float(m.distance or 0)
-    return (_RANK.get(m.method, len(_RANK)), score, m.path)
-
-
-def _under(path: str, root: str) -> bool:
-    root = root.rstrip("/")
-    return path == root or path.startswith(root + "/")
+    """Best first (`matcher.evidence_rank`: exact, then smaller distance, then higher similarity); ties by path."""
+    score = m.similarity if m.similarity is not None else float(m.distance or 0)
+    return (*evidence_rank(m.method, score), m.path)
 
 
 def _pair_key(a: int, b: int) -> tuple[int, int]:
@@ -991,7 +986,7 @@ def _group(members: Sequence[int], links: Iterable[_RawLink], path: Mapping[int,
 def _keep_plan(records: Sequence[FileRecord], protected: Sequence[str]) -> KeepPlan:
     """The keep policy's plan for one group's records; members under a protected root are its keepers."""
     ordered, why = choose([_candidate(rec) for rec in records])
-    guarded = [c.path for c in ordered if any(_under(c.path, p) for p in protected)]
+    guarded = [c.path for c in ordered if any(is_under(c.path, p) for p in protected)]
     keepers = guarded or [ordered[0].path]
     if guarded:
         why = "in a protected root"

@@ -50,6 +50,8 @@ import xxhash
 
 from dedupd import lockfile
 from dedupd.errors import SkipReason, StoreDamaged, StoreError, StoreLocked, StoreVersionMismatch
+from dedupd.mounts import MOUNTINFO, NETWORK_FILESYSTEMS, filesystem_type, read_mountinfo
+from dedupd.pathnames import is_under
 from dedupd.records import Capture, Encoding, FileKey, FileRecord
 
 log = logging.getLogger(__name__)
@@ -62,14 +64,6 @@ _MAX_KEY = 511
 _PAGE = 1024  # records per read transaction when iterating, so no read txn lives long
 #: The lock file in the state dir: one process at a time owns a store (see `lockfile`).
 LOCK_NAME = "dedupd.lock"
-
-NETWORK_FILESYSTEMS = frozenset(
-    {
-        "nfs", "nfs4", "cifs", "smb", "smbfs", "smb2", "smb3", "ncpfs", "9p", "afs", "coda", "ceph",
-        "glusterfs", "lustre", "gpfs", "ocfs2", "gfs2", "davfs", "fuse.sshfs", "fuse.glusterfs",
-        "fuse.cephfs", "fuse.s3fs", "fuse.rclone", "fuse.davfs2", "fuse.gcsfuse", "fuse.juicefs",
-    }
-)  # fmt: skip
 
 _DBS = (
     ("meta", False),
@@ -138,40 +132,11 @@ type LinkFinder = Callable[[Commit], Iterable[Link]]
 
 
 # --------------------------------------------------------------------------------------------- filesystems
-def _unescape_mountinfo(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal (\\040 ...)."""
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def filesystem_type(path: str, mountinfo: str) -> str:
-    """The fs type of the mount holding absolute `path`, from /proc/self/mountinfo text (pure)."""
-    best, best_type = "", "unknown"
-    for line in mountinfo.splitlines():
-        head, sep, tail = line.partition(" - ")
-        fields = head.split()
-        if not sep or len(fields) < 5 or not tail.split():
-            continue
-        mount_point = _unescape_mountinfo(fields[4])
-        inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
-        if inside and len(mount_point) >= len(best):  # later lines shadow earlier ones at one point
-            best, best_type = mount_point, tail.split()[0]
-    return best_type
-
-
-def refuse_network_filesystem(path: str | os.PathLike[str], mountinfo_path: str = "/proc/self/mountinfo") -> None:
+def refuse_network_filesystem(path: str | os.PathLike[str], mountinfo_path: str = MOUNTINFO) -> None:
     """LMDB's locking and mmap are unsafe on remote filesystems, so a state dir there is refused."""
     real = os.path.realpath(path)
-    try:
-        text = Path(mountinfo_path).read_text(errors="replace")
-    except OSError:
+    text = read_mountinfo(mountinfo_path)
+    if text is None:
         log.warning("cannot read %s; state dir filesystem not checked", mountinfo_path)
         return
     fstype = filesystem_type(real, text)
@@ -295,11 +260,6 @@ def _hash_value(value: object) -> bytes | None:
         return int(value).to_bytes(8, "little")  # type: ignore[call-overload]
     except _RECORD_ERRORS:
         return None
-
-
-def _under(path: str, root: str) -> bool:
-    root = root.rstrip("/") or "/"
-    return path == root or path.startswith(root if root == "/" else root + "/")
 
 
 # --------------------------------------------------------------------------------------------- store
@@ -682,7 +642,7 @@ class Store:
                         found.append((int.from_bytes(value, "big"), os.fsdecode(key)))
                         continue
                     full = os.fsdecode(msgpack.unpackb(txn.get(value, db=self._dbs["files"]))[0])
-                    if _under(full, path) and full != path:
+                    if is_under(full, path) and full != path:
                         found.append((int.from_bytes(value, "big"), full))
         return found
 
@@ -855,7 +815,7 @@ class Store:
                     if len(page) == _PAGE:
                         break
             for rid, rec in page:
-                if under is None or _under(rec.key.path, under):
+                if under is None or is_under(rec.key.path, under):
                     yield rid, rec
             if len(page) < _PAGE:
                 return

@@ -34,6 +34,7 @@ from dedupd.errors import DedupdError, Skipped, StoreError
 from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import ENCODER_VERSION, EncodedFile
 from dedupd.memory import release_free_memory
+from dedupd.pathnames import is_under
 from dedupd.paths import default_locations, find_config_file, no_config_reason
 from dedupd.protocol import NEEDLES_WAIT_S, PROTOCOL_VERSION, ProtocolError
 from dedupd.records import Change, ChangeKind, Encoding, Match
@@ -41,7 +42,7 @@ from dedupd.search.keep import POLICY as KEEP_POLICY
 from dedupd.search.matcher import DUPLICATE, SIMILAR, evidence_rank
 from dedupd.service.control import ControlServer
 from dedupd.service.encodepool import EncodePool, Outcome
-from dedupd.service.needles import NeedleJobs, NeedleTools, is_under
+from dedupd.service.needles import NeedleJobs, NeedleTools
 from dedupd.service.notify import DesktopNotifier
 from dedupd.service.pipeline import OwnFiles, Pipeline, PipelineSettings, file_key, same_file_state
 from dedupd.service.progress import DuplicateLog, ScanProgress
@@ -321,7 +322,7 @@ class Daemon:
         best = None
         for spec in self._roots():
             root = spec.path.rstrip("/")
-            if (path == root or path.startswith(root + "/")) and (best is None or len(root) > len(best)):
+            if is_under(path, root) and (best is None or len(root) > len(best)):
                 best = root
         return best
 

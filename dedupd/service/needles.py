@@ -26,6 +26,7 @@ from typing import Any
 
 from dedupd.errors import Skipped
 from dedupd.imaging.encode import EncodedFile
+from dedupd.pathnames import is_under
 from dedupd.records import Encoding, Match
 from dedupd.service.encodepool import Outcome
 
@@ -180,12 +181,6 @@ def _images(directory: str) -> Iterator[str]:
                     yield entry.path
             except OSError:
                 continue
-
-
-def is_under(path: str, root: str) -> bool:
-    """`path` is `root` or below it (by name)."""
-    root = root.rstrip("/")
-    return path == root or path.startswith(root + "/")
 
 
 def _document(directory: str, found: dict[str, list[Match]], skipped: dict[str, str]) -> dict[str, Any]:

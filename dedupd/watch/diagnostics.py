@@ -1,35 +1,7 @@
-"""What the system says about a root: its filesystem type (from /proc/self/mountinfo) and the inotify sysctls,
-worded for the root's status line."""
+"""What the system says about a root's watches: the inotify sysctls, worded for the root's status line (its
+filesystem type is dedupd.mounts')."""
 
 from __future__ import annotations
-
-import re
-
-#: Filesystem types (/proc/self/mountinfo) whose changes made by other hosts inotify never sees: polled on "auto".
-NETWORK_FILESYSTEMS = frozenset(
-    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "fuse.rclone", "fuse.glusterfs", "ceph", "9p", "davfs"}
-)
-
-
-def filesystem_type(path: str, mountinfo: str | None = None) -> str:
-    """Type of the filesystem holding `path` (longest mount point prefix in /proc/self/mountinfo), "" if unknown."""
-    if mountinfo is None:
-        try:
-            with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as file:
-                mountinfo = file.read()
-        except OSError:
-            return ""
-    best, fstype = -1, ""
-    for line in mountinfo.splitlines():
-        fields, _, tail = line.partition(" - ")
-        parts = fields.split()
-        if len(parts) < 5 or not tail:
-            continue
-        mount_point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[4])
-        inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
-        if inside and len(mount_point) > best:
-            best, fstype = len(mount_point), tail.split()[0]
-    return fstype
 
 
 def read_int(path: str) -> int | None:

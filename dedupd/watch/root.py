@@ -21,9 +21,10 @@ from typing import cast
 from watchdog.observers.api import EventEmitter, ObservedWatch
 from watchdog.observers.inotify_c import InotifyFD
 
+from dedupd.mounts import NETWORK_FILESYSTEMS, filesystem_type
 from dedupd.records import Change, ChangeKind
 from dedupd.watch._watchdog_private import InotifyReader, WatchGroup
-from dedupd.watch.diagnostics import NETWORK_FILESYSTEMS, filesystem_type, read_int, watch_limit_detail
+from dedupd.watch.diagnostics import read_int, watch_limit_detail
 from dedupd.watch.events import Outlet
 from dedupd.watch.inotify import RootInotifyEmitter
 from dedupd.watch.policy import PathPolicy, RootSpec

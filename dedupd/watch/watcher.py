@@ -1,7 +1,7 @@
 """The watcher facade: roots -> `Change` events for a sink; the daemon's only view of the watch/ package.
 
 Each root is its own state machine (`root.py`), run by the inotify backend (`inotify.py`) or, on network
-filesystems (`polling = "auto"`, see diagnostics.NETWORK_FILESYSTEMS) and `polling = true` roots, by the polling
+filesystems (`polling = "auto"`, see mounts.NETWORK_FILESYSTEMS) and `polling = true` roots, by the polling
 backend (`polling.py`). `check_health()`, called every few seconds by the daemon, restarts a dead watcher thread
 (then RESCAN), probes every root from a helper thread (`prober.py`) so a hung network mount cannot hang the
 caller, and drives the timers of degraded and offline roots.

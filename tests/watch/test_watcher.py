@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from dedupd.mounts import filesystem_type
 from dedupd.records import Change, ChangeKind
 from dedupd.watch import DEFAULT_EXCLUDE, RootSpec, Watcher, scan
-from dedupd.watch.diagnostics import filesystem_type
 
 DEADLINE_S = 60.0  # a cap on waits for conditions, never a wait in itself: generous for a loaded machine
 
