@@ -131,6 +131,7 @@ def import_shards(
         if pending:
             catalog.apply(pending)
             report.imported += len(pending)
+            log.info("committed %d rows (%d of %d read so far imported)", len(pending), report.imported, report.rows)
             pending.clear()
 
     for path in files:

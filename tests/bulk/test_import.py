@@ -183,3 +183,36 @@ def test_a_file_that_is_not_the_format_is_refused_by_name(tmp_path: Path) -> Non
         parquet.shard_files(tmp_path / "empty")
     with pytest.raises(FormatError, match="no such file or directory"):
         parquet.shard_files(tmp_path / "missing")
+
+
+def test_an_import_killed_anywhere_then_run_again_holds_every_row_once(
+        library: tuple[Path, list[parquet.Row], str], tmp_path: Path) -> None:
+    """SIGKILL after its first batch committed (in the middle of the next ones), then the same import again: every
+    row once, the store sound (every page and secondary key checked)."""
+    folder, rows, _ = library
+    photo = next(row for row in rows if row.record.encoding is not None)
+    links = tmp_path / "links"
+    links.mkdir()
+    many = []
+    for i in range(4 * importer.BATCH):  # hard links: real files at distinct paths, one set of bytes
+        path = links / f"p{i:05d}.jpg"
+        os.link(photo.record.key.path, path)
+        many.append(replace(photo, record=replace(photo.record, key=replace(photo.record.key, path=str(path)))))
+    shard = write_shard(tmp_path / "many.parquet", many)
+    config = config_for(tmp_path / "home", links)
+    process = subprocess.Popen([sys.executable, "-m", "dedupd", "--log-level", "INFO", "import", str(shard),
+                                "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:  # the first batch is committed: kill it while it works on the next ones
+        if "committed" in line:
+            break
+    process.kill()
+    process.wait(60)
+    again = json.loads(dedupd("import", str(shard), "--config", str(config), "--json").stdout)
+    assert again["already"] >= importer.BATCH and again["imported"] + again["already"] == len(many)
+    assert again["skipped"] == {}
+    assert dedupd("check-store", "--config", str(config)).returncode == 0
+    catalog, _ = importer.open_catalog(load_settings(config))
+    with catalog:
+        assert catalog.store.counts()["encoded"] == len(many)
+        assert sorted(rec.key.path for _, rec in catalog.store.iter_records()) == [r.record.key.path for r in many]
