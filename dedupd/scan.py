@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from dedupd.encodepool import EncodePool, Outcome
 from dedupd.errors import Skipped, SkipReason
 from dedupd.imaging.cnn import Encoder, ModelSpec, resolve_model
 from dedupd.imaging.encode import EncodedFile
@@ -39,7 +40,6 @@ from dedupd.search.matcher import (
     stronger,
     tiers,
 )
-from dedupd.service.encodepool import EncodePool, Outcome
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,7 @@ import numpy as np
 from dedupd import __version__
 from dedupd.catalog import Catalog, Group, IndexConfig
 from dedupd.config import Settings, changed_keys, load_settings
+from dedupd.encodepool import EncodePool, Outcome
 from dedupd.errors import DedupdError, Skipped, StoreError
 from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import ENCODER_VERSION, EncodedFile
@@ -41,7 +42,6 @@ from dedupd.records import Change, ChangeKind, Encoding, Match
 from dedupd.search.keep import POLICY as KEEP_POLICY
 from dedupd.search.matcher import DUPLICATE, SIMILAR, evidence_rank
 from dedupd.service.control import ControlServer
-from dedupd.service.encodepool import EncodePool, Outcome
 from dedupd.service.needles import NeedleJobs, NeedleTools
 from dedupd.service.notify import DesktopNotifier
 from dedupd.service.pipeline import OwnFiles, Pipeline, PipelineSettings, file_key, same_file_state

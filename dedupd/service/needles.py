@@ -24,11 +24,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
+from dedupd.encodepool import Outcome
 from dedupd.errors import Skipped
 from dedupd.imaging.encode import EncodedFile
 from dedupd.pathnames import is_under
 from dedupd.records import Encoding, Match
-from dedupd.service.encodepool import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 
 from dedupd.catalog import Applied, Catalog
+from dedupd.encodepool import EncodePool, Outcome, SameContent
 from dedupd.errors import Skipped, SkipReason, StoreError
 from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import DEFAULT_MAX_FILE_SIZE, EncodedFile
 from dedupd.records import Change, ChangeKind, FileKey, FileRecord, Match
-from dedupd.service.encodepool import EncodePool, Outcome, SameContent
 from dedupd.service.reports import ReportWriter
 from dedupd.store import Move, Removal, Restat
 

@@ -16,11 +16,11 @@ import pytest
 from PIL import Image
 
 from dedupd.catalog import Catalog, IndexConfig
+from dedupd.encodepool import TEST_HOOK_ENV, EncodePool
 from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import content_digest
 from dedupd.records import Change, ChangeKind, Match
 from dedupd.search.matcher import MatcherSettings
-from dedupd.service.encodepool import TEST_HOOK_ENV, EncodePool
 from dedupd.service.pipeline import Pipeline, PipelineSettings
 from dedupd.service.reports import ReportWriter
 from dedupd.watch import RootSpec, scan

@@ -6,9 +6,9 @@ outcome. A file that cannot be decoded has no thumbnail (the page shows its name
 
 from concurrent.futures import TimeoutError as FutureTimeout
 
+from dedupd.encodepool import EncodePool
 from dedupd.imaging.decode import DEFAULT_MAX_PIXELS
 from dedupd.imaging.thumbnail import Thumbnail
-from dedupd.service.encodepool import EncodePool
 
 #: How long one thumbnail may take (a large photo decodes at reduced size; this only bounds a stuck one).
 THUMBNAIL_TIMEOUT_S = 30.0

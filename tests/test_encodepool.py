@@ -1,4 +1,4 @@
-"""Encode worker pool (dedupd.service.encodepool): real worker processes on real image files.
+"""Encode worker pool (dedupd.encodepool): real worker processes on real image files.
 
 Hangs and crashes come from the test-only decode hook (tests/service/decode_hook.py), chosen by file name.
 """
@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dedupd.encodepool import TEST_HOOK_ENV, EncodePool, Outcome
 from dedupd.errors import Skipped, SkipReason
 from dedupd.imaging.cnn import resolve_model
 from dedupd.imaging.encode import EncodedFile, encode_path
-from dedupd.service.encodepool import TEST_HOOK_ENV, EncodePool, Outcome
 
-HOOK = Path(__file__).with_name("decode_hook.py")
+HOOK = Path(__file__).parent / "service" / "decode_hook.py"
 #: The pool's timeout in the tests of the timeout itself: they last that long. The files that must not time out
 #: meanwhile are small generated JPEGs (milliseconds to decode), so even a heavily loaded machine stays far inside it.
 SHORT_TIMEOUT_S = 5
@@ -410,7 +410,7 @@ def test_a_worker_killed_by_its_own_alarm_is_a_timeout(tmp_path: Path, images: l
 
 ORPHANING_DAEMON = """
 import sys, time
-from dedupd.service.encodepool import EncodePool
+from dedupd.encodepool import EncodePool
 
 if __name__ == "__main__":
     pool = EncodePool(1, print, timeout_s=1)
