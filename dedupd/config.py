@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomli_w
 from pydantic import (
@@ -35,9 +35,8 @@ from pydantic_settings import EnvSettingsSource
 
 from dedupd import paths
 from dedupd.errors import ConfigError
-
-if TYPE_CHECKING:
-    from dedupd.search.matcher import MatcherSettings
+from dedupd.imaging.cnn import registry_names
+from dedupd.search.matcher import MatcherSettings
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +145,6 @@ def _model_name(value: str, info: ValidationInfo) -> str:
         if path.suffix != ".onnx":
             raise ValueError(f"a model path must name an .onnx file (got {value!r})")
         return str(path)
-    from dedupd.imaging.cnn import registry_names
-
     names = registry_names()
     if value.replace("_", "-") not in names:
         raise ValueError(f"unknown model {value!r}: use one of {', '.join(names)} or a path to an .onnx file")
@@ -317,10 +314,8 @@ class Settings(_Section):
         but worth a warning in `check-config`."""
         return [root.path for root in self.roots if not root.path.exists()]
 
-    def matcher_settings(self) -> "MatcherSettings":
+    def matcher_settings(self) -> MatcherSettings:
         """The duplicate rule these settings ask for."""
-        from dedupd.search.matcher import MatcherSettings
-
         return MatcherSettings(
             hash_threshold=self.phash.threshold,
             hash_confirm_similarity=self.phash.confirm_similarity,
