@@ -48,6 +48,12 @@ def photo_set() -> ModuleType:
 
 
 @pytest.fixture(scope="session")
+def dng() -> ModuleType:
+    """tests/fixtures/dng.py: DNG files (camera RAW) made from real photographs by tifffile."""
+    return _fixture_module("dng")
+
+
+@pytest.fixture(scope="session")
 def photo_files(photo_set: ModuleType) -> list[Path]:
     """Paths of 200+ distinct real photographs (96 px JPEG tiles), made once into a cache."""
     return photo_set.photo_paths()

@@ -7,7 +7,8 @@ reason. Two paths share it:
 * the imagededup path (`load_image`, `preprocess`): bit-for-bit imagededup's `load_image` /
   `preprocess_image` (imagededup-spec.md §3-§4): format whitelist, non-RGB -> RGBA -> RGB, no EXIF
   orientation, frame 0, per-channel LANCZOS resize *before* the luma conversion;
-* dedupd's own path (`open_image`): every format Pillow and pillow-heif read (HEIC/HEIF, AVIF).
+* dedupd's own path (`open_image`): every format Pillow and pillow-heif read (HEIC/HEIF, AVIF); in
+  `open_for_matching`, camera RAWs through LibRaw first (imaging.raw).
 """
 
 import io
@@ -25,6 +26,7 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 
 from dedupd.errors import Skipped, SkipReason, without_addresses
 from dedupd.imaging.capture import read_capture
+from dedupd.imaging.raw import open_raw, raw_container
 from dedupd.records import Capture
 
 log = logging.getLogger(__name__)
@@ -234,6 +236,23 @@ class Decoded(NamedTuple):
 
 
 @contextmanager
+def _open_camera_format(data: bytes, min_side: int, max_pixels: int) -> Iterator[Decoded | None]:
+    """The `Decoded` of a camera RAW (imaging.raw); None for other bytes (and a TIFF LibRaw does not know)."""
+    container = raw_container(data)
+    raw = open_raw(data, container, min_side=min_side, max_pixels=max_pixels) if container is not None else None
+    if raw is not None:
+        with raw.image:
+            try:
+                stored = _to_display_rgb(_reduced(raw.image, min_side))
+                oriented = stored.transpose(raw.transpose) if raw.transpose is not None else stored
+            except Exception as exc:  # noqa: BLE001 - the preview JPEG's decoder errors
+                raise skip_for_exception(exc) from exc
+            yield Decoded(stored, oriented, raw.size, raw.capture)
+        return
+    yield None
+
+
+@contextmanager
 def open_for_matching(
     data: bytes, *, min_side: int = MATCH_MIN_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Iterator[Decoded]:
@@ -244,6 +263,10 @@ def open_for_matching(
     """
     if not data:
         raise Skipped(SkipReason.TOO_SMALL, "empty file")
+    with _open_camera_format(data, min_side, max_pixels) as camera:
+        if camera is not None:
+            yield camera
+            return
     try:
         with open_image(io.BytesIO(data), max_pixels=max_pixels) as image:
             try:
