@@ -47,6 +47,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 OWNERS: Mapping[str, tuple[str, ...]] = {
     "PIL": ("dedupd.imaging",),
     "onnxruntime": ("dedupd.imaging.cnn",),
+    "rawpy": ("dedupd.imaging.raw",),
     "lmdb": ("dedupd.store",),
     "watchdog": ("dedupd.watch",),
     "jeepney": ("dedupd.service.notify",),
@@ -57,7 +58,7 @@ OWNERS: Mapping[str, tuple[str, ...]] = {
 
 #: What `dedupctl` must not load when it starts (it runs for every shell completion and every request).
 HEAVY = frozenset({"numpy", "PIL", "onnxruntime", "lmdb", "watchdog", "jeepney", "scipy", "pywt", "pydantic",
-                   "usearch", "pyarrow", "ray", "msgpack", "xxhash", "torch"})
+                   "usearch", "pyarrow", "ray", "msgpack", "xxhash", "torch", "rawpy"})
 LIGHT_ENTRY = "dedupd.cli.dedupctl"
 
 
