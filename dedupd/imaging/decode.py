@@ -7,8 +7,9 @@ reason. Two paths share it:
 * the imagededup path (`load_image`, `preprocess`): bit-for-bit imagededup's `load_image` /
   `preprocess_image` (imagededup-spec.md §3-§4): format whitelist, non-RGB -> RGBA -> RGB, no EXIF
   orientation, frame 0, per-channel LANCZOS resize *before* the luma conversion;
-* dedupd's own path (`open_image`): every format Pillow and pillow-heif read (HEIC/HEIF, AVIF); in
-  `open_for_matching`, camera RAWs through LibRaw first (imaging.raw).
+* dedupd's own path (`open_image`): every format Pillow and its plugins read (HEIC/HEIF through pillow-heif,
+  AVIF natively, JPEG XL through pillow-jxl-plugin); in `open_for_matching`, camera RAWs through LibRaw
+  first (imaging.raw).
 """
 
 import io
@@ -22,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pillow_heif
+import pillow_jxl  # noqa: F401 - importing it registers the JPEG XL reader with Pillow
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from dedupd.errors import Skipped, SkipReason, without_addresses
@@ -51,11 +53,12 @@ _TRUNCATION_MARKERS = ("truncated", "broken data stream", "premature end", "unex
 
 def ends_early(data: bytes) -> bool:
     """Whether the file ends before its container says it does (pure): a RIFF file (WebP) shorter than its
-    header's size, or an ISO-BMFF file (HEIC, AVIF) whose top-level boxes run past its end. Why: their
-    decoders report a cut file as a generic error ("could not create decoder object")."""
+    header's size, or an ISO-BMFF file (HEIC, AVIF, a JPEG XL container) whose top-level boxes run past its
+    end. Why: their decoders report a cut file as a generic error ("could not create decoder object",
+    libjxl's "Generic Error")."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return int.from_bytes(data[4:8], "little") + 8 > len(data)
-    if data[4:8] != b"ftyp":
+    if data[4:8] not in (b"ftyp", b"JXL "):
         return False
     offset = 0
     while offset + 8 <= len(data):
