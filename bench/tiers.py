@@ -1,14 +1,15 @@
-"""How the pixel evidence's thresholds were chosen (issue 9): sibling verdicts on true copies vs different captures.
+"""How the pixel verification's thresholds were chosen (issue 9): copies lost vs different captures caught.
 
 Usage: .venv/bin/python bench/tiers.py [--corpus camera|ukbench|captures ...] [--workers N]
 
 For each corpus, `dedupd scan`'s own encoder and candidate rule (`scan_directory`) give every pair the rule
-accepts by the oriented pHash (the only pairs the pixel evidence judges, `search.matcher.tiers`); each pair's
-thumbnails are then compared under a grid of `PixelSettings` (aligned median, changed peak, border margin),
-and the script prints how many same-capture pairs (a loss: they would be split off as "similar") and how
-many different-capture pairs (a gain) would get the SIBLING verdict. Ground truth: the corpus's (capture for
-tests/fixtures/captures.py). The chosen defaults are marked with *. Metadata is left out on purpose: this
-measures what the pixels alone can tell. Runs in-process; timing is not the point.
+accepts; each pair but byte copies is verified once on the stored thumbnails (`search.verify.Verifier`, the
+figures: inliers, keypoint residual, change after alignment, whether the transform is at most a shift), and
+the verdict is then re-read under a grid of `VerifySettings` (`verify.judge`). Printed per setting: same-capture
+pairs that would fail (a loss: split off as "similar"), different-capture pairs that would pass (a miss).
+Pair counts, not groups: bench/scan.py scores the groups the chosen defaults (marked *) give. Ground truth:
+the corpus's (capture for tests/fixtures/captures.py). Metadata is left out on purpose: this measures what
+the pixels alone can tell. Runs in-process; the verification's time per pair is printed too.
 """
 
 from __future__ import annotations
@@ -16,19 +17,20 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
-
-import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 from scan import corpus_folder, corpus_truth  # noqa: E402 - bench/scan.py owns the corpora
 
+from dedupd.records import thumb_pixels  # noqa: E402
 from dedupd.scan import scan_directory  # noqa: E402
-from dedupd.search.matcher import MatcherSettings, _in_order  # noqa: E402
-from dedupd.search.pixels import SIBLING, PixelSettings, compare, thumbnails  # noqa: E402
+from dedupd.search.matcher import MatcherSettings  # noqa: E402
+from dedupd.search.verify import COPY, Verifier, VerifySettings, judge  # noqa: E402
 
-GRID = {"aligned_median": (6.0, 10.0, 15.0), "changed_peak": (40.0, 60.0, 100.0), "margin": (0, 8)}
+GRID = {"max_change": (30.0, 40.0, 60.0), "max_change_unscaled": (8.0, 12.0, 16.0, 20.0, 30.0)}
 
 
 def main() -> None:
@@ -37,25 +39,32 @@ def main() -> None:
                         default=["captures", "ukbench", "camera"])  # fmt: skip
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    chosen = PixelSettings()
+    chosen = VerifySettings()
     for corpus in args.corpus:
-        folder = corpus_folder(corpus)
         truth, _, _ = corpus_truth(corpus)
-        result = scan_directory(folder, MatcherSettings.defaults(), workers=args.workers)
-        pairs = [p for p in result.pairs if p.method == "phash"]
-        thumbs = [(result.files[p.first].thumb, result.files[p.second].thumb) for p in pairs]
-        kept = [k for k, (x, y) in enumerate(thumbs) if x and y]
-        ordered = [_in_order(thumbs[k][0] or b"", thumbs[k][1] or b"") for k in kept]
-        a, b = thumbnails([x for x, _ in ordered]), thumbnails([y for _, y in ordered])
-        same = np.array([truth.get(result.files[pairs[k].first].path.name) ==
-                         truth.get(result.files[pairs[k].second].path.name) for k in kept])  # fmt: skip
-        print(f"{corpus}: {len(pairs)} pHash-path pairs, {int(same.sum())} same capture, {int((~same).sum())} not")
-        for median, peak, margin in itertools.product(*GRID.values()):
-            settings = PixelSettings(aligned_median=median, changed_peak=peak, margin=margin)
-            sibling = np.array([e.verdict == SIBLING for e in compare(a, b, settings)])
+        result = scan_directory(corpus_folder(corpus), MatcherSettings.defaults(), workers=args.workers)
+        pairs = [p for p in result.pairs if p.method != "exact"]
+        images = {id(f): thumb_pixels(f.thumb) for f in result.files}
+        verifier, found, same = Verifier(), [], []
+        started = time.process_time()
+        for p in pairs:
+            a, b = images[id(result.files[p.first])], images[id(result.files[p.second])]
+            if a is None or b is None:
+                continue
+            found.append(verifier.verify(a, b))
+            same.append(truth.get(result.files[p.first].path.name) == truth.get(result.files[p.second].path.name))
+        spent = time.process_time() - started
+        print(f"{corpus}: {len(found)} verified pairs ({sum(same)} same capture, {len(same) - sum(same)} not), "
+              f"{1000 * spent / max(1, len(found)):.2f} ms CPU a pair (keypoints of {len(result.files)} files "
+              "included)")
+        for values in itertools.product(*GRID.values()):
+            settings = replace(chosen, **dict(zip(GRID, values, strict=True)))
+            copy = [judge(f, settings) == COPY for f in found]
+            lost = sum(c is False and s for c, s in zip(copy, same, strict=True))
+            missed = sum(c and not s for c, s in zip(copy, same, strict=True))
             mark = "*" if settings == chosen else " "
-            print(f" {mark} median <= {median:>4.0f}  peak > {peak:>4.0f}  margin {margin}:  same capture split off "
-                  f"{int((sibling & same).sum()):>4}   different captures caught {int((sibling & ~same).sum()):>4}")
+            shown = "  ".join(f"{name} {value:>4}" for name, value in zip(GRID, values, strict=True))
+            print(f" {mark} {shown}:  same capture split off {lost:>5}   different captures passed {missed:>5}")
 
 
 if __name__ == "__main__":

@@ -818,7 +818,7 @@ class Catalog:
         {"exact": bool, "oriented_distance": int, "similarity": float | None (None without the CNN or an
         embedding), "phash"/"ahash"/"dhash"/"whash": int | None (plain Hamming distance of the
         imagededup-style hashes), "decision": "exact" | "phash" | "cnn" | None, and the tier evidence of
-        `matcher.evidence_of`: "metadata", "metadata_detail", "pixels", "pixel_median", "pixel_peak",
+        `matcher.evidence_of`: "metadata", "metadata_detail", "pixels", "pixel_detail",
         "tier": "duplicate" | "similar" | None, "tier_evidence"}. Ignored pairs are explained like any
         other: the decision is the rule's."""
         with self._lock:

@@ -45,15 +45,36 @@ class Capture:
         return bool(self.make or self.model or self.time)
 
 
+_THUMB_MAGIC = b"T"
+
+
+def pack_thumb(pixels: np.ndarray) -> bytes:
+    """A (h, w) uint8 grey thumbnail as stored: b"T", width and height (uint16 little-endian), the rows."""
+    height, width = pixels.shape
+    return _THUMB_MAGIC + width.to_bytes(2, "little") + height.to_bytes(2, "little") + pixels.astype(np.uint8).tobytes()
+
+
+def thumb_pixels(thumb: bytes | None) -> np.ndarray | None:
+    """The (h, w) uint8 array of a `pack_thumb` thumbnail; None for none, or the older 32x32 layout (raw
+    1,024 bytes: 5 + w*h is never 1,024 for sides of at most 128, so the two layouts cannot be confused)."""
+    if not thumb or len(thumb) < 5 or thumb[:1] != _THUMB_MAGIC:
+        return None
+    width, height = int.from_bytes(thumb[1:3], "little"), int.from_bytes(thumb[3:5], "little")
+    if width * height != len(thumb) - 5 or not width or not height:
+        return None
+    return np.frombuffer(thumb, np.uint8, offset=5).reshape(height, width)
+
+
 @dataclass(frozen=True, slots=True)
 class Encoding:
     """Everything dedupd derives from one decoded image.
 
     `hashes` maps a hash name ("phash", "ahash", "dhash", "whash", plus any the matcher adds) to a
     64-bit unsigned int; `embedding` is the L2-normalised CNN vector, absent when the CNN is off.
-    `capture` is the capture identity from metadata and `thumb` the 32x32 grey thumbnail (EXIF
-    orientation applied, row-major bytes) the matcher verifies aligned copies on; both are None in
-    records written before they existed (no evidence).
+    `capture` is the capture identity from metadata and `thumb` the grey thumbnail (EXIF orientation
+    applied, long side 128, `pack_thumb`) the matcher verifies candidate pairs on; both are None in
+    records written before they existed, and a record of the 32x32 layout before that holds a thumb
+    `thumb_pixels` does not read (no evidence either way until the file changes).
     """
 
     digest: bytes

@@ -11,7 +11,8 @@ Columns (format 1; nullable unless said):
 - ``phash``, ``ahash``, ``dhash``, ``whash``, ``dct`` uint64: the hashes (`dedupd.imaging.encode`)
 - ``capture`` struct of strings (format, time, subsec, offset, make, model, serial, unique_id, burst_id):
   the capture identity from metadata; null when the record has none
-- ``thumb`` binary(1024): the 32x32 grey thumbnail the matcher's pixel check uses
+- ``thumb`` binary: the grey thumbnail the matcher verifies pairs on (`records.pack_thumb`; 1,024 raw bytes in
+  encodings of an older version, which the matcher reads as no pixel evidence)
 - ``embedding`` fixed-size list of float16 (the model's dimension): the L2-normalised CNN vector, stored as the
   store stores it (float16, so a row round-trips bit for bit); null when the CNN was off
 - ``encoder`` string, not null: the encoder version (`ENCODER_VERSION`); ``model`` string: the CNN model's

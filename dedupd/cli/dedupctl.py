@@ -301,14 +301,12 @@ _EXPLAIN_ROWS = (
     ("same bytes", "exact"), ("oriented pHash", "oriented_distance"), ("CNN similarity", "similarity"),
     ("pHash", "phash"), ("aHash", "ahash"), ("dHash", "dhash"), ("wHash", "whash"),
     ("rule", "decision"), ("metadata", "metadata"), ("  because", "metadata_detail"), ("pixels", "pixels"),
-    ("  median / peak", "pixel_median"), ("tier", "tier"), ("  decided by", "tier_evidence"),
+    ("  because", "pixel_detail"), ("tier", "tier"), ("  decided by", "tier_evidence"),
 )
 
 
 def _explain_value(evidence: Mapping[str, Any], key: str) -> str:
     value = evidence.get(key)
-    if key == "pixel_median":
-        return "-" if value is None else f"{value} / {evidence.get('pixel_peak')} grey levels"
     if key == "decision":
         return value or "not a match"
     if isinstance(value, bool):

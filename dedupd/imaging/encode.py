@@ -5,7 +5,7 @@ the bytes read, the four imagededup-style hashes (approximations: reduced decode
 orientation, as imagededup would see the file), the orientation-aware sign hash the matcher
 indexes (its 8 dihedral variants make EXIF rotation irrelevant to it), and the CNN input tensor
 (EXIF orientation applied: the CNN is not rotation invariant), the capture identity from metadata
-and a 32x32 grey thumbnail of the displayed image (the matcher's pixel check of aligned copies).
+and a small grey thumbnail of the displayed image (the matcher's verification of candidate pairs).
 Runs in worker processes: no LMDB, no ONNX Runtime here.
 """
 
@@ -21,14 +21,14 @@ from dedupd.errors import Skipped, SkipReason
 from dedupd.imaging.cnn import ModelSpec, prepare
 from dedupd.imaging.decode import DEFAULT_MAX_PIXELS, MATCH_MIN_SIDE, open_for_matching, preprocess, skip_for_exception
 from dedupd.imaging.hashing import TARGET_SIZES, bits_to_int, dct_sign_bits, dihedral_variants, hash_int
-from dedupd.records import Encoding
+from dedupd.records import Encoding, pack_thumb
 
 #: Bumped when the encoder's output changes meaning: the store (and `dedupd import`) refuse mismatched encodings.
 ENCODER_VERSION = "2"  # 2: sign hash of the stored orientation, from the single 256 px resize
 
-#: Side of the grey thumbnail every encoding keeps (1 KiB): enough to see a walking person move between two
-#: frames, small enough to compare thousands of pairs a second (BENCHMARKS.md "Tiers").
-THUMB_SIDE = 32
+#: Long side of the grey thumbnail every encoding keeps (aspect kept, ~12 KiB at 4:3): the smallest on which
+#: keypoints still verify a crop or a rotation and a moved object still shows (BENCHMARKS.md "Tiers").
+THUMB_LONG_SIDE = 128
 
 #: Name of the matcher's orientation-aware hash in `Encoding.hashes` and in the store.
 ORIENTED_HASH = "dct"
@@ -102,7 +102,9 @@ def encode_bytes(
             # The sign hash needs no EXIF rotation: matching compares all 8 orientations anyway.
             sign_bits = dct_sign_bits(gray["phash"])
             cnn_input = prepare(oriented, cnn_spec) if cnn_spec else None
-            thumb = oriented.convert("L").resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX).tobytes()
+            grey = oriented.convert("L")
+            grey.thumbnail((THUMB_LONG_SIDE, THUMB_LONG_SIDE), Image.Resampling.BOX)
+            thumb = pack_thumb(np.asarray(grey))
         except Skipped:
             raise
         except Exception as exc:  # noqa: BLE001 - a decoder error surfacing during resampling

@@ -22,8 +22,11 @@ it is a different capture of the same scene, a *similar* pair (`tier`):
    have it), two ImageUniqueIDs, cameras (make, model, body serial) or burst ids that differ mean
    two captures; the same unique id, or the same time with the same sub-seconds, means one;
    metadata missing on either side (stripped, a screenshot) is no evidence;
-3. pixels (`search.pixels`): where metadata is silent, thumbnails that line up but differ locally
-   are two captures (a burst of a static scene); anything else leaves the rule's verdict standing.
+3. pixels (`search.verify`): where metadata is silent, the pair's thumbnails must map onto each other
+   by one affine transform with nothing changed after alignment (a copy, however resized, cropped,
+   flipped or re-toned); a pair that fails (a pan, a stereo or viewpoint pair, a burst of a static
+   scene where something moved) is two captures. Without thumbnails of the current layout on both
+   sides (records of an older version, until the file changes) the rule's verdict stands.
 """
 
 from collections.abc import Iterator, Sequence
@@ -32,8 +35,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from dedupd.records import Capture
-from dedupd.search.pixels import SIBLING, PixelEvidence, compare, thumbnails
+from dedupd.records import Capture, thumb_pixels
+from dedupd.search.verify import COPY, Verification, Verifier
 
 #: How many (row, column) cells one chunk of the all-pairs scan may hold: bounds memory at ~64 MiB.
 PAIR_CHUNK_CELLS = 1 << 22
@@ -144,18 +147,18 @@ def different_captures(a: object, b: object) -> bool:
     return isinstance(a, Capture) and isinstance(b, Capture) and capture_verdict(a, b)[0] == SIMILAR
 
 
-def tier(exact: bool, capture: tuple[str | None, str], pixels: PixelEvidence | None) -> tuple[str, str]:
+def tier(exact: bool, capture: tuple[str | None, str], check: Verification | None) -> tuple[str, str]:
     """The tier of a pair the rule accepts (module docstring) and the evidence that decided it."""
     if exact:
         return DUPLICATE, "same bytes"
     verdict, reason = capture
     if verdict is not None:
         return verdict, reason
-    if pixels is not None and pixels.verdict == SIBLING:
-        return SIMILAR, f"pixels differ locally (aligned: median {pixels.median}, peak {pixels.peak})"
-    if pixels is not None and pixels.verdict is not None:
-        return DUPLICATE, f"pixels agree (peak {pixels.peak})"
-    return DUPLICATE, ""
+    if check is None:
+        return DUPLICATE, ""
+    if check.verdict == COPY:
+        return DUPLICATE, f"pixels verified: {check.describe()}"
+    return SIMILAR, f"pixels not one capture: {check.describe()}"
 
 
 type Side = tuple[Capture | None, bytes | None]  # what the tiers read of one file: capture identity, thumbnail
@@ -166,46 +169,52 @@ def tiers(
 ) -> list[tuple[str, str]]:
     """(tier, evidence) of each pair (first[k], second[k]) the rule accepted by `methods[k]`.
 
-    Pixels are compared only where metadata is silent, both files have a thumbnail, and the rule
-    accepted the pair by the oriented pHash ("phash"): its small distance says the two pictures
-    line up, so a local difference means a changed scene. A pair only the CNN accepts (crops, strong
-    rotations, a moving camera) is not aligned: a crop of a sharp photo would look locally changed
-    (BENCHMARKS.md "Tiers"). One vectorised pass."""
+    Every pair but byte copies is verified on its thumbnails (`search.verify`) where metadata is
+    silent and both files have one; each distinct thumbnail's keypoints are computed once."""
     exact = [method == "exact" for method in methods]
-    pairs = list(zip(exact, first, second, strict=True))
-    verdicts = [(None, "") if same else capture_verdict(a[0], b[0]) for same, a, b in pairs]
-    look = [k for k, ((_, (_, ta), (_, tb)), (v, _)) in enumerate(zip(pairs, verdicts, strict=True))
-            if methods[k] == "phash" and v is None and ta and tb and len(ta) == len(tb)]  # fmt: skip
-    pixels: dict[int, PixelEvidence] = {}
-    if look:
-        ordered = [_in_order(first[k][1] or b"", second[k][1] or b"") for k in look]
-        found = compare(thumbnails([x for x, _ in ordered]), thumbnails([y for _, y in ordered]))
-        pixels = dict(zip(look, found, strict=True))
-    return [tier(same, verdict, pixels.get(k)) for k, (same, verdict) in enumerate(zip(exact, verdicts, strict=True))]
+    verifier = Verifier()
+    pixels: dict[bytes, np.ndarray | None] = {}
+
+    def image(thumb: bytes | None) -> np.ndarray | None:
+        if not thumb:
+            return None
+        if thumb not in pixels:
+            pixels[thumb] = thumb_pixels(thumb)
+        return pixels[thumb]
+
+    out = []
+    for same, a, b in zip(exact, first, second, strict=True):
+        verdict = (None, "") if same else capture_verdict(a[0], b[0])
+        check = None
+        if not same and verdict[0] is None:
+            check = _verify(verifier, image(a[1]), image(b[1]))
+        out.append(tier(same, verdict, check))
+    return out
 
 
-def _in_order(a: bytes, b: bytes) -> tuple[bytes, bytes]:
-    """The two thumbnails in a fixed order: the brightness fit is one-way, the verdict must not depend on
-    which file came first (the daemon meets pairs in arrival order, the scan in path order)."""
-    return (a, b) if a <= b else (b, a)
+def _verify(verifier: Verifier, a: np.ndarray | None, b: np.ndarray | None) -> Verification | None:
+    """The verification of two thumbnails in a fixed order (the brightness fit and the warp are one-way, the
+    verdict must not depend on which file came first: the daemon meets pairs in arrival order, the scan in
+    path order); None when either is missing."""
+    if a is None or b is None:
+        return None
+    if (a.shape, a.tobytes()) > (b.shape, b.tobytes()):
+        a, b = b, a
+    return verifier.verify(a, b)
 
 
 def evidence_of(a: Side, b: Side, method: str | None) -> dict[str, object]:
     """Every piece of tier evidence about one pair the rule accepted by `method` (None: not accepted), for
-    `--explain`: metadata verdict, pixel figures (shown for any pair; they decide only "phash" pairs)."""
+    `--explain`: metadata verdict, the pixel verification (shown for any pair with thumbnails)."""
     exact = method == "exact"
     verdict, reason = (None, "") if exact else capture_verdict(a[0], b[0])
-    pixels = None
-    if a[1] and b[1] and len(a[1]) == len(b[1]):
-        x, y = _in_order(a[1], b[1])
-        pixels = compare(thumbnails([x]), thumbnails([y]))[0]
-    decided, why = tier(exact, (verdict, reason), pixels if method == "phash" else None)
+    check = _verify(Verifier(), thumb_pixels(a[1]), thumb_pixels(b[1]))
+    decided, why = tier(exact, (verdict, reason), check if method is not None and verdict is None else None)
     return {
         "metadata": verdict and ("same capture" if verdict == DUPLICATE else "different captures"),
         "metadata_detail": reason or ("missing on one side" if a[0] is None or b[0] is None else "silent"),
-        "pixels": None if pixels is None else pixels.verdict or "no evidence",
-        "pixel_median": None if pixels is None else pixels.median,
-        "pixel_peak": None if pixels is None else pixels.peak,
+        "pixels": None if check is None else ("one capture" if check.verdict == COPY else "not one capture"),
+        "pixel_detail": None if check is None else check.describe(),
         "tier": decided,
         "tier_evidence": why,
     }

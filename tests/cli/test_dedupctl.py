@@ -39,7 +39,7 @@ QUERY_LINE = "/home/u/x.jpg: 1 duplicate, 1 similar (other captures of the scene
 EXPLAIN = {"/srv/photos/b.jpg": {
     "exact": False, "oriented_distance": 3, "similarity": 0.97, "phash": 4, "ahash": 2, "dhash": 5, "whash": 3,
     "decision": "phash", "metadata": "different captures", "metadata_detail": "capture time 2024:06:01 18:30:14.52 "
-    "vs 2024:06:01 18:30:14.92", "pixels": "no evidence", "pixel_median": 4.1, "pixel_peak": 63.0,
+    "vs 2024:06:01 18:30:14.92", "pixels": "not one capture", "pixel_detail": "14/90 keypoints on one transform",
     "tier": "similar", "tier_evidence": "capture time 2024:06:01 18:30:14.52 vs 2024:06:01 18:30:14.92"}}
 QUERY = {"file": "/home/u/x.jpg", "matches": [{**GROUPS[0][1], "tier": "duplicate"},
                                               {**GROUPS[0][2], "tier": "similar"}], "explain": EXPLAIN}
@@ -171,8 +171,8 @@ evidence for /srv/photos/b.jpg:
   rule             phash
   metadata         different captures
     because        capture time 2024:06:01 18:30:14.52 vs 2024:06:01 18:30:14.92
-  pixels           no evidence
-    median / peak  4.1 / 63.0 grey levels
+  pixels           not one capture
+    because        14/90 keypoints on one transform
   tier             similar
     decided by     capture time 2024:06:01 18:30:14.52 vs 2024:06:01 18:30:14.92
 """

@@ -1,0 +1,179 @@
+"""Geometric verification of a candidate pair: one capture (a copy) or two (a sibling shot).
+
+Why: every global descriptor (pHash, the copy-detection CNN) calls a burst frame, a pan, a stereo
+pair or a static scene filmed a second later "near-identical" (BENCHMARKS.md "Tiers": siblings reach
+CNN 0.995 and 1 bit of pHash, more than some true copies). What tells them apart is *local*: a copy
+(re-encoded, resized, cropped, flipped, rotated, re-toned) maps onto the other file by one affine
+transform, pixel for pixel; a sibling does not: something moved, the camera moved (parallax), or
+the light changed.
+
+On the two stored grey thumbnails (`records.thumb_pixels`: long side `THUMB_LONG_SIDE`, EXIF
+orientation applied, aspect kept) the check is
+
+1. ORB keypoints (OpenCV) of each thumbnail and of its mirror image (ORB is rotation- but not
+   mirror-invariant), mutual nearest neighbours by Hamming distance (not a ratio test: ORB finds the
+   same corner at several scales, so a near-identical copy's second-best match is as close as its
+   best), and the affine transform RANSAC finds with the
+   most inliers (`cv2.estimateAffine2D`, 6 degrees of freedom: a squashed-aspect resize is affine);
+2. the first picture warped onto the second, both slightly blurred (what two decoders disagree on),
+   a least-squares brightness/contrast fit, and per pixel
+   how far it lies outside the range of the other's 3x3 neighbourhood (sub-pixel misalignment and
+   resampling cost nothing, a changed object costs its full contrast), averaged over 4x4 blocks of
+   the overlap (near-black pixels, the fill of a rotated copy's corners, left out);
+3. COPY when enough keypoints agree (`min_inliers`) and the 99th percentile of the block
+   differences (`change`) stays under `max_change`; for a pair the transform leaves as it is (not
+   resized, rotated or mirrored, at most shifted: every frame of a burst) under the stricter
+   `max_change_unscaled`: two frames of a static scene line up as well as a copy, and only what moved
+   between them tells them apart (a copy's resampling differences are smallest there);
+   otherwise SIBLING.
+
+Measured on the bench corpora and the captures fixture (BENCHMARKS.md "Tiers"). Pure arithmetic
+on arrays (OpenCV's feature and warp routines; this module is its one user); the keypoints are
+computed once per thumbnail per `Verifier`, the mirror image's only when needed.
+"""
+
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+
+COPY, SIBLING = "copy", "sibling"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifySettings:
+    """Thresholds of the verdict (module docstring). Residuals in thumbnail pixels, changes in grey levels."""
+
+    min_inliers: int = 8
+    max_change: float = 40.0
+    max_change_unscaled: float = 16.0
+    unscaled_tolerance: float = 0.03  # the transform's linear part this close to the identity: same framing
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """What the thumbnails of one pair say, and the figures the verdict was read from."""
+
+    verdict: str  # COPY or SIBLING
+    inliers: int  # keypoint matches the transform explains
+    matches: int  # ratio-tested keypoint matches
+    residual: float  # median distance of the inliers to the transform, thumbnail pixels
+    change: float  # 99th percentile of block differences after alignment, grey levels (inf: not aligned)
+    scale: float  # the transform's area scale (1: not resized)
+    framed: bool = False  # the transform is at most a shift: the stricter thresholds applied
+
+    def describe(self) -> str:
+        """One line for `--explain` and the evidence of a tier."""
+        if self.change == float("inf"):
+            return f"no transform maps one onto the other ({self.inliers} of {self.matches} keypoints agree)"
+        return (f"{self.inliers}/{self.matches} keypoints on one transform (residual {self.residual} px, "
+                f"scale {self.scale}), change after alignment {self.change}")  # fmt: skip
+
+
+_FEATURES = 500
+_PATCH = 15  # ORB's patch and border: its default 31 leaves little of a 128 px thumbnail
+_CLEAR_INLIERS = 30
+_MAX_DISTANCE = 64  # Hamming bits of 256: a mutual nearest neighbour further off is no match
+_BLOCK = 4
+_BLUR = 1.0  # Gaussian sigma, thumbnail pixels: what two decoders (a JPEG's reduced DCT, a PNG's box) disagree on
+_DARK = 6.0  # grey level at or below which a pixel is fill (a rotated copy's black corners), not content
+
+type _Keypoints = tuple[np.ndarray, np.ndarray | None]  # (k, 2) float32 positions, (k, 32) uint8 descriptors
+
+
+def _keypoints(orb: "cv2.ORB", image: np.ndarray) -> _Keypoints:
+    found, descriptors = orb.detectAndCompute(image, None)
+    return np.array([k.pt for k in found], np.float32).reshape(-1, 2), descriptors
+
+
+class Verifier:
+    """Verifies pairs of thumbnails, computing each thumbnail's keypoints once (`verify` many pairs)."""
+
+    def __init__(self, settings: VerifySettings | None = None) -> None:
+        self.settings = settings or VerifySettings()
+        self._orb = cv2.ORB.create(nfeatures=_FEATURES, fastThreshold=10, patchSize=_PATCH, edgeThreshold=_PATCH)
+        self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+        self._cache: dict[tuple[int, bool], _Keypoints] = {}
+
+    def _features(self, image: np.ndarray, mirrored: bool = False) -> _Keypoints:
+        """Keypoints of the thumbnail or of its mirror image, cached by the array's identity."""
+        key = (id(image), mirrored)
+        if key not in self._cache:
+            self._cache[key] = _keypoints(self._orb, np.ascontiguousarray(image[:, ::-1]) if mirrored else image)
+        return self._cache[key]
+
+    def verify(self, a: np.ndarray, b: np.ndarray) -> Verification:
+        """The verdict on two (h, w) uint8 thumbnails; keep the arrays alive while verifying (cache by id)."""
+        points_a, descriptors_a = self._features(a)
+        best: tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool] | None = None
+        most = 0
+        for mirrored in (False, True):
+            if mirrored and best is not None and best[0] >= max(_CLEAR_INLIERS, best[1] // 2):
+                break  # the unmirrored transform explains most matches: no mirror can do better (saves half the work)
+            points_b, descriptors_b = self._features(b, mirrored)
+            if descriptors_a is None or descriptors_b is None or len(descriptors_a) < 2 or len(descriptors_b) < 2:
+                continue
+            good = [m for m in self._matcher.match(descriptors_a, descriptors_b) if m.distance <= _MAX_DISTANCE]
+            most = max(most, len(good))
+            if len(good) < max(3, self.settings.min_inliers):
+                continue
+            src = points_a[[m.queryIdx for m in good]]
+            dst = points_b[[m.trainIdx for m in good]]
+            transform, mask = cv2.estimateAffine2D(src, dst, ransacReprojThreshold=1.5, maxIters=2000,
+                                                   confidence=0.995)  # fmt: skip
+            if transform is None:
+                continue
+            inliers = mask.ravel().astype(bool)
+            if best is None or inliers.sum() > best[0]:
+                best = (int(inliers.sum()), len(good), transform, src[inliers], dst[inliers],
+                        b if not mirrored else np.ascontiguousarray(b[:, ::-1]), bool(mirrored))  # fmt: skip
+        if best is None or best[0] < self.settings.min_inliers:
+            return Verification(SIBLING, 0 if best is None else best[0], most, float("inf"), float("inf"), 1.0)
+        count, matched, transform, src, dst, target, mirrored = best
+        residual = float(np.median(np.linalg.norm(src @ transform[:, :2].T + transform[:, 2] - dst, axis=1)))
+        singular = np.linalg.svd(transform[:, :2], compute_uv=False)
+        scale = float(np.sqrt(singular[0] * singular[1]))
+        shifted = float(np.abs(transform[:, :2] - np.eye(2)).max()) <= self.settings.unscaled_tolerance
+        change = _change(a, target, transform)
+        found = Verification(SIBLING, count, matched, round(residual, 3), round(change, 1), round(scale, 3),
+                             shifted and not mirrored)
+        return replace(found, verdict=judge(found, self.settings))
+
+
+def judge(found: Verification, settings: VerifySettings) -> str:
+    """COPY or SIBLING from a verification's figures (module docstring, step 3)."""
+    if found.inliers < settings.min_inliers:
+        return SIBLING
+    limit = settings.max_change_unscaled if found.framed else settings.max_change
+    return COPY if found.change <= limit else SIBLING
+
+
+def _change(a: np.ndarray, b: np.ndarray, transform: np.ndarray) -> float:
+    """99th percentile of the 4x4-block differences of `a` warped onto `b` (module docstring, step 2)."""
+    height, width = b.shape
+    warped = cv2.warpAffine(a.astype(np.float32), transform, (width, height), flags=cv2.INTER_LINEAR)
+    inside = cv2.warpAffine(np.ones(a.shape, np.float32), transform, (width, height), flags=cv2.INTER_NEAREST) > 0.5
+    target = b.astype(np.float32)
+    kernel = np.ones((5, 5), np.uint8)
+    inside = cv2.erode(inside.astype(np.uint8), kernel).astype(bool)
+    dark = cv2.dilate(((warped <= _DARK) | (target <= _DARK)).astype(np.uint8), kernel).astype(bool)
+    valid = inside & ~dark
+    if valid.sum() < 100:
+        return float("inf")
+    warped, target = cv2.GaussianBlur(warped, (0, 0), _BLUR), cv2.GaussianBlur(target, (0, 0), _BLUR)
+    x, y = warped[valid], target[valid]
+    xc, yc = x - x.mean(), y - y.mean()
+    gain = float(xc @ yc) / max(float(xc @ xc), 1e-6)
+    fitted = (warped - x.mean()) * gain + y.mean()
+    near = np.ones((3, 3), np.uint8)
+
+    def outside(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return np.maximum(0.0, np.maximum(p - cv2.dilate(q, near), cv2.erode(q, near) - p))
+
+    difference = np.maximum(outside(fitted, target), outside(target, fitted))
+    difference[~valid] = 0
+    rows, cols = height // _BLOCK * _BLOCK, width // _BLOCK * _BLOCK
+    shape = (rows // _BLOCK, _BLOCK, cols // _BLOCK, _BLOCK)
+    blocks = difference[:rows, :cols].reshape(shape).mean(axis=(1, 3))
+    full = valid[:rows, :cols].reshape(shape).all(axis=(1, 3))
+    return float(np.percentile(blocks[full], 99)) if full.any() else float("inf")
