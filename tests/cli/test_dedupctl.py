@@ -161,20 +161,20 @@ similar:
   phash  distance 3  /srv/photos/b.jpg
 
 evidence for /srv/photos/b.jpg:
-  same bytes       no
-  oriented pHash   3
-  CNN similarity   0.97
-  pHash            4
-  aHash            2
-  dHash            5
-  wHash            3
-  rule             phash
-  metadata         different captures
-    because        capture time 2024:06:01 18:30:14.52 vs 2024:06:01 18:30:14.92
-  pixels           not one capture
-    because        14/90 keypoints on one transform
-  tier             similar
-    decided by     capture time 2024:06:01 18:30:14.52 vs 2024:06:01 18:30:14.92
+  same bytes      no
+  oriented pHash  3
+  CNN similarity  0.97
+  pHash           4
+  aHash           2
+  dHash           5
+  wHash           3
+  rule            phash
+  metadata        different captures
+    because       capture time 2024:06:01 18:30:14.52 vs 2024:06:01 18:30:14.92
+  pixels          not one capture
+    because       14/90 keypoints on one transform
+  tier            similar
+    decided by    capture time 2024:06:01 18:30:14.52 vs 2024:06:01 18:30:14.92
 """
 
 
