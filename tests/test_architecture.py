@@ -52,13 +52,14 @@ OWNERS: Mapping[str, tuple[str, ...]] = {
     "watchdog": ("dedupd.watch",),
     "jeepney": ("dedupd.service.notify",),
     "usearch": ("dedupd.search.ann",),
+    "cv2": ("dedupd.search.verify",),
     "pyarrow": ("dedupd.bulk",),
     "ray": ("dedupd.bulk.backfill",),
 }
 
 #: What `dedupctl` must not load when it starts (it runs for every shell completion and every request).
 HEAVY = frozenset({"numpy", "PIL", "onnxruntime", "lmdb", "watchdog", "jeepney", "scipy", "pywt", "pydantic",
-                   "usearch", "pyarrow", "ray", "msgpack", "xxhash", "torch", "rawpy"})
+                   "usearch", "pyarrow", "ray", "msgpack", "xxhash", "torch", "rawpy", "cv2"})
 LIGHT_ENTRY = "dedupd.cli.dedupctl"
 
 

@@ -160,17 +160,18 @@ def _change(a: np.ndarray, b: np.ndarray, transform: np.ndarray) -> float:
     valid = inside & ~dark
     if valid.sum() < 100:
         return float("inf")
-    warped, target = cv2.GaussianBlur(warped, (0, 0), _BLUR), cv2.GaussianBlur(target, (0, 0), _BLUR)
-    x, y = warped[valid], target[valid]
+    source: np.ndarray = cv2.GaussianBlur(warped, (0, 0), _BLUR)
+    smooth: np.ndarray = cv2.GaussianBlur(target, (0, 0), _BLUR)
+    x, y = source[valid], smooth[valid]
     xc, yc = x - x.mean(), y - y.mean()
     gain = float(xc @ yc) / max(float(xc @ xc), 1e-6)
-    fitted = (warped - x.mean()) * gain + y.mean()
+    fitted = (source - x.mean()) * gain + y.mean()
     near = np.ones((3, 3), np.uint8)
 
     def outside(p: np.ndarray, q: np.ndarray) -> np.ndarray:
         return np.maximum(0.0, np.maximum(p - cv2.dilate(q, near), cv2.erode(q, near) - p))
 
-    difference = np.maximum(outside(fitted, target), outside(target, fitted))
+    difference = np.maximum(outside(fitted, smooth), outside(smooth, fitted))
     difference[~valid] = 0
     rows, cols = height // _BLOCK * _BLOCK, width // _BLOCK * _BLOCK
     shape = (rows // _BLOCK, _BLOCK, cols // _BLOCK, _BLOCK)
