@@ -40,6 +40,8 @@ from dedupd.search.matcher import (
     stronger,
     tiers,
 )
+from dedupd.watch import RootSpec
+from dedupd.watch import scan as watch_scan
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +129,13 @@ class ScanResult:
 
 
 def discover(root: Path, recursive: bool) -> list[Path]:
-    """Regular files under `root`, sorted; hidden files and directories are left out."""
-    found: list[Path] = []
-    for directory, subdirs, names in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith(".")) if recursive else []
-        found.extend(Path(directory, name) for name in sorted(names) if not name.startswith("."))
-    return [path for path in found if path.is_file()]
+    """Regular files under `root`, sorted, walked as the daemon walks a root with the default policy
+    (`dedupd.watch.scan`): hidden files and directories, the default excludes (`@eaDir`, `.thumbnails`,
+    recycle bins ...) and symlinks are left out. A root that cannot be listed has no files."""
+    try:
+        return sorted(Path(path) for path, _ in watch_scan(RootSpec(os.path.abspath(root), recursive=recursive)))
+    except OSError:
+        return []
 
 
 class _BatchedEmbedder:

@@ -29,6 +29,7 @@ from dedupd.errors import Skipped
 from dedupd.imaging.encode import EncodedFile
 from dedupd.pathnames import is_under
 from dedupd.records import Encoding, Match
+from dedupd.watch import RootSpec, scan
 
 log = logging.getLogger(__name__)
 
@@ -164,23 +165,14 @@ class NeedleJobs:
 
 
 def _images(directory: str) -> Iterator[str]:
-    """Regular files (also through a symlink) below `directory`, hidden names left out."""
-    stack = [directory]
-    while stack:
-        current = stack.pop()
-        try:
-            with os.scandir(current) as listing:
-                entries = [e for e in listing if not e.name.startswith(".")]
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                elif entry.is_file():
-                    yield entry.path
-            except OSError:
-                continue
+    """Regular files below `directory` (also through a symlink), walked as the daemon walks a root
+    (`dedupd.watch.scan`: hidden names and the default excludes such as `@eaDir` left out); nothing when
+    `directory` cannot be listed."""
+    try:
+        spec = RootSpec(os.path.abspath(directory), follow_symlinks=True)
+        yield from (path for path, _ in scan(spec, lambda _d, _e: None))
+    except OSError:
+        return
 
 
 def _document(directory: str, found: dict[str, list[Match]], skipped: dict[str, str]) -> dict[str, Any]:
