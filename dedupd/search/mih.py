@@ -8,8 +8,8 @@ Candidates are then checked exactly (XOR + popcount), so results are exact, neve
 
 Layout: per substring a counting-sorted table (bucket start offsets + slots), all numpy. Inserts go to a
 pending tail that is scanned linearly and merged into the tables when it grows; deletes clear an alive
-flag and dead slots are dropped at the next merge. Keys must be inserted in increasing order (the
-store's record ids are), so a key is found by binary search without a per-key map.
+flag (`keycolumn.KeyColumn`) and dead slots are dropped at the next merge. Keys must be inserted in
+increasing order (the store's record ids are), so a key is found by binary search without a per-key map.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from functools import cache
 
 import numpy as np
+
+from dedupd.search.keycolumn import KeyColumn
 
 _BITS = 64
 _SCAN_SHARE = 0.25  # a plan that would check more than this share of entries scans instead
@@ -56,12 +58,8 @@ class MultiIndexHash:
             raise ValueError("chunks must be between 3 (22-bit tables) and 16")
         self._fixed_chunks = chunks
         self._tables = tables
-        self._n = 0  # slots used
-        self._live = 0
+        self._col = KeyColumn((), np.uint64, min_capacity=1024, dead_allowance=4096)  # keys and their hashes
         self._indexed = 0  # slots [0, _indexed) are in the substring tables
-        self._keys = np.empty(0, np.int64)
-        self._values = np.empty(0, np.uint64)
-        self._alive = np.empty(0, bool)
         self._widths: list[int] = []
         self._starts = np.empty(0, np.uint32)  # every table's bucket offsets, concatenated
         self._slots = np.empty(0, np.uint32)  # every table's slots in bucket order, concatenated
@@ -78,16 +76,16 @@ class MultiIndexHash:
     ) -> MultiIndexHash:
         index = cls(chunks, tables=tables)
         index.insert_many(keys, values)
-        if tables and index._indexed < index._n:
+        if tables and index._indexed < index._col.n:
             index._rebuild()
         return index
 
     def __len__(self) -> int:
-        return self._live
+        return self._col.live
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self._keys, self._values, self._alive, self._starts, self._slots))
+        return self._col.nbytes + self._starts.nbytes + self._slots.nbytes
 
     # ------------------------------------------------------------------ updates
     def insert(self, key: int, value: int) -> None:
@@ -100,45 +98,22 @@ class MultiIndexHash:
         values = np.asarray(values, dtype=np.uint64)
         if keys.shape != values.shape or keys.ndim != 1:
             raise ValueError("keys and values must be 1-D and of equal length")
-        if not len(keys):
-            return
-        last = self._keys[self._n - 1] if self._n else -1
-        if keys[0] <= last or np.any(np.diff(keys) <= 0):
-            raise ValueError("keys must be inserted in increasing order")
-        end = self._n + len(keys)
-        if end > len(self._keys):
-            cap = max(end, 2 * len(self._keys), 1024)
-            self._keys, self._values, self._alive = (
-                np.concatenate([a[: self._n], np.zeros(cap - self._n, a.dtype)])
-                for a in (self._keys, self._values, self._alive)
-            )
-        self._keys[self._n : end] = keys
-        self._values[self._n : end] = values
-        self._alive[self._n : end] = True
-        self._n = end
-        self._live += len(keys)
-        if self._tables and self._n - self._indexed > max(4096, self._indexed // 16):
+        self._col.append(keys, values)
+        if self._tables and self._col.n - self._indexed > max(4096, self._indexed // 16):
             self._rebuild()
 
     def delete(self, key: int) -> bool:
         """Remove `key`; False if it was not present."""
-        slot = int(np.searchsorted(self._keys[: self._n], key))
-        if slot == self._n or self._keys[slot] != key or not self._alive[slot]:
+        if not self._col.delete(key):
             return False
-        self._alive[slot] = False
-        self._live -= 1
-        if self._n - self._live > max(4096, self._n // 4):
+        if self._col.needs_compaction():
             self._rebuild()
         return True
 
     def _rebuild(self) -> None:
         """Drop dead slots and index every slot in fresh substring tables."""
-        live = self._alive[: self._n]
-        if not live.all():
-            self._keys, self._values = self._keys[: self._n][live], self._values[: self._n][live]
-            self._alive = np.ones(len(self._keys), bool)
-            self._n = len(self._keys)
-        n = self._n
+        self._col.compact()
+        n = self._col.n
         if not self._tables or (n < _MIN_TABLES and self._fixed_chunks is None):
             self._widths, self._bases, self._indexed = [], [], 0
             self._starts, self._slots = np.empty(0, np.uint32), np.empty(0, np.uint32)
@@ -150,7 +125,7 @@ class MultiIndexHash:
         bases: list[int] = []
         shift = 0
         for c, width in enumerate(self._widths):
-            sub = ((self._values[:n] >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.uint32)
+            sub = ((self._col.data[:n] >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.uint32)
             # order within a bucket does not matter: numpy's radix sort wins on 16-bit keys, its
             # SIMD quicksort on wider ones
             order = np.argsort(sub.astype(np.uint16) if width <= 16 else sub, kind="stable" if width <= 16 else None)
@@ -169,17 +144,16 @@ class MultiIndexHash:
     # ------------------------------------------------------------------ queries
     def items(self) -> tuple[np.ndarray, np.ndarray]:
         """(keys, hashes) of every live entry, in key order."""
-        live = self._alive[: self._n]
-        return self._keys[: self._n][live], self._values[: self._n][live]
+        live = self._col.alive[: self._col.n]
+        return self._col.keys[: self._col.n][live], self._col.data[: self._col.n][live]
 
     def values_of(self, keys: Sequence[int] | np.ndarray) -> np.ndarray:
         """The hashes stored for live `keys` (KeyError naming one that is not live)."""
         keys = np.asarray(keys, dtype=np.int64)
-        slots = np.minimum(np.searchsorted(self._keys[: self._n], keys), max(self._n - 1, 0))
-        found = (self._keys[slots] == keys) & self._alive[slots] if self._n else np.zeros(len(keys), bool)
+        slots, found = self._col.lookup(keys)
         if not found.all():
             raise KeyError(int(keys[~found][0]))
-        return self._values[slots]
+        return self._col.data[slots]
 
     def query(self, value: int, threshold: int) -> tuple[np.ndarray, np.ndarray]:
         """(keys, distances) of every live entry within `threshold` bits (inclusive), in key order."""
@@ -197,7 +171,7 @@ class MultiIndexHash:
         buckets = sum(len(_masks(w, radius)) if radius < w else 1 << w for w in self._widths)
         expected = buckets * self._indexed / (1 << min(self._widths, default=1))
         probe = bool(self._widths) and threshold < _BITS and expected <= _SCAN_SHARE * self._indexed
-        per_query = expected + self._n - self._indexed if probe else self._n
+        per_query = expected + self._col.n - self._indexed if probe else self._col.n
         block = max(1, int(_BLOCK_CELLS // max(per_query, 1)))
         parts = []
         for first in range(0, len(values), block):
@@ -206,7 +180,7 @@ class MultiIndexHash:
                 owners, slots, dists = self._scan(q, threshold, 0)
             else:
                 owners, slots, dists = self._probe(q, threshold, radius)
-                if self._n > self._indexed:  # the pending tail: scanned, then merged back into key order
+                if self._col.n > self._indexed:  # the pending tail: scanned, then merged back into key order
                     tail = self._scan(q, threshold, self._indexed)
                     owners, slots, dists = (
                         np.concatenate(pair) for pair in zip((owners, slots, dists), tail, strict=True)
@@ -217,14 +191,14 @@ class MultiIndexHash:
         if not parts:
             return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
         owners, slots, dists = (np.concatenate(column) for column in zip(*parts, strict=True))
-        return owners, self._keys[slots], dists
+        return owners, self._col.keys[slots], dists
 
     def _scan(self, q: np.ndarray, threshold: int, first: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every (query, slot >= first) pair within `threshold`, by brute force."""
-        width = max(self._n - first, 1)
-        dists = np.bitwise_count(self._values[first : self._n][None, :] ^ q[:, None]).ravel()
+        width = max(self._col.n - first, 1)
+        dists = np.bitwise_count(self._col.data[first : self._col.n][None, :] ^ q[:, None]).ravel()
         hits = np.flatnonzero(dists <= threshold)
-        hits = hits[self._alive[first + hits % width]]  # dead slots are few: check only the hits
+        hits = hits[self._col.alive[first + hits % width]]  # dead slots are few: check only the hits
         return hits // width, hits % width + first, dists[hits].astype(np.int64)
 
     def _probe(self, q: np.ndarray, threshold: int, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -239,7 +213,7 @@ class MultiIndexHash:
         counts = self._starts[at.ravel() + 1] - begin
         candidates = self._slots[_expand_ranges(begin, counts)].astype(np.int64)
         owners = np.repeat(np.repeat(np.arange(len(q)), at.shape[1]), counts)
-        dists = np.bitwise_count(self._values[candidates] ^ q[owners])
-        near = (dists <= threshold) & self._alive[candidates]
-        unique, first = np.unique(owners[near] * max(self._n, 1) + candidates[near], return_index=True)
-        return unique // max(self._n, 1), unique % max(self._n, 1), dists[near][first].astype(np.int64)
+        dists = np.bitwise_count(self._col.data[candidates] ^ q[owners])
+        near = (dists <= threshold) & self._col.alive[candidates]
+        unique, first = np.unique(owners[near] * max(self._col.n, 1) + candidates[near], return_index=True)
+        return unique // max(self._col.n, 1), unique % max(self._col.n, 1), dists[near][first].astype(np.int64)
