@@ -54,12 +54,6 @@ def dng() -> ModuleType:
 
 
 @pytest.fixture(scope="session")
-def camera_card() -> ModuleType:
-    """tests/fixtures/card.py: a camera card (RAW+JPEG pair, sidecars, Live Photo, video, JPEG XL), an outside copy."""
-    return _fixture_module("card")
-
-
-@pytest.fixture(scope="session")
 def photo_files(photo_set: ModuleType) -> list[Path]:
     """Paths of 200+ distinct real photographs (96 px JPEG tiles), made once into a cache."""
     return photo_set.photo_paths()
