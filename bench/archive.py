@@ -56,10 +56,10 @@ from dedupd.catalog import Catalog, link_rule
 from dedupd.config import default_settings
 from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import encode_path
-from dedupd.records import Encoding, FileKey, FileRecord
+from dedupd.records import Encoding, FileKey, FileRecord, Link
 from dedupd.search.vectors import EmbeddingIndex
 from dedupd.service.daemon import ENCODER_VERSION, index_config
-from dedupd.store import Link, Store
+from dedupd.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))
 import daemon as daemon_bench  # noqa: E402  (bench/daemon.py: the live-import run)

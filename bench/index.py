@@ -37,12 +37,12 @@ import numpy as np
 
 from dedupd.catalog import Catalog, IndexConfig, link_rule
 from dedupd.imaging.hashing import oriented_variants
-from dedupd.records import Encoding, FileKey, FileRecord
+from dedupd.records import Encoding, FileKey, FileRecord, Link
 from dedupd.search.bktree import BKTree
 from dedupd.search.matcher import MatcherSettings, all_pairs
 from dedupd.search.mih import MultiIndexHash
 from dedupd.search.vectors import EmbeddingIndex
-from dedupd.store import Link, Store
+from dedupd.store import Store
 
 THRESHOLD = 10
 QUERIES = 1000

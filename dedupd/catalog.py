@@ -58,7 +58,7 @@ from dedupd.imaging.encode import ORIENTED_HASH
 from dedupd.imaging.hashing import oriented_variants
 from dedupd.memory import release_free_memory
 from dedupd.pathnames import is_under
-from dedupd.records import Encoding, FileRecord, Match
+from dedupd.records import Commit, Encoding, FileRecord, Link, Match, StoreChange
 from dedupd.search.embeddings import ANN_MIN_ROWS, EmbeddingSearch
 from dedupd.search.groups import grouped, partition
 from dedupd.search.keep import Candidate, choose
@@ -77,7 +77,7 @@ from dedupd.search.matcher import (
     tiers,
 )
 from dedupd.search.mih import MultiIndexHash
-from dedupd.store import DEFAULT_MAP_SIZE, Change, Commit, Link, Store
+from dedupd.store import DEFAULT_MAP_SIZE, Store
 
 log = logging.getLogger(__name__)
 
@@ -534,7 +534,7 @@ class Catalog:
             self._index = index
 
     # ------------------------------------------------------------------ updates
-    def apply(self, changes: Sequence[Change]) -> Applied:
+    def apply(self, changes: Sequence[StoreChange]) -> Applied:
         """Commit `changes` with their links (one transaction), then update the live index."""
         with self._lock:
             for change in changes:

@@ -132,3 +132,54 @@ class Change:
     root: str
     dest: str | None = None
     reason: str = ""
+
+
+# ---- what the store applies and reports (store.py), shared with the catalog and the pipeline
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """The file at `path` is gone; also removes every record under `path/` (a deleted directory)."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """`src` was renamed to `dst` (a file or a whole directory); records keep their encodings and rids."""
+
+    src: str
+    dst: str
+
+
+@dataclass(frozen=True, slots=True)
+class Restat:
+    """The file at `key.path` still has its record's bytes (same digest: a touch, a copy of the same bytes
+    over it) under a new stat identity `key`: the record keeps its rid, encoding, links and ignores."""
+
+    key: FileKey
+
+
+#: One change a store transaction applies: a new or re-encoded file, a removal, a move, a re-stat.
+type StoreChange = FileRecord | Removal | Move | Restat
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """Two records matched by `method`: `score` is a hash distance or a CNN similarity."""
+
+    a: int
+    b: int
+    method: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """What one committed batch changed, in rid terms, for the index to follow."""
+
+    seq: int
+    added: tuple[tuple[int, FileRecord], ...]
+    removed: tuple[int, ...]
+    moved: tuple[tuple[int, str, str], ...]
+    ignored: tuple[tuple[int, int], ...] = ()  # ignored pairs (a < b) of added records, kept from their old rid

@@ -52,7 +52,7 @@ from dedupd import lockfile
 from dedupd.errors import SkipReason, StoreDamaged, StoreError, StoreLocked, StoreVersionMismatch
 from dedupd.mounts import MOUNTINFO, NETWORK_FILESYSTEMS, filesystem_type, read_mountinfo
 from dedupd.pathnames import is_under
-from dedupd.records import Capture, Encoding, FileKey, FileRecord
+from dedupd.records import Capture, Commit, Encoding, FileKey, FileRecord, Link, Move, Removal, Restat, StoreChange
 
 log = logging.getLogger(__name__)
 
@@ -79,53 +79,8 @@ _LINK = struct.Struct(">QBf")  # other rid, method code, score (distance or simi
 _DEVINO = struct.Struct(">QQ")
 
 
-@dataclass(frozen=True, slots=True)
-class Removal:
-    """The file at `path` is gone; also removes every record under `path/` (a deleted directory)."""
-
-    path: str
-
-
-@dataclass(frozen=True, slots=True)
-class Move:
-    """`src` was renamed to `dst` (a file or a whole directory); records keep their encodings and rids."""
-
-    src: str
-    dst: str
-
-
-@dataclass(frozen=True, slots=True)
-class Restat:
-    """The file at `key.path` still has its record's bytes (same digest: a touch, a copy of the same bytes
-    over it) under a new stat identity `key`: the record keeps its rid, encoding, links and ignores."""
-
-    key: FileKey
-
-
 #: Every transaction is opened without `buffers`: lmdb hands back bytes, not memoryviews.
 type Txn = lmdb.Transaction[bytes]
-type Change = FileRecord | Removal | Move | Restat
-
-
-@dataclass(frozen=True, slots=True)
-class Link:
-    """Two records matched by `method`: `score` is a hash distance or a CNN similarity."""
-
-    a: int
-    b: int
-    method: str
-    score: float
-
-
-@dataclass(frozen=True, slots=True)
-class Commit:
-    """What one committed batch changed, in rid terms, for the index to follow."""
-
-    seq: int
-    added: tuple[tuple[int, FileRecord], ...]
-    removed: tuple[int, ...]
-    moved: tuple[tuple[int, str, str], ...]
-    ignored: tuple[tuple[int, int], ...] = ()  # ignored pairs (a < b) of added records, kept from their old rid
 
 
 type LinkFinder = Callable[[Commit], Iterable[Link]]
@@ -463,7 +418,7 @@ class Store:
         return int(self._env.info()["map_size"])
 
     # ------------------------------------------------------------------ commit
-    def commit(self, changes: Sequence[Change], link: LinkFinder | None = None) -> Commit:
+    def commit(self, changes: Sequence[StoreChange], link: LinkFinder | None = None) -> Commit:
         """Apply `changes` in one durable write transaction and return what changed.
 
         `link`, if given, is called inside the transaction with the Commit (records already have
@@ -485,7 +440,7 @@ class Store:
                 log.info("LMDB map full; growing to %d MiB and retrying the transaction", new_size >> 20)
                 self._env.set_mapsize(new_size)
 
-    def _ensure_hash_dbs(self, changes: Sequence[Change]) -> None:
+    def _ensure_hash_dbs(self, changes: Sequence[StoreChange]) -> None:
         """Create DBs for new hash names in their own txn, kept only once it committed (a DB opened in
         an aborted txn is unusable)."""
         names = {n for c in changes if isinstance(c, FileRecord) and c.encoding for n in c.encoding.hashes}
@@ -500,7 +455,7 @@ class Store:
 
         self._hash_dbs.update(self._retrying(create))
 
-    def _commit(self, txn: Txn, changes: Sequence[Change], link: LinkFinder | None) -> Commit:
+    def _commit(self, txn: Txn, changes: Sequence[StoreChange], link: LinkFinder | None) -> Commit:
         added: dict[int, FileRecord] = {}
         removed: list[int] = []
         moved: list[tuple[int, str, str]] = []

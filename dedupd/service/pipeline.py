@@ -37,9 +37,8 @@ from dedupd.encodepool import EncodePool, Outcome, SameContent
 from dedupd.errors import Skipped, SkipReason, StoreError
 from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import DEFAULT_MAX_FILE_SIZE, EncodedFile
-from dedupd.records import Change, ChangeKind, FileKey, FileRecord, Match
+from dedupd.records import Change, ChangeKind, FileKey, FileRecord, Match, Move, Removal, Restat
 from dedupd.service.reports import ReportWriter
-from dedupd.store import Move, Removal, Restat
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,11 @@ import pytest
 from dedupd.catalog import Catalog, IndexConfig
 from dedupd.errors import SkipReason, StoreError, StoreVersionMismatch
 from dedupd.imaging.hashing import bits_to_int, dihedral_variants, int_to_bits, oriented_variants
-from dedupd.records import Encoding, FileKey, FileRecord, Match
+from dedupd.records import Encoding, FileKey, FileRecord, Match, Move, Removal
+from dedupd.records import StoreChange as Change
 from dedupd.search.groups import partition
 from dedupd.search.matcher import MatcherSettings, all_pairs, evidence_rank
-from dedupd.store import Change, Move, Removal, Store
+from dedupd.store import Store
 
 DIM = 8
 RULE = MatcherSettings(hash_threshold=4, hash_confirm_similarity=0.5, cnn_min_similarity=0.9, hash_only_threshold=2)

@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 
 from dedupd.catalog import ANN_FILE, Catalog, IndexConfig
-from dedupd.records import Encoding, FileKey, FileRecord
+from dedupd.records import Encoding, FileKey, FileRecord, Removal
 from dedupd.search.ann import AnnIndex
 from dedupd.search.embeddings import EmbeddingSearch
 from dedupd.search.matcher import MatcherSettings
-from dedupd.store import Removal, Store
+from dedupd.store import Store
 
 DIM = 64
 RULE = IndexConfig(MatcherSettings(hash_threshold=4, hash_confirm_similarity=0.5, cnn_min_similarity=0.9,

@@ -11,8 +11,8 @@ import pytest
 
 from dedupd.errors import SkipReason, StoreError, StoreVersionMismatch
 from dedupd.mounts import filesystem_type
-from dedupd.records import Encoding, FileKey, FileRecord
-from dedupd.store import Link, Move, Removal, Store, refuse_network_filesystem
+from dedupd.records import Encoding, FileKey, FileRecord, Link, Move, Removal
+from dedupd.store import Store, refuse_network_filesystem
 
 
 def record(path: str, n: int, *, emb: np.ndarray | None = None, size: int = 100) -> FileRecord:

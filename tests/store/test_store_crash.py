@@ -18,7 +18,8 @@ KEEP = 5  # the writer removes the directory of batch seq - KEEP, so KEEP batche
 WRITER = f"""
 import sys
 from dedupd.records import Encoding, FileKey, FileRecord
-from dedupd.store import Link, Removal, Store
+from dedupd.records import Link, Removal
+from dedupd.store import Store
 
 def batch(seq):
     recs = [

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from dedupd.errors import StoreDamaged
-from dedupd.records import Encoding, FileKey, FileRecord
-from dedupd.store import REPAIR_HINT, Link, Store, diagnose, repair
+from dedupd.records import Encoding, FileKey, FileRecord, Link
+from dedupd.store import REPAIR_HINT, Store, diagnose, repair
 
 RECORDS = 3000
 DIM = 8
