@@ -440,6 +440,8 @@ class EncodePool[T]:
     def _stop_idle_workers(self) -> None:
         """Stop every worker (none holds a file): hang up, so each returns from its loop, then reap it."""
         log.debug("encode pool idle for %g s: stopping %d workers", self._idle_stop_s, len(self._workers))
+        with self._cond:  # counted first: whoever sees no worker left also sees the stop counted
+            self._counts["idle_stops"] += 1
         for worker in list(self._workers):
             worker.conn.close()
             worker.process.join(STOP_GRACE_S)
@@ -449,8 +451,6 @@ class EncodePool[T]:
             with self._cond:
                 self._workers.remove(worker)
         self._to_replace = 0
-        with self._cond:
-            self._counts["idle_stops"] += 1
 
     def _wait_timeout(self, now: float) -> float | None:
         deadlines = [worker.deadline for worker in self._workers]

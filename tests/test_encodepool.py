@@ -495,4 +495,5 @@ def test_an_idle_stopping_pool_runs_workers_only_while_there_is_work(
     assert isinstance(got["gate"], EncodedFile)
     assert isinstance(got["crash"], Skipped) and got["crash"].reason == SkipReason.DECODER_CRASH
     assert all(isinstance(got[path.name], EncodedFile) for path in images[1:4])
-    assert stats["crashes"] == 1 and stats["idle_stops"] == 3 and stats["encoded"] == 5
+    # at least one stop per idle spell (more if this thread was descheduled past idle_stop_s between submits)
+    assert stats["crashes"] == 1 and stats["idle_stops"] >= 3 and stats["encoded"] == 5
