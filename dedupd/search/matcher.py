@@ -195,7 +195,7 @@ def tiers(
 def _verify(verifier: Verifier, a: np.ndarray | None, b: np.ndarray | None) -> Verification | None:
     """The verification of two thumbnails in a fixed order (the brightness fit and the warp are one-way, the
     verdict must not depend on which file came first: the daemon meets pairs in arrival order, the scan in
-    path order); None when either is missing."""
+    path order); None when either is missing or has too little structure to tell (`Verifier.verify`)."""
     if a is None or b is None:
         return None
     if (a.shape, a.tobytes()) > (b.shape, b.tobytes()):
@@ -208,16 +208,26 @@ def evidence_of(a: Side, b: Side, method: str | None) -> dict[str, object]:
     `--explain`: metadata verdict, the pixel verification (shown for any pair with thumbnails)."""
     exact = method == "exact"
     verdict, reason = (None, "") if exact else capture_verdict(a[0], b[0])
-    check = _verify(Verifier(), thumb_pixels(a[1]), thumb_pixels(b[1]))
+    x, y = thumb_pixels(a[1]), thumb_pixels(b[1])
+    both = x is not None and y is not None
+    check = _verify(Verifier(), x, y)
     decided, why = tier(exact, (verdict, reason), check if method is not None and verdict is None else None)
     return {
         "metadata": verdict and ("same capture" if verdict == DUPLICATE else "different captures"),
         "metadata_detail": reason or ("missing on one side" if a[0] is None or b[0] is None else "silent"),
-        "pixels": None if check is None else ("one capture" if check.verdict == COPY else "not one capture"),
+        "pixels": _pixel_words(check, both),
         "pixel_detail": None if check is None else check.describe(),
         "tier": decided,
         "tier_evidence": why,
     }
+
+
+def _pixel_words(check: Verification | None, both: bool) -> str | None:
+    """`--explain`'s pixel verdict: one capture, not one capture, no evidence (too little structure), None
+    (no thumbnail)."""
+    if check is None:
+        return "no evidence" if both else None
+    return "one capture" if check.verdict == COPY else "not one capture"
 
 
 def oriented_distances(variants: np.ndarray, hashes: np.ndarray) -> np.ndarray:

@@ -25,7 +25,8 @@ orientation applied, aspect kept) the check is
    resized, rotated or mirrored, at most shifted: every frame of a burst) under the stricter
    `max_change_unscaled`: two frames of a static scene line up as well as a copy, and only what moved
    between them tells them apart (a copy's resampling differences are smallest there);
-   otherwise SIBLING.
+   otherwise SIBLING. A thumbnail with fewer than `_MIN_KEYPOINTS` keypoints (a flat, blurred or tiny
+   picture) gives no verdict: the matcher's rule stands.
 
 Measured on the bench corpora and the captures fixture (BENCHMARKS.md "Tiers"). Pure arithmetic
 on arrays (OpenCV's feature and warp routines; this module is its one user); the keypoints are
@@ -73,6 +74,7 @@ class Verification:
 _FEATURES = 500
 _PATCH = 15  # ORB's patch and border: its default 31 leaves little of a 128 px thumbnail
 _CLEAR_INLIERS = 30
+_MIN_KEYPOINTS = 24  # fewer on either side: the picture has too little structure for a verdict
 _MAX_DISTANCE = 64  # Hamming bits of 256: a mutual nearest neighbour further off is no match
 _BLOCK = 4
 _BLUR = 1.0  # Gaussian sigma, thumbnail pixels: what two decoders (a JPEG's reduced DCT, a PNG's box) disagree on
@@ -102,9 +104,12 @@ class Verifier:
             self._cache[key] = _keypoints(self._orb, np.ascontiguousarray(image[:, ::-1]) if mirrored else image)
         return self._cache[key]
 
-    def verify(self, a: np.ndarray, b: np.ndarray) -> Verification:
-        """The verdict on two (h, w) uint8 thumbnails; keep the arrays alive while verifying (cache by id)."""
+    def verify(self, a: np.ndarray, b: np.ndarray) -> Verification | None:
+        """The verdict on two (h, w) uint8 thumbnails, None when either has too few keypoints to tell (a flat,
+        blurred or tiny picture: no evidence either way); keep the arrays alive while verifying (cache by id)."""
         points_a, descriptors_a = self._features(a)
+        if min(len(points_a), len(self._features(b)[0])) < _MIN_KEYPOINTS:
+            return None
         best: tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool] | None = None
         most = 0
         for mirrored in (False, True):

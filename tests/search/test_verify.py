@@ -102,3 +102,14 @@ def test_tiers_use_the_verification_where_metadata_is_silent(photo) -> None:
     assert tiers(["cnn"], [(None, right)], [(None, left)]) == [decided[1]]
     shown = evidence_of((None, left), (None, right), "cnn")
     assert shown["pixels"] == "not one capture" and shown["tier"] == SIMILAR and shown["pixel_detail"]
+
+
+def test_a_picture_with_too_little_structure_gives_no_verdict() -> None:
+    """A flat or blurred picture has too few keypoints to tell a copy from a sibling: no evidence, the rule stands
+    (a re-encoded copy of a small blurred tile must stay a duplicate)."""
+    flat = Image.radial_gradient("L").resize((96, 96)).convert("RGB")
+    a, b = thumb_pixels(_thumb(flat)), thumb_pixels(_thumb(flat, 70))
+    assert a is not None and b is not None
+    assert Verifier().verify(a, b) is None
+    assert tiers(["phash"], [(None, _thumb(flat))], [(None, _thumb(flat, 70))]) == [(DUPLICATE, "")]
+    assert evidence_of((None, _thumb(flat)), (None, _thumb(flat, 70)), "phash")["pixels"] == "no evidence"
