@@ -34,6 +34,14 @@ found (recall, captures corpus only), and its pairs that are really one capture 
 The `captures` corpus is tests/fixtures/captures.py's (real burst, static-scene and stereo frames and
 copies of some), ground truth = capture; its `kind` per file is "orig" for a frame, else the copy kind.
 Result files are kept under --results.
+
+`--stages` (issue 15): where a scan's time goes, per stage, in one process, file after file (no pool,
+so every figure is this process's CPU s, `time.process_time`): read (`read_file`), digest
+(`content_digest`), decode (`open_for_matching`: the reduced decode, orientation, capture identity;
+PNG and JPEG apart), hash (the rest of `encode_bytes`: the resizes, hashes, thumbnail and CNN input),
+CNN (`Encoder.embed_prepared` in batches, one thread, as `dedupd scan` runs it). What a real scan
+adds (pool, pickling, matching, grouping, interpreter start, imports) is its main process's CPU s
+minus its CNN: the main-process overhead row of BENCHMARKS.md.
 The 1-minute load average before each run is printed: the machine may be shared. The last line is JSON.
 """
 
@@ -339,6 +347,41 @@ def print_report(rows: list[dict[str, Any]]) -> None:
             )
 
 
+def stage_breakdown(folder: Path) -> dict[str, float]:
+    """CPU s of each stage of `dedupd scan`'s per-file work over `folder`, run in this process."""
+    from dedupd.imaging.cnn import Encoder  # noqa: PLC0415 - only this mode needs dedupd in-process
+    from dedupd.imaging.decode import MATCH_MIN_SIDE, open_for_matching  # noqa: PLC0415
+    from dedupd.imaging.encode import content_digest, encode_bytes, read_file  # noqa: PLC0415
+
+    encoder = Encoder(None, intra_op_threads=1)
+    min_side = max(MATCH_MIN_SIDE, encoder.spec.size)
+    stages: dict[str, float] = dict.fromkeys(("read", "digest", "decode PNG", "decode JPEG", "decode other",
+                                              "hash+thumb+CNN input", "CNN"), 0.0)  # fmt: skip
+    tensors = []
+    for path in sorted(folder.iterdir()):
+        clock = time.process_time()
+        data = read_file(path)
+        stages["read"] += time.process_time() - clock
+        clock = time.process_time()
+        content_digest(data)
+        digest = time.process_time() - clock
+        clock = time.process_time()
+        with open_for_matching(data, min_side=min_side):
+            pass
+        decode = time.process_time() - clock
+        kind = "PNG" if data.startswith(b"\x89PNG") else "JPEG" if data.startswith(b"\xff\xd8") else "other"
+        stages[f"decode {kind}"] += decode
+        clock = time.process_time()
+        encoded = encode_bytes(data, cnn_spec=encoder.spec)
+        stages["hash+thumb+CNN input"] += max(0.0, time.process_time() - clock - decode - digest)
+        stages["digest"] += digest
+        tensors.append(encoded.cnn_input)
+    clock = time.process_time()
+    encoder.embed_prepared(tensors)
+    stages["CNN"] = time.process_time() - clock
+    return stages
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--meter":
         stdout_path, stderr_path, separator, *command = sys.argv[2:]
@@ -355,7 +398,15 @@ def main() -> None:
         default=Path.home() / ".cache" / "dedupd-bench" / "results" / "scan",
         help="where each tool's output and stderr are kept",
     )
+    parser.add_argument("--stages", action="store_true",
+                        help="print the per-stage CPU breakdown of dedupd's per-file work instead (see above)")
     args = parser.parse_args()
+    if args.stages:
+        for corpus in {"both": ["camera", "ukbench"], "all": list(CORPORA)}.get(args.corpus, [args.corpus]):
+            stages = stage_breakdown(corpus_folder(corpus))
+            print(f"{CORPORA[corpus]}: " + ", ".join(f"{name} {cpu:.1f}" for name, cpu in stages.items())
+                  + f"; total {sum(stages.values()):.1f} CPU s")  # fmt: skip
+        return
     args.results.mkdir(parents=True, exist_ok=True)
     corpora = {"both": ["camera", "ukbench"], "all": list(CORPORA)}.get(args.corpus, [args.corpus])
     print(

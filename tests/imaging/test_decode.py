@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from dedupd.errors import Skipped, SkipReason
+from dedupd.imaging import decode
 from dedupd.imaging.decode import load_image, open_for_matching
 from dedupd.imaging.encode import encode_path, read_file
 
@@ -144,3 +145,49 @@ def test_large_images_of_every_mode_decode_on_the_reduced_path(tmp_path: Path, m
     Image.new(mode, (1200, 900)).save(path)
     with open_for_matching(read_file(path)) as (stored, _, size, _):
         assert size == (1200, 900) and stored.mode == "RGB"
+
+
+def _png(image: Image.Image, **params: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", **params)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA"])
+@pytest.mark.parametrize("interlace", [False, True])
+def test_fast_png_decode_gives_pillows_pixels(photos: list[Path], mode: str, interlace: bool) -> None:
+    """libpng's pixels of a plain 8-bit PNG are Pillow's, so every hash stays bit-identical."""
+    with Image.open(photos[1]) as photo:
+        photo = photo.convert("RGBA")
+        photo.putalpha(Image.linear_gradient("L").resize(photo.size))
+        data = _png(photo.convert(mode), **({"interlace": 1} if interlace else {}))
+    with Image.open(io.BytesIO(data)) as image:
+        fast = decode._fast_png(image, data)
+        assert fast is not None
+        image.load()
+        assert fast.mode == image.mode and np.array_equal(np.asarray(fast), np.asarray(image))
+    for min_side in (64, 10_000):  # reduced, and full size
+        with Image.open(io.BytesIO(data)) as pillow, Image.open(io.BytesIO(data)) as libpng:
+            expected = np.asarray(decode._reduced(pillow, min_side))
+            assert np.array_equal(np.asarray(decode._reduced(libpng, min_side, data)), expected)
+
+
+def test_fast_png_decode_leaves_other_pngs_to_pillow(photos: list[Path]) -> None:
+    """Palette, 16-bit, colour-keyed, animated and truncated PNGs keep Pillow's decode (and its skips)."""
+    with Image.open(photos[0]) as photo:
+        rgb = photo.convert("RGB").resize((96, 64))
+    keyed = _png(rgb, transparency=(0, 0, 0))
+    cases = {
+        "palette": _png(rgb.quantize(64)),
+        "16-bit": _png(Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)),
+        "colour key": keyed,
+        "animated": _png(rgb, save_all=True, append_images=[rgb.rotate(90)]),
+        "truncated": _png(rgb)[:-40],
+    }
+    for name, data in cases.items():
+        with Image.open(io.BytesIO(data)) as image:
+            assert decode._fast_png(image, data) is None, name
+    with pytest.raises(Skipped) as skipped:
+        with open_for_matching(cases["truncated"]):
+            pass
+    assert skipped.value.reason is SkipReason.TRUNCATED
