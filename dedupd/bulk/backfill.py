@@ -23,6 +23,7 @@ version and model fingerprint, which `dedupd import` checks) and sees the files 
 import io
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -226,14 +227,16 @@ def run(options: Options) -> dict[str, Any]:
 
 
 def summary(out: Path) -> dict[str, Any]:
-    """What a backfill directory holds: shards, rows, encoded rows, and the encoder and models named."""
+    """What a backfill directory holds: shards, rows, encoded and skipped rows (by reason), the encoders and
+    models named."""
     files = parquet.shard_files(out)
-    kinds: dict[tuple[str, str | None, bool], int] = {}
+    kinds: Counter[tuple[str, str | None, bool]] = Counter()
+    reasons: Counter[str] = Counter()
     for path in files:
-        for kind, count in parquet.versions(path).items():
-            kinds[kind] = kinds.get(kind, 0) + count
+        kinds.update(parquet.versions(path))
+        reasons.update(parquet.skip_reasons(path))
     encoded = sum(count for (_, _, is_encoded), count in kinds.items() if is_encoded)
-    return {"out": str(out), "shards": len(files), "rows": sum(kinds.values()), "encoded": encoded,
-            "skipped": sum(kinds.values()) - encoded,
+    return {"out": str(out), "shards": len(files), "rows": kinds.total(), "encoded": encoded,
+            "skipped": kinds.total() - encoded, "skipped_by_reason": dict(sorted(reasons.items())),
             "encoders": sorted({encoder for encoder, _, _ in kinds}),
             "models": sorted({model for _, model, _ in kinds if model is not None})}

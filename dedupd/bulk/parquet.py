@@ -217,6 +217,12 @@ def row_count(files: Iterable[Path]) -> int:
     return sum(_open(path).metadata.num_rows for path in files)
 
 
+def skip_reasons(path: Path) -> dict[str, int]:
+    """Skip reason -> rows of the shard skipped for it (encoded rows left out)."""
+    counted = _open(path).read(columns=["skip"]).group_by(["skip"]).aggregate([([], "count_all")]).to_pylist()
+    return {entry["skip"]: entry["count_all"] for entry in counted if entry["skip"] is not None}
+
+
 def versions(path: Path) -> dict[tuple[str, str | None, bool], int]:
     """(encoder, model, encoded) -> rows of that kind in the shard, read from those columns alone: what
     `dedupd import` checks before importing (`encoded` is False for a skip row, which has no model)."""

@@ -318,9 +318,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(document)
     else:
-        print(f"wrote {document['rows']:,} rows ({document['encoded']:,} encoded, {document['skipped']:,} skipped) "
-              f"in {document['shards']} shard(s) under {document['out']}; import them with `dedupd import "
-              f"{document['out']}`")
+        reasons = ", ".join(f"{reason} {count:,}" for reason, count in document["skipped_by_reason"].items())
+        print(f"wrote {document['rows']:,} rows ({document['encoded']:,} encoded, {document['skipped']:,} skipped"
+              f"{': ' + reasons if reasons else ''}) in {document['shards']} shard(s) under {document['out']}; "
+              f"import them with `dedupd import {document['out']}`")
     return 0
 
 

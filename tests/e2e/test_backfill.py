@@ -57,6 +57,7 @@ def test_backfill_on_local_ray_then_import_gives_the_daemons_groups(tmp_path: Pa
                      "--batch-size", "8", "--files-per-task", "4")
     files = len(list(root.iterdir()))
     assert (summary["rows"], summary["encoded"], summary["skipped"]) == (files, files - 1, 1)
+    assert summary["skipped_by_reason"] == {"unsupported_format": 1}
 
     daemon = daemon_factory([root])  # the daemon indexing the files itself
     try:
