@@ -1,11 +1,11 @@
 """`dedupd scan DIR` without `--method`: one-shot duplicate finding with dedupd's own matcher.
 
-Owns the one-shot orchestration: discover files, encode them in the daemon's encode pool (one read
-and one reduced decode per file; a decoder that crashes or hangs costs its file; at most 2 x workers
-files in flight), embed the CNN inputs in batches in this process while the
-workers keep decoding, then decide every pair with `search.matcher` (rule, then tier) and group
-them with `search.groups` (duplicate groups that never hold two different captures). No daemon,
-no store: the daemon runs the same encoder, the same `decide`, `tiers` and `partition`.
+Owns the one-shot orchestration: discover files, encode them in the daemon's encode pool (one read and one
+reduced decode per file; a decoder that crashes or hangs costs its file; at most 2 x workers files in flight;
+a byte copy of a file already encoded is read, not decoded: its encoding is reused), embed the CNN inputs in
+batches in this process while the workers keep decoding, then decide every pair with `search.matcher` (rule,
+then tier) and group them with `search.groups` (duplicate groups that never hold two different captures). No
+daemon, no store: the daemon runs the same encoder, the same `decide`, `tiers` and `partition`.
 """
 
 import logging
@@ -21,10 +21,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from dedupd.encodepool import EncodePool, Outcome
+from dedupd.encodepool import EncodePool, Outcome, SameContent
 from dedupd.errors import Skipped, SkipReason
 from dedupd.imaging.cnn import Encoder, ModelSpec, resolve_model
-from dedupd.imaging.encode import EncodedFile
 from dedupd.records import Capture
 from dedupd.search.groups import partition
 from dedupd.search.keep import Candidate, choose
@@ -63,6 +62,8 @@ class ScanResult:
     files: list[ScannedFile]
     pairs: list[PairMatch]
     skipped: list[tuple[Path, SkipReason, str]] = field(default_factory=list)
+    #: Files whose bytes were those of a file encoded before them: read and digested, not decoded.
+    reused: int = 0
 
     @property
     def encoded(self) -> int:
@@ -132,10 +133,51 @@ def discover(root: Path, recursive: bool) -> list[Path]:
     """Regular files under `root`, sorted, walked as the daemon walks a root with the default policy
     (`dedupd.watch.scan`): hidden files and directories, the default excludes (`@eaDir`, `.thumbnails`,
     recycle bins ...) and symlinks are left out. A root that cannot be listed has no files."""
+    return [path for path, _ in _discover_sized(root, recursive)]
+
+
+def _discover_sized(root: Path, recursive: bool) -> list[tuple[Path, int]]:
+    """`discover`'s files with their size when walked."""
     try:
-        return sorted(Path(path) for path, _ in watch_scan(RootSpec(os.path.abspath(root), recursive=recursive)))
+        found = watch_scan(RootSpec(os.path.abspath(root), recursive=recursive))
+        return sorted((Path(path), st.st_size) for path, st in found)
     except OSError:
         return []
+
+
+def submission_order(sizes: list[int]) -> tuple[list[int], dict[int, int]]:
+    """The order to encode files of these sizes in, and for each file that is not the first of its size the
+    index of that first one. Only those can be byte copies of a file before them: submitted after all the
+    first ones, each with its first's digest, they are read but not decoded when they are copies of it."""
+    first_of: dict[int, int] = {}
+    later: dict[int, int] = {}
+    for index, size in enumerate(sizes):
+        if size in first_of:
+            later[index] = first_of[size]
+        else:
+            first_of[size] = index
+    return list(first_of.values()) + list(later), later
+
+
+class _Published:
+    """The digest each file was encoded with (None: it was not), from the scan's loop to its feeder."""
+
+    def __init__(self, closing: threading.Event) -> None:
+        self._closing = closing
+        self._cond = threading.Condition()
+        self._digests: dict[int, bytes | None] = {}
+
+    def publish(self, index: int, digest: bytes | None) -> None:
+        with self._cond:
+            self._digests[index] = digest
+            self._cond.notify_all()
+
+    def wait(self, index: int) -> bytes | None:
+        """The digest of file `index` once published; None at once when the scan is closing."""
+        with self._cond:
+            while index not in self._digests and not self._closing.is_set():
+                self._cond.wait(0.1)
+            return self._digests.get(index)
 
 
 class _BatchedEmbedder:
@@ -144,7 +186,12 @@ class _BatchedEmbedder:
     def __init__(self, encoder: Encoder) -> None:
         self._encoder = encoder
         self._pending: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = defaultdict(list)
+        self._aliases: dict[int, int] = {}
         self.rows: dict[int, np.ndarray] = {}
+
+    def alias(self, index: int, source: int) -> None:
+        """Row `index` is row `source` (a byte copy: same bytes, same tensor, embedded once)."""
+        self._aliases[index] = source
 
     def add(self, index: int, tensor: np.ndarray) -> None:
         bucket = self._pending[tensor.shape]
@@ -161,16 +208,22 @@ class _BatchedEmbedder:
     def finish(self, count: int) -> np.ndarray:
         for shape in list(self._pending):
             self._flush(shape)
+        self.rows.update((index, self.rows[source]) for index, source in self._aliases.items() if source in self.rows)
         return np.stack([self.rows[index] for index in range(count)]) if count else np.zeros((0, 1), np.float32)
 
 
-def _encoded_stream(paths: list[Path], cnn_spec: ModelSpec | None, workers: int) -> Iterator[tuple[int, Outcome]]:
+def _encoded_stream(
+    paths: list[Path], cnn_spec: ModelSpec | None, workers: int, *, sizes: list[int], published: _Published,
+    closing: threading.Event,
+) -> Iterator[tuple[int, Outcome]]:
     """(index in `paths`, outcome) in completion order, from the daemon's encode pool: a decoder that crashes
     or hangs costs its file, not the scan. At most 2 x `workers` files are in flight and as many outcomes wait
-    to be taken, so memory does not grow with the number of files."""
+    to be taken, so memory does not grow with the number of files. A file of the same size as one before it
+    (`submission_order`) waits until that one's digest is `published` and is submitted with it: its outcome
+    is SameContent when it is a byte copy of it."""
     bound = 2 * workers
     results: queue.Queue[tuple[int, Outcome]] = queue.Queue(bound)
-    closing = threading.Event()
+    order, later = submission_order(sizes)
 
     def deliver(index: int, outcome: Outcome) -> None:
         while not closing.is_set():
@@ -182,8 +235,9 @@ def _encoded_stream(paths: list[Path], cnn_spec: ModelSpec | None, workers: int)
 
     def feed() -> None:
         try:
-            for index, path in enumerate(paths):
-                pool.submit(index, path)  # blocks while `bound` files are in flight
+            for index in order:
+                known = published.wait(later[index]) if index in later else None
+                pool.submit(index, paths[index], known)  # blocks while `bound` files are in flight
         except RuntimeError:
             pass  # the pool closed: the scan ended early
 
@@ -210,7 +264,8 @@ def scan_directory(
     model: str | None = None,
 ) -> ScanResult:
     """Encode every file under `root` and decide every pair; bad files are skipped with a reason."""
-    paths = discover(root, recursive)
+    sized = _discover_sized(root, recursive)
+    paths = [path for path, _ in sized]
     # One ONNX Runtime thread: the decode workers already keep every core busy.
     encoder = Encoder(model, intra_op_threads=1) if settings.cnn_enabled else None
     cnn_spec = encoder.spec if encoder else (resolve_model(model) if settings.cnn_enabled else None)
@@ -218,27 +273,46 @@ def scan_directory(
     result = ScanResult(files=[], pairs=[])
     digests: list[bytes] = []
     variants: list[tuple[int, ...]] = []
+    by_digest: dict[bytes, int] = {}  # digest -> index in result.files of the first file encoded with it
+    closing = threading.Event()
+    published = _Published(closing)
+    stream = _encoded_stream(paths, cnn_spec, max(1, workers), sizes=[size for _, size in sized],
+                             published=published, closing=closing)  # fmt: skip
     with tqdm(total=len(paths), disable=not progress, unit="img") as bar:
-        for index, outcome in _encoded_stream(paths, cnn_spec, max(1, workers)):
+        for index, outcome in stream:
             bar.update()
             path = paths[index]
-            if not isinstance(outcome, EncodedFile):  # a Skipped (no digest is known here: never SameContent)
-                assert isinstance(outcome, Skipped)
+            if isinstance(outcome, Skipped):
                 log.info("skipped %s: %s", path, outcome)
                 result.skipped.append((path, outcome.reason, outcome.detail))
+                published.publish(index, None)
                 continue
             try:
                 stat = path.stat()
             except OSError as exc:  # gone (or unreachable) since it was read
                 result.skipped.append((path, SkipReason.VANISHED, f"{type(exc).__name__}: {exc.strerror}"))
+                published.publish(index, None)
                 continue
-            encoding = outcome.encoding
-            if embedder is not None and outcome.cnn_input is not None:
-                embedder.add(len(result.files), outcome.cnn_input)
-            result.files.append(ScannedFile(path, stat.st_size, stat.st_mtime_ns, encoding.width * encoding.height,
-                                            encoding.capture, encoding.thumb))
-            digests.append(encoding.digest)
-            variants.append(outcome.variants)
+            here = len(result.files)
+            if isinstance(outcome, SameContent):  # the bytes of a file encoded before: its encoding is this one's
+                source = by_digest[outcome.digest]  # published, so encoded, before this file was submitted
+                first = result.files[source]
+                result.files.append(replace(first, path=path, size=stat.st_size, mtime_ns=stat.st_mtime_ns))
+                digests.append(digests[source])
+                variants.append(variants[source])
+                if embedder is not None:
+                    embedder.alias(here, source)
+                result.reused += 1
+            else:
+                encoding = outcome.encoding
+                if embedder is not None and outcome.cnn_input is not None:
+                    embedder.add(here, outcome.cnn_input)
+                result.files.append(ScannedFile(path, stat.st_size, stat.st_mtime_ns,
+                                                encoding.width * encoding.height, encoding.capture, encoding.thumb))
+                digests.append(encoding.digest)
+                variants.append(outcome.variants)
+            by_digest.setdefault(digests[here], here)
+            published.publish(index, digests[here])
     count = len(result.files)
     order = sorted(range(count), key=lambda i: result.files[i].path)  # outcomes came in completion order
     result.files = [result.files[i] for i in order]

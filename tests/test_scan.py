@@ -1,0 +1,48 @@
+"""`dedupd scan`'s byte-copy path: a file with the bytes of one encoded before it is read, not decoded,
+and what the scan keeps of it is what a decode of it gives."""
+
+import shutil
+from pathlib import Path
+
+from PIL import Image
+
+from dedupd.imaging.cnn import resolve_model
+from dedupd.imaging.encode import encode_path
+from dedupd.scan import scan_directory, submission_order
+from dedupd.search.matcher import MatcherSettings
+
+
+def test_submission_order_puts_later_files_of_a_size_after_every_first() -> None:
+    order, later = submission_order([10, 20, 10, 30, 20, 10])
+    assert order == [0, 1, 3, 2, 4, 5]
+    assert later == {2: 0, 4: 1, 5: 0}
+
+
+def test_a_byte_copy_is_not_decoded_and_keeps_the_record_a_decode_gives(tmp_path: Path, photos: list[Path]) -> None:
+    with Image.open(photos[0]) as photo:
+        photo = photo.convert("RGB")
+    photo.save(tmp_path / "a.jpg", quality=90, comment=b"aaaa")
+    photo.save(tmp_path / "e.jpg", quality=90, comment=b"eeee")  # same size, other bytes: must be decoded
+    shutil.copyfile(tmp_path / "a.jpg", tmp_path / "b.jpg")
+    with Image.open(photos[1]) as other:
+        other.convert("RGB").save(tmp_path / "c.png")
+    assert (tmp_path / "a.jpg").stat().st_size == (tmp_path / "e.jpg").stat().st_size
+
+    result = scan_directory(tmp_path, MatcherSettings.defaults(), workers=2)
+
+    assert result.reused == 1 and result.encoded == 4 and not result.skipped
+    files = {f.path.name: f for f in result.files}
+    decoded = encode_path(tmp_path / "b.jpg", cnn_spec=resolve_model(None)).encoding  # as the scan decodes
+    copy = files["b.jpg"]
+    assert copy.path == tmp_path / "b.jpg" and copy.size == (tmp_path / "b.jpg").stat().st_size
+    assert (copy.pixels, copy.capture, copy.thumb) == (decoded.width * decoded.height, decoded.capture, decoded.thumb)
+    pairs = {frozenset((result.files[p.first].path.name, result.files[p.second].path.name)): p for p in result.pairs}
+    assert pairs[frozenset(("a.jpg", "b.jpg"))].method == "exact"
+    # Its digest, hashes and embedding are the original's: every pair it has is the original's pair.
+    for third in ("e.jpg", "c.png"):
+        with_copy, with_original = pairs.get(frozenset(("b.jpg", third))), pairs.get(frozenset(("a.jpg", third)))
+        assert (with_copy is None) == (with_original is None), third
+        if with_copy is not None and with_original is not None:
+            assert (with_copy.method, with_copy.score, with_copy.tier, with_copy.evidence) == (
+                with_original.method, with_original.score, with_original.tier, with_original.evidence)
+    assert frozenset(("a.jpg", "e.jpg")) in pairs  # the same pixels under another comment: decoded, matched
