@@ -62,6 +62,7 @@ from dedupd.records import Commit, Encoding, FileRecord, Link, Match, StoreChang
 from dedupd.search.embeddings import ANN_MIN_ROWS, EmbeddingSearch
 from dedupd.search.groups import grouped, partition
 from dedupd.search.keep import Candidate, choose
+from dedupd.search.keep import keepers as keep_whole  # `keepers` names a plan's kept paths below
 from dedupd.search.matcher import (
     DUPLICATE,
     PAIR_CHUNK_CELLS,
@@ -77,6 +78,7 @@ from dedupd.search.matcher import (
     tiers,
 )
 from dedupd.search.mih import MultiIndexHash
+from dedupd.search.sets import capture_sets
 from dedupd.store import DEFAULT_MAP_SIZE, Store
 
 log = logging.getLogger(__name__)
@@ -512,7 +514,8 @@ class Catalog:
             cannot = list(zip(a[similar].tolist(), b[similar].tolist(), strict=True)) + sorted(self._ignored)
             records = self._store.records({int(r) for r in np.concatenate([a[rows], b[rows]]).tolist()})
             ids = {rid: identity(rec.encoding.capture) for rid, rec in records.items() if rec.encoding is not None}
-            groups = partition(((int(a[k]), int(b[k])) for k in order), cannot, ids, different_captures)
+            groups = partition(((int(a[k]), int(b[k])) for k in order), cannot, ids, different_captures,
+                               _sets_of(records))
         else:
             groups = partition((int(a[k]), int(b[k])) for k in order)
         if only is None and tier == DUPLICATE:
@@ -651,9 +654,12 @@ class Catalog:
         if not links:
             return {}
         paths = self._store.paths({r for ln in links for r in (ln.a, ln.b)})
+        sets = _sets_of(self._store.records({r for ln in links for r in (ln.a, ln.b)}))
         out: dict[str, list[Match]] = {}
         for ln in links:
             if ln.method.startswith(SIMILAR_PREFIX):  # reports speak of duplicates only
+                continue
+            if ln.a in sets and sets.get(ln.b) == sets[ln.a]:  # one capture set (a RAW and its JPEG): no news
                 continue
             newer, older = max(ln.a, ln.b), min(ln.a, ln.b)
             out.setdefault(paths[newer], []).append(_match(paths[older], ln.method, ln.score))
@@ -983,17 +989,29 @@ def _group(members: Sequence[int], links: Iterable[_RawLink], path: Mapping[int,
     return Group(tuple(sorted(path[r] for r in members)), tuple(shown))
 
 
+def _sets_of(records: Mapping[int, FileRecord]) -> dict[int, int]:
+    """Each record of a capture set (`search.sets`) among `records` -> its set's smallest rid."""
+    captures = {rid: rec.encoding.capture if rec.encoding is not None else None for rid, rec in records.items()}
+    return capture_sets({rid: rec.key.path for rid, rec in records.items()},
+                        {rid: c.format if c is not None else None for rid, c in captures.items()},
+                        {rid: identity(c) for rid, c in captures.items()})
+
+
 def _keep_plan(records: Sequence[FileRecord], protected: Sequence[str]) -> KeepPlan:
-    """The keep policy's plan for one group's records; members under a protected root are its keepers."""
-    ordered, why = choose([_candidate(rec) for rec in records])
-    guarded = [c.path for c in ordered if any(is_under(c.path, p) for p in protected)]
-    keepers = guarded or [ordered[0].path]
+    """The keep policy's plan for one group's records; members under a protected root are its keepers (with
+    their capture sets: a set is kept or proposed whole)."""
+    sets = _sets_of(dict(enumerate(records)))
+    ordered, why = choose([_candidate(rec, records[sets[i]].key.path if i in sets else None)
+                           for i, rec in enumerate(records)])
+    guarded_sets = {c.capture_set or c.path for c in ordered if any(is_under(c.path, p) for p in protected)}
+    guarded = [c.path for c in ordered if (c.capture_set or c.path) in guarded_sets]
+    keepers = guarded or [c.path for c in keep_whole(ordered)]
     if guarded:
         why = "in a protected root"
     return KeepPlan(tuple(keepers), why, tuple(c.path for c in ordered if c.path not in keepers))
 
 
-def _candidate(rec: FileRecord) -> Candidate:
+def _candidate(rec: FileRecord, capture_set: str | None = None) -> Candidate:
     enc = rec.encoding
     pixels = enc.width * enc.height if enc is not None else 0
-    return Candidate(rec.key.path, pixels, rec.key.mtime_ns, enc.capture if enc is not None else None)
+    return Candidate(rec.key.path, pixels, rec.key.mtime_ns, enc.capture if enc is not None else None, capture_set)

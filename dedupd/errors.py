@@ -61,6 +61,15 @@ class SkipReason(StrEnum):
     DECODE_ERROR = "decode_error"
     DECODE_TIMEOUT = "decode_timeout"
     DECODER_CRASH = "decoder_crash"
+    # Not images, and not broken: counted quietly (logged at debug, never listed as broken files).
+    VIDEO = "video"  # a video file (its bytes say so), not a Live Photo's motion file
+    SIDECAR = "sidecar"  # an image's XMP or AAE sidecar (`IMG_1.xmp`, `IMG_1.CR3.xmp`, `IMG_1.AAE`)
+    MOTION = "motion"  # a Live Photo's motion file: a video beside a still of its basename
+
+
+#: The reasons that are no fault of a file: `status` counts sidecars and motion files apart from the
+#: skipped files, videos under their own reason, and none of them is logged above debug.
+QUIET_REASONS = frozenset({SkipReason.VIDEO, SkipReason.SIDECAR, SkipReason.MOTION})
 
 
 class Skipped(DedupdError):

@@ -22,11 +22,11 @@ import numpy as np
 from tqdm import tqdm
 
 from dedupd.encodepool import EncodePool, Outcome, SameContent
-from dedupd.errors import Skipped, SkipReason
+from dedupd.errors import QUIET_REASONS, Skipped, SkipReason
 from dedupd.imaging.cnn import Encoder, ModelSpec, resolve_model
 from dedupd.records import Capture
 from dedupd.search.groups import partition
-from dedupd.search.keep import Candidate, choose
+from dedupd.search.keep import Candidate, choose, keepers
 from dedupd.search.matcher import (
     DUPLICATE,
     SIMILAR,
@@ -39,6 +39,7 @@ from dedupd.search.matcher import (
     stronger,
     tiers,
 )
+from dedupd.search.sets import capture_sets, companion_kind
 from dedupd.watch import RootSpec
 from dedupd.watch import scan as watch_scan
 
@@ -64,6 +65,8 @@ class ScanResult:
     skipped: list[tuple[Path, SkipReason, str]] = field(default_factory=list)
     #: Files whose bytes were those of a file encoded before them: read and digested, not decoded.
     reused: int = 0
+    #: Files that belong to an image by their name (`search.sets.companion_kind`): never decoded or skipped.
+    companions: dict[Path, SkipReason] = field(default_factory=dict)
 
     @property
     def encoded(self) -> int:
@@ -74,7 +77,14 @@ class ScanResult:
         duplicates = sorted((p for p in self.pairs if p.tier == DUPLICATE), key=self._strength)
         return partition(((p.first, p.second) for p in duplicates),
                          ((p.first, p.second) for p in self.pairs if p.tier == SIMILAR),
-                         {k: identity(f.capture) for k, f in enumerate(self.files)}, different_captures)  # fmt: skip
+                         {k: identity(f.capture) for k, f in enumerate(self.files)}, different_captures,
+                         self._sets())  # fmt: skip
+
+    def _sets(self) -> dict[int, int]:
+        """Each file of a capture set (`search.sets`) -> its set's first file."""
+        return capture_sets({k: str(f.path) for k, f in enumerate(self.files)},
+                            {k: f.capture.format if f.capture else None for k, f in enumerate(self.files)},
+                            {k: identity(f.capture) for k, f in enumerate(self.files)})  # fmt: skip
 
     def similar_groups(self) -> list[list[int]]:
         """Groups of different captures of one scene: connected by similar pairs (chains allowed: for culling)."""
@@ -88,28 +98,34 @@ class ScanResult:
         """DESIGN.md's scan document: duplicate groups (keeper first, with why) with each member's strongest
         match inside its group, and (with `similar`) the similar groups in the same shape."""
         groups = []
+        sets = self._sets()
         for group in self.duplicate_groups():
-            ordered, why = choose([self._candidate(index) for index in group])
-            members = self._members([self._index[c.path] for c in ordered], DUPLICATE)
-            members[0]["keep"] = why
+            ordered, why = choose([self._candidate(index, sets) for index in group])
+            members = self._members([self._index[c.path] for c in ordered], DUPLICATE, sets)
+            for member in members[:len(keepers(ordered))]:
+                member["keep"] = why
             groups.append(members)
         document: dict[str, Any] = {"groups": sorted(groups, key=lambda members: members[0]["path"])}
         if similar:
             document["similar"] = [self._members(group, SIMILAR) for group in self.similar_groups()]
         document["skipped"] = [{"path": str(path), "reason": reason.value, "detail": detail}
                                for path, reason, detail in self.skipped]  # fmt: skip
+        document["companions"] = {kind.value: sum(1 for k in self.companions.values() if k == kind)
+                                  for kind in (SkipReason.SIDECAR, SkipReason.MOTION)}  # fmt: skip
         return document
 
     @property
     def _index(self) -> dict[str, int]:
         return {str(f.path): i for i, f in enumerate(self.files)}
 
-    def _candidate(self, index: int) -> Candidate:
+    def _candidate(self, index: int, sets: dict[int, int]) -> Candidate:
         f = self.files[index]
-        return Candidate(str(f.path), f.pixels, f.mtime_ns, f.capture)
+        capture_set = str(self.files[sets[index]].path) if index in sets else None
+        return Candidate(str(f.path), f.pixels, f.mtime_ns, f.capture, capture_set)
 
-    def _members(self, group: list[int], tier: str) -> list[dict[str, Any]]:
-        """Each member with its strongest pair of that tier inside the group."""
+    def _members(self, group: list[int], tier: str, sets: dict[int, int] | None = None) -> list[dict[str, Any]]:
+        """Each member with its strongest pair of that tier inside the group; a capture set's file that matched
+        nothing itself is shown with its set (method `capture_set`, matched: the set's first other file)."""
         inside = set(group)
         best: dict[int, PairMatch] = {}
         for pair in self.pairs:
@@ -117,7 +133,17 @@ class ScanResult:
                 for member in (pair.first, pair.second):
                     if member not in best or stronger(pair, best[member]):
                         best[member] = pair
-        return [self._member(index, best[index]) for index in group]
+        shown = []
+        for index in group:
+            if index in best:
+                shown.append(self._member(index, best[index]))
+            else:
+                mate = next(m for m in group if m != index and (sets or {}).get(m) == (sets or {}).get(index))
+                shown.append({"path": str(self.files[index].path), "method": "capture_set", "distance": 0,
+                              "matched": str(self.files[mate].path)})
+            if sets and index in sets:
+                shown[-1]["capture_set"] = str(self.files[sets[index]].path)
+        return shown
 
     def _member(self, index: int, pair: PairMatch) -> dict[str, Any]:
         partner = pair.second if pair.first == index else pair.first
@@ -264,13 +290,16 @@ def scan_directory(
     model: str | None = None,
 ) -> ScanResult:
     """Encode every file under `root` and decide every pair; bad files are skipped with a reason."""
-    sized = _discover_sized(root, recursive)
+    found = _discover_sized(root, recursive)
+    names = {str(path) for path, _ in found}
+    companions = {path: kind for path, _ in found if (kind := companion_kind(str(path), names.__contains__))}
+    sized = [(path, size) for path, size in found if path not in companions]
     paths = [path for path, _ in sized]
     # One ONNX Runtime thread: the decode workers already keep every core busy.
     encoder = Encoder(model, intra_op_threads=1) if settings.cnn_enabled else None
     cnn_spec = encoder.spec if encoder else (resolve_model(model) if settings.cnn_enabled else None)
     embedder = _BatchedEmbedder(encoder) if encoder else None
-    result = ScanResult(files=[], pairs=[])
+    result = ScanResult(files=[], pairs=[], companions=companions)
     digests: list[bytes] = []
     variants: list[tuple[int, ...]] = []
     by_digest: dict[bytes, int] = {}  # digest -> index in result.files of the first file encoded with it
@@ -283,7 +312,8 @@ def scan_directory(
             bar.update()
             path = paths[index]
             if isinstance(outcome, Skipped):
-                log.info("skipped %s: %s", path, outcome)
+                level = logging.DEBUG if outcome.reason in QUIET_REASONS else logging.INFO
+                log.log(level, "skipped %s: %s", path, outcome)
                 result.skipped.append((path, outcome.reason, outcome.detail))
                 published.publish(index, None)
                 continue

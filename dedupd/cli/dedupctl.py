@@ -249,6 +249,7 @@ def _show_status(result: Mapping[str, Any]) -> list[str]:
         ["decodes:", str(counts.get("decodes", 0))],
         ["duplicates:", f"{counts['duplicates']} groups, {counts.get('duplicate_files', 0)} files"],
         ["skipped:", skipped_text],
+        ["sidecars:", f"{counts.get('sidecars', 0)} sidecars, {counts.get('motion_files', 0)} motion files"],
         ["index:", _counted(result.get("index") or {}) or "empty"],
         ["cnn:", cnn_text],
         ["scan:", scan_text],

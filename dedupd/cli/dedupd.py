@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dedupd import __version__
-from dedupd.errors import DedupdError
+from dedupd.errors import DedupdError, SkipReason
 from dedupd.names import shown
 
 HASH_METHODS = ("phash", "ahash", "dhash", "whash")
@@ -152,11 +152,15 @@ def _scan_with_matcher(args: argparse.Namespace) -> int:
                 why = f"  keep: {member['keep']}" if "keep" in member else ""
                 evidence = f"  ({member['evidence']})" if label != "group" and member.get("evidence") else ""
                 print(shown(f"  {member['path']}  [{member['method']} {score}]{why}{evidence}"))
-    for skipped in document["skipped"]:
+    broken = [skipped for skipped in document["skipped"] if skipped["reason"] != SkipReason.VIDEO]
+    for skipped in broken:
         print(shown(f"skipped {skipped['path']}: {skipped['reason']}"), file=sys.stderr)
     similar = f", {len(document['similar'])} similar groups" if args.similar else ""
+    videos = len(document["skipped"]) - len(broken)
+    quiet = "".join(f", {n} {what}" for n, what in ((videos, "videos"), (document["companions"]["sidecar"], "sidecars"),
+                                                   (document["companions"]["motion"], "motion files")) if n)
     print(f"{len(document['groups'])} duplicate groups{similar} among {result.encoded} images "
-          f"({len(document['skipped'])} skipped).", file=sys.stderr)
+          f"({len(broken)} skipped{quiet}).", file=sys.stderr)
     return 0
 
 

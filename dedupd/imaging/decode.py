@@ -271,6 +271,20 @@ class Decoded(NamedTuple):
     capture: Capture
 
 
+#: ISO-BMFF major brands of video files (MP4, QuickTime, 3GPP): never images (HEIF, AVIF, CR3 brands differ).
+_VIDEO_BRANDS = frozenset({b"isom", b"iso2", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"qt  ", b"M4V ", b"M4VP",
+                           b"avc1", b"3gp4", b"3gp5", b"3gp6", b"3g2a", b"MSNV", b"dash", b"XAVC", b"mmp4"})
+
+
+def is_video(data: bytes) -> bool:
+    """Whether the bytes are a video container (pure): MP4/QuickTime/3GPP, AVI, Matroska/WebM."""
+    if data[4:8] == b"ftyp":
+        return data[8:12] in _VIDEO_BRANDS
+    if data[4:8] in (b"moov", b"mdat", b"wide", b"free"):  # an old QuickTime file without ftyp
+        return True
+    return (data[:4] == b"RIFF" and data[8:12] == b"AVI ") or data[:4] == b"\x1a\x45\xdf\xa3"
+
+
 @contextmanager
 def _open_camera_format(data: bytes, min_side: int, max_pixels: int) -> Iterator[Decoded | None]:
     """The `Decoded` of a camera RAW (imaging.raw); None for other bytes (and a TIFF LibRaw does not know)."""
@@ -299,6 +313,8 @@ def open_for_matching(
     """
     if not data:
         raise Skipped(SkipReason.TOO_SMALL, "empty file")
+    if is_video(data):
+        raise Skipped(SkipReason.VIDEO, "a video file")
     with _open_camera_format(data, min_side, max_pixels) as camera:
         if camera is not None:
             yield camera

@@ -10,6 +10,9 @@ Metadata is evidence about any two files, matched or not: with `identity` (a has
 identity per node, e.g. its EXIF time and unique id) and `apart` (do two identities name different
 captures), a join is also refused when any identity of one group is `apart` from one of the other,
 so two burst frames never meet through look-alike files without metadata between them.
+With `units` (node -> its capture set's representative, `search.sets`), the files of one exposure are one
+node: joined before any link, never kept apart by a cannot-link or identity between them, and a group that
+is one set alone (a RAW and its JPEG matching each other) is no group.
 Singletons are left out. Union-find with path halving; each group carries the set of nodes it may
 not meet and its distinct identities, so a join is checked in time proportional to the smaller group.
 """
@@ -24,8 +27,10 @@ def partition(
     cannot: Iterable[tuple[int, int]] = (),
     identity: Mapping[int, Hashable] | None = None,
     apart: Callable[[Hashable, Hashable], bool] | None = None,
+    units: Mapping[int, int] | None = None,
 ) -> list[list[int]]:
     """Groups (each sorted, ordered by first member) of int nodes joined by `links` in the order given."""
+    sets = units or {}
     parent: dict[int, int] = {}
     members: dict[int, set[int]] = {}
     forbidden: dict[int, set[int]] = {}
@@ -33,6 +38,8 @@ def partition(
     known = identity or {}
     against: dict[int, set[int]] = {}
     for x, y in cannot:
+        if x in sets and sets.get(y) == sets[x]:
+            continue
         against.setdefault(x, set()).add(y)
         against.setdefault(y, set()).add(x)
 
@@ -45,7 +52,19 @@ def partition(
             node = parent[node]
         return node
 
-    for a, b in links:
+    def join(ra: int, rb: int) -> None:
+        small, big = (ra, rb) if len(members[ra]) <= len(members[rb]) else (rb, ra)
+        parent[small] = big
+        members[big] |= members.pop(small)
+        forbidden[big] |= forbidden.pop(small)
+        identities[big] |= identities.pop(small)
+
+    linked = list(links)
+    matched = {sets[n] for pair in linked for n in pair if n in sets}  # the sets some link reaches
+    for node, unit in sets.items():
+        if unit in matched and root(node) != root(unit):
+            join(root(node), root(unit))
+    for a, b in linked:
         ra, rb = root(a), root(b)
         if ra == rb:
             continue
@@ -54,11 +73,9 @@ def partition(
             continue
         if apart is not None and any(apart(x, y) for x in identities[small] for y in identities[big] if x != y):
             continue
-        parent[small] = big
-        members[big] |= members.pop(small)
-        forbidden[big] |= forbidden.pop(small)
-        identities[big] |= identities.pop(small)
-    return sorted((sorted(group) for group in members.values() if len(group) > 1), key=lambda group: group[0])
+        join(ra, rb)
+    shown = (group for group in members.values() if len({sets.get(n, n) for n in group}) > 1)
+    return sorted((sorted(group) for group in shown), key=lambda group: group[0])
 
 
 def grouped(groups: Sequence[Sequence[int]]) -> int:

@@ -31,7 +31,7 @@ from dedupd import __version__
 from dedupd.catalog import Catalog, Group, IndexConfig
 from dedupd.config import Settings, changed_keys, load_settings
 from dedupd.encodepool import EncodePool, Outcome
-from dedupd.errors import DedupdError, Skipped, StoreError
+from dedupd.errors import DedupdError, Skipped, SkipReason, StoreError
 from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import ENCODER_VERSION, EncodedFile
 from dedupd.memory import release_free_memory
@@ -448,6 +448,9 @@ class Daemon:
                 "reports": counters.reports,
                 "same_content": counters.same_content,
                 "skipped": self._skip_counts(records, counters.vanished, len(self._too_long)),  # type: ignore[arg-type]
+                # an image's files that are no image (search.sets.companion_kind): counted, never skipped
+                "sidecars": records.get(f"skipped:{SkipReason.SIDECAR.value}", 0),
+                "motion_files": records.get(f"skipped:{SkipReason.MOTION.value}", 0),
                 "skipped_by_extension": dict(counters.skipped_by_extension),
             },
             "index": stats["index"],
@@ -462,7 +465,9 @@ class Daemon:
     def _skip_counts(records: dict[str, int], vanished: int, too_long: int = 0) -> dict[str, int]:
         """Skipped files by reason: what the store holds, plus files that vanished before their turn and paths
         (files or whole directories) nested beyond PATH_MAX."""
-        counts = {key.split(":", 1)[1]: n for key, n in records.items() if key.startswith("skipped:") and n}
+        companions = {f"skipped:{SkipReason.SIDECAR.value}", f"skipped:{SkipReason.MOTION.value}"}
+        counts = {key.split(":", 1)[1]: n for key, n in records.items()
+                  if key.startswith("skipped:") and n and key not in companions}
         if vanished:
             counts["vanished"] = counts.get("vanished", 0) + vanished
         if too_long:

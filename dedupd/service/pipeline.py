@@ -34,10 +34,11 @@ import numpy as np
 
 from dedupd.catalog import Applied, Catalog
 from dedupd.encodepool import EncodePool, Outcome, SameContent
-from dedupd.errors import Skipped, SkipReason, StoreError
+from dedupd.errors import QUIET_REASONS, Skipped, SkipReason, StoreError
 from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import DEFAULT_MAX_FILE_SIZE, EncodedFile
 from dedupd.records import Change, ChangeKind, FileKey, FileRecord, Match, Move, Removal, Restat
+from dedupd.search.sets import companion_kind
 from dedupd.service.reports import ReportWriter
 
 log = logging.getLogger(__name__)
@@ -468,6 +469,10 @@ class Pipeline:
                 continue
             if self._moved_while_away(key):
                 continue
+            companion = companion_kind(path)
+            if companion is not None:  # a sidecar or a Live Photo's motion file: its image's, never decoded
+                self._commit_skip(key, companion, "belongs to the image of its basename")
+                continue
             known = self._take_expected(key)
             with self._state_lock:
                 self._in_flight[path] = key
@@ -545,7 +550,9 @@ class Pipeline:
         self.counters.decodes += 1
         if isinstance(outcome, Skipped):
             self._put(self._commit_queue, FileRecord(key, skip=outcome.reason))
-            log.info("skipped %s: %s", key.path, outcome, extra={"FILE": key.path, "REASON": outcome.reason.value})
+            level = logging.DEBUG if outcome.reason in QUIET_REASONS else logging.INFO
+            log.log(level, "skipped %s: %s", key.path, outcome,
+                    extra={"FILE": key.path, "REASON": outcome.reason.value})
             return
         if self._encoder is not None and outcome.cnn_input is not None:
             self._put(self._cnn_queue, (key, outcome))
@@ -553,7 +560,9 @@ class Pipeline:
             self._put(self._commit_queue, FileRecord(key, encoding=outcome.encoding))
 
     def _commit_skip(self, key: FileKey, reason: SkipReason, detail: str) -> None:
-        log.info("skipped %s: %s: %s", key.path, reason.value, detail, extra={"FILE": key.path, "REASON": reason.value})
+        level = logging.DEBUG if reason in QUIET_REASONS else logging.INFO
+        log.log(level, "skipped %s: %s: %s", key.path, reason.value, detail,
+                extra={"FILE": key.path, "REASON": reason.value})
         self._put(self._commit_queue, FileRecord(key, skip=reason))
 
     # ------------------------------------------------------------------ CNN stage
@@ -617,7 +626,7 @@ class Pipeline:
                     settled_again.append(item.key.path)
                     self.counters.reencoded_after_change += 1
                     continue
-                if isinstance(item, FileRecord) and item.skip is not None:
+                if isinstance(item, FileRecord) and item.skip is not None and item.skip not in QUIET_REASONS:
                     self._count_skip(item.key.path)
             elif isinstance(item, Move):
                 self.counters.moves += 1
