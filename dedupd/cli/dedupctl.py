@@ -249,7 +249,8 @@ def _show_status(result: Mapping[str, Any]) -> list[str]:
         ["decodes:", str(counts.get("decodes", 0))],
         ["duplicates:", f"{counts['duplicates']} groups, {counts.get('duplicate_files', 0)} files"],
         ["skipped:", skipped_text],
-        ["sidecars:", f"{counts.get('sidecars', 0)} sidecars, {counts.get('motion_files', 0)} motion files"],
+        *([["sidecars:", f"{counts.get('sidecars', 0)} sidecars, {counts.get('motion_files', 0)} motion files"]]
+          if counts.get("sidecars") or counts.get("motion_files") else []),
         ["index:", _counted(result.get("index") or {}) or "empty"],
         ["cnn:", cnn_text],
         ["scan:", scan_text],
