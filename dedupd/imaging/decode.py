@@ -285,6 +285,13 @@ def is_video(data: bytes) -> bool:
     return (data[:4] == b"RIFF" and data[8:12] == b"AVI ") or data[:4] == b"\x1a\x45\xdf\xa3"
 
 
+def refuse_video(head: bytes) -> None:
+    """Raise the quiet `video` skip when `head` (a file's first 16 bytes suffice) is a video container's: called
+    before a file is read whole, so a phone video is neither read nor counted `too_large` over `max_file_size`."""
+    if is_video(head):
+        raise Skipped(SkipReason.VIDEO, "a video file")
+
+
 @contextmanager
 def _open_camera_format(data: bytes, min_side: int, max_pixels: int) -> Iterator[Decoded | None]:
     """The `Decoded` of a camera RAW (imaging.raw); None for other bytes (and a TIFF LibRaw does not know)."""
@@ -313,8 +320,7 @@ def open_for_matching(
     """
     if not data:
         raise Skipped(SkipReason.TOO_SMALL, "empty file")
-    if is_video(data):
-        raise Skipped(SkipReason.VIDEO, "a video file")
+    refuse_video(data)
     with _open_camera_format(data, min_side, max_pixels) as camera:
         if camera is not None:
             yield camera

