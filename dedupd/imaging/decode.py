@@ -217,6 +217,9 @@ _NOT_REDUCIBLE = frozenset({"1", "P", "I;16", "I;16B", "I;16L", "I;16N"})
 #: The last 12 bytes of every complete PNG: an empty IEND chunk and its CRC.
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
+#: PNG chunks that Pillow reads into `info` (EXIF, XMP, text) only when it loads the pixels, if they follow them.
+_PNG_LATE_METADATA = (b"eXIf", b"iTXt", b"tEXt", b"zTXt")
+
 
 def _fast_png(image: Image.Image, data: bytes) -> Image.Image | None:
     """The pixels of a plain 8-bit PNG through libpng (imagecodecs), about twice Pillow's speed; else None.
@@ -224,7 +227,10 @@ def _fast_png(image: Image.Image, data: bytes) -> Image.Image | None:
     Only where the pixels are the same as Pillow's by construction: a single-frame, complete PNG (ends
     with IEND) of 8 bits per sample in L, LA, RGB or RGBA, without a tRNS colour key (which Pillow keeps
     beside the pixels, in `info`). Palette, 16-bit, packed and animated PNGs, and any file libpng
-    refuses, go through Pillow as before, so skips and their reasons do not change.
+    refuses, go through Pillow as before, so skips and their reasons do not change. So do PNGs whose
+    bytes after the image data's start hold a metadata chunk's name (or those 4 bytes by chance): Pillow
+    reads such chunks while it loads. Otherwise `image` becomes loaded with these pixels, so that its
+    `getexif()` does not decode it a second time.
     """
     if image.mode not in ("L", "LA", "RGB", "RGBA") or "transparency" in image.info:
         return None
@@ -233,12 +239,17 @@ def _fast_png(image: Image.Image, data: bytes) -> Image.Image | None:
     # One tile whose raw mode is the mode: 8 bits per sample (a 16-bit or packed PNG reads "RGB;16B", "L;4" ...).
     if not isinstance(image, ImageFile.ImageFile) or len(image.tile) != 1 or image.tile[0].args != image.mode:
         return None
+    if any(data.find(name, image.tile[0].offset) >= 0 for name in _PNG_LATE_METADATA):
+        return None
     try:
         pixels = imagecodecs.png_decode(data)
     except Exception:  # noqa: BLE001 - libpng's refusal: Pillow decodes (or skips) it as before
         return None
     decoded = Image.fromarray(pixels) if pixels.dtype == np.uint8 else None
-    return decoded if decoded is not None and decoded.mode == image.mode and decoded.size == image.size else None
+    if decoded is None or decoded.mode != image.mode or decoded.size != image.size:
+        return None
+    image.im, image.tile = decoded.im, []  # loaded: Pillow's load() (getexif's) is now a no-op
+    return decoded
 
 
 def _reduced(image: Image.Image, min_side: int, data: bytes | None = None) -> Image.Image:

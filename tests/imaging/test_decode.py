@@ -206,3 +206,17 @@ def test_a_video_is_known_from_its_first_bytes_whatever_its_size(tmp_path: Path)
     with pytest.raises(Skipped) as caught:
         read_file(clip, max_bytes=4096)
     assert caught.value.reason == SkipReason.VIDEO
+
+
+def test_fast_png_decode_keeps_the_exif_orientation(photos: list[Path]) -> None:
+    """The EXIF Pillow reads with the pixels is still read, and the PNG is decoded once, by libpng."""
+    with Image.open(photos[0]) as photo:
+        rgb = photo.convert("RGB").resize((120, 80))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _png(rgb, exif=exif)  # Pillow writes eXIf before the image data
+    with Image.open(io.BytesIO(data)) as image:
+        assert decode._fast_png(image, data) is not None
+        assert image.getexif()[0x0112] == 6
+    with open_for_matching(data, min_side=80) as (stored, oriented, size, _):
+        assert stored.size == (120, 80) and oriented.size == (80, 120) and size == (80, 120)
