@@ -58,6 +58,8 @@ class AnnIndex:
 
             index = Index(ndim=dim, metric="cos", dtype="i8", connectivity=CONNECTIVITY,
                           expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)  # fmt: skip
+        # the search and add efforts are not saved in the file: a restored index would search with ef 64
+        index.expansion_search, index.expansion_add = EXPANSION_SEARCH, EXPANSION_ADD
         self._index = index
         self.removed = removed  # removed keys still holding memory and graph nodes
 
