@@ -37,11 +37,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: HNSW parameters. connectivity 16 and expansion_add 128 are usearch's defaults; expansion_search 256
-#: (default 64) is what the matcher's low threshold (0.62) needs for >= 99 % recall (BENCHMARKS.md).
+#: HNSW parameters. connectivity 16 and expansion_add 128 are usearch's defaults; expansion_search 1024
+#: (default 64): at 200k embeddings 256 missed 5-7 % of the exact scan's pairs at the matcher's low threshold
+#: (0.62), 1024 misses 0.3-0.5 % at about 3x the query time (BENCHMARKS.md "Archive"): recall comes first.
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
-EXPANSION_SEARCH = 256
+EXPANSION_SEARCH = 1024
 #: int8 similarities differ from the float16 ones by up to ~0.02: candidates are taken this far below.
 QUANTISATION_SLACK = 0.05
 _FIRST_K = 16
