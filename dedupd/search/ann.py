@@ -59,8 +59,10 @@ class AnnIndex:
 
             index = Index(ndim=dim, metric="cos", dtype="i8", connectivity=CONNECTIVITY,
                           expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)  # fmt: skip
-        # the search and add efforts are not saved in the file: a restored index would search with ef 64
-        index.expansion_search, index.expansion_add = EXPANSION_SEARCH, EXPANSION_ADD
+        # the search and add efforts are not saved in the file: a restored index would search with ef 64.
+        # usearch defines both setters after both getters, which mypy reads as read-only properties.
+        index.expansion_search = EXPANSION_SEARCH  # type: ignore[misc]
+        index.expansion_add = EXPANSION_ADD  # type: ignore[misc]
         self._index = index
         self.removed = removed  # removed keys still holding memory and graph nodes
 
