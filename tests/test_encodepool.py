@@ -123,7 +123,12 @@ def release(gate: Path) -> None:
 
 
 def open_files(pid: int) -> Iterator[str]:
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
+    """The files `pid` holds open; none once it has exited (a short-lived descendant may go while we look)."""
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except (FileNotFoundError, ProcessLookupError):
+        return
+    for fd in fds:
         try:
             yield os.readlink(fd)
         except OSError:
