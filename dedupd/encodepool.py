@@ -1,6 +1,7 @@
-"""The encode worker pool: `encode_path` in separate processes, one file per worker at a time.
+"""The encode worker pool: `encode_path` (or another per-file job) in separate processes, one file per worker at a time.
 
-Owns the worker processes of the daemon's pipeline (DESIGN.md data flow step 3; requirements 15, 19).
+Owns the worker processes that decode files: the daemon's pipeline (DESIGN.md data flow step 3; requirements 15,
+19), `dedupd scan`, `query` and `needles`, the review page's thumbnails and the imagededup facade's encoders.
 A file whose decoder hangs or crashes costs that one file, never the pipeline: a worker still busy after
 `timeout_s` is SIGKILLed and the file becomes `Skipped(DECODE_TIMEOUT)`; a worker that dies mid-file
 (segfault, abort, `os._exit`, OOM kill) makes it `Skipped(DECODER_CRASH)`; either way a fresh worker takes
@@ -23,13 +24,11 @@ from a stop. Not `concurrent.futures`: it cannot kill a hung task.
 One supervisor thread owns every worker. It hands queued files to idle workers, watches their pipes, exit
 sentinels and deadlines in one `multiprocessing.connection.wait`, and calls `on_result` for each outcome.
 
-Test hook (tests only): when the environment variable DEDUPD_TEST_DECODE_HOOK names a Python file as the
-pool starts, every worker loads that file and calls its `before_decode(path)` before each file, so tests
-can make chosen files hang or crash a worker (see tests/service/decode_hook.py).
+Besides encodings, a worker runs requests (`encode`, `thumbnail`, `run`) and ordered batches (`imap`) of any
+picklable per-file job (a module-level function or a `functools.partial` of one), under the same isolation.
 """
 
 import atexit
-import importlib.util
 import logging
 import math
 import multiprocessing
@@ -38,9 +37,10 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import TracebackType
@@ -64,10 +64,8 @@ class SameContent:
 
 
 type Outcome = EncodedFile | Skipped | SameContent
-type Hook = Callable[[str], object]
-
-#: Test-only: path of a Python file whose `before_decode(path)` every worker calls before each file.
-TEST_HOOK_ENV = "DEDUPD_TEST_DECODE_HOOK"
+#: A per-file job a worker runs instead of encoding: picklable, takes the path, raises `Skipped` for a bad file.
+type Job[R] = Callable[[str], R]
 
 #: A worker that has not finished importing by then is killed and counted as a start failure.
 STARTUP_TIMEOUT_S = 60.0
@@ -96,31 +94,19 @@ _CONTEXT = multiprocessing.get_context("spawn")
 # Worker side
 
 
-def _load_hook(hook_path: str) -> Hook:
-    spec = importlib.util.spec_from_file_location("dedupd_test_decode_hook", hook_path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load the decode hook {hook_path!r}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    hook: Hook = module.before_decode
-    return hook
-
-
 def _encode_outcome(
     path: str, known: bytes | None, *, cnn_spec: ModelSpec | None, max_pixels: int, max_bytes: int,
-    before_decode: Hook | None = None, thumbnail: int | None = None,
-) -> Outcome | Thumbnail:
-    """`encode_path` (or, for a thumbnail task, `make_thumbnail` at that size), with every exception turned
-    into a Skip: a task always has exactly one outcome. When the bytes still have the `known` digest,
-    SameContent instead, without decoding.
+    job: Job[Any] | None = None,
+) -> Any:
+    """`encode_path` (or, for a job task, `job(path)`), with every exception turned into a Skip: a task
+    always has exactly one outcome. When the bytes still have the `known` digest, SameContent instead,
+    without decoding.
 
     The Skip returned is a fresh one: the raised one's traceback holds the decoder's frames, and with them
     the file's bytes, for as long as the outcome lives."""
     try:
-        if before_decode is not None:
-            before_decode(path)
-        if thumbnail is not None:
-            return make_thumbnail(path, thumbnail, max_pixels)
+        if job is not None:
+            return job(path)
         data = read_file(path, max_bytes)
         if known is not None and content_digest(data) == known:
             return SameContent(known)
@@ -133,8 +119,7 @@ def _encode_outcome(
 
 
 def _worker_main(
-    conn: Connection, cnn_spec: ModelSpec | None, max_pixels: int, max_bytes: int, timeout_s: float,
-    hook_path: str | None,
+    conn: Connection, cnn_spec: ModelSpec | None, max_pixels: int, max_bytes: int, timeout_s: float
 ) -> None:
     """A worker's life: announce readiness, then encode one path per message until the pool hangs up."""
     # ^C in a terminal reaches the whole process group; the daemon handles it by closing the pool.
@@ -143,14 +128,13 @@ def _worker_main(
     # default action ends a worker stuck on one file after the pool itself has died.
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     self_destruct_s = math.ceil(timeout_s) + SELF_DESTRUCT_GRACE_S
-    before_decode = _load_hook(hook_path) if hook_path else None
     try:
         conn.send(_READY)
         while True:
-            path, known, thumbnail = conn.recv()
+            path, known, job = conn.recv()
             signal.alarm(self_destruct_s)
             outcome = _encode_outcome(path, known, cnn_spec=cnn_spec, max_pixels=max_pixels, max_bytes=max_bytes,
-                                      before_decode=before_decode, thumbnail=thumbnail)
+                                      job=job)
             signal.alarm(0)
             conn.send(outcome)
             del outcome  # its tensors must not outlive the file while the worker waits for the next
@@ -181,9 +165,9 @@ class _Task[T]:
     token: T
     path: str
     retries: int = 0  # times its worker was stopped from outside while on it
-    # An `encode()` or `thumbnail()` request: the outcome goes here, not to on_result.
+    # A request (`encode()`, `thumbnail()`, `run()`, `imap()`): the outcome goes here, not to on_result.
     future: "Future[Any] | None" = None
-    thumbnail: int | None = None  # a thumbnail of this size instead of an encoding
+    job: Job[Any] | None = None  # run instead of encoding
     known: bytes | None = None  # the digest the submitter knows: same bytes -> SameContent, no decode
 
 
@@ -259,7 +243,6 @@ class EncodePool[T]:
         self._workers: list[_Worker[T]] = []
         self._wake_r = self._wake_w = -1
         self._thread: threading.Thread | None = None
-        self._hook_path: str | None = None
         self._failed_starts_in_a_row = 0
         self._next_start_at = 0.0
         self._to_replace = 0  # workers lost to a crash, timeout or failed start: their successors are restarts
@@ -273,10 +256,6 @@ class EncodePool[T]:
             if self._state != "new":
                 raise RuntimeError(f"encode pool cannot start: it is {self._state}")
             self._state = "running"
-        hook = os.environ.get(TEST_HOOK_ENV)
-        self._hook_path = os.path.abspath(hook) if hook else None
-        if self._hook_path:
-            log.warning("%s is set: encode workers run the test hook %s", TEST_HOOK_ENV, self._hook_path)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         _LIVE_POOLS.add(self)
@@ -313,16 +292,33 @@ class EncodePool[T]:
 
     def thumbnail(self, path: str | os.PathLike[str], size: int) -> "Future[Thumbnail | Skipped]":
         """A `Thumbnail` of one file fitting `size` px (the review page's), as `encode` runs a request."""
-        return self._request(path, size)
+        return self.run(partial(make_thumbnail, size=size, max_pixels=self._max_pixels), path)
 
-    def _request(self, path: str | os.PathLike[str], thumbnail: int | None) -> "Future[Any]":
+    def run[R](self, job: Job[R], path: str | os.PathLike[str]) -> "Future[R | Skipped]":
+        """`job(path)` in a worker, as `encode` runs a request: a `Skipped` it raises, an exception, a crash
+        or a timeout of the worker is the future's `Skipped`. `job` must pickle (a module-level function or
+        a partial of one)."""
+        return self._request(path, job)
+
+    def imap[R](self, job: Job[R], paths: Iterable[str | os.PathLike[str]]) -> Iterator[R | Skipped]:
+        """`run(job, path)` for each path, outcomes in input order, at most `max_pending` files in flight.
+        Ending the iteration early leaves the files still in flight to finish unseen."""
+        window: deque[Future[R | Skipped]] = deque()
+        for path in paths:
+            window.append(self.run(job, path))
+            if len(window) >= self._max_pending:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+    def _request(self, path: str | os.PathLike[str], job: Job[Any] | None) -> "Future[Any]":
         future: Future[Any] = Future()
         with self._cond:
             if self._state != "running":
                 raise RuntimeError(f"encode pool is {self._state}")
             self._in_flight += 1
             self._last_busy = time.monotonic()
-            self._queue.appendleft(_Task(cast(T, None), os.fspath(path), future=future, thumbnail=thumbnail))
+            self._queue.appendleft(_Task(cast(T, None), os.fspath(path), future=future, job=job))
             self._wake()
         return future
 
@@ -465,7 +461,7 @@ class EncodePool[T]:
         parent_conn, child_conn = _CONTEXT.Pipe()
         process = _CONTEXT.Process(
             target=_worker_main,
-            args=(child_conn, self._cnn_spec, self._max_pixels, self._max_bytes, self._timeout_s, self._hook_path),
+            args=(child_conn, self._cnn_spec, self._max_pixels, self._max_bytes, self._timeout_s),
             name="dedupd-encode-worker",
             daemon=True,
         )
@@ -510,7 +506,7 @@ class EncodePool[T]:
                     return
                 task = self._queue.popleft()
             try:
-                worker.conn.send((task.path, task.known, task.thumbnail))
+                worker.conn.send((task.path, task.known, task.job))
             except OSError:  # it died while idle: the file was never started, so it goes back first
                 with self._cond:
                     self._queue.appendleft(task)
@@ -586,7 +582,7 @@ class EncodePool[T]:
         with self._cond:
             self._workers.remove(worker)
 
-    def _finish(self, task: _Task[T], outcome: Outcome | Thumbnail) -> None:
+    def _finish(self, task: _Task[T], outcome: Any) -> None:
         with self._cond:
             kind = "skipped" if isinstance(outcome, Skipped) else "same" if isinstance(outcome, SameContent) \
                 else "encoded"
@@ -597,7 +593,6 @@ class EncodePool[T]:
         if task.future is not None:
             task.future.set_result(outcome)
             return
-        assert not isinstance(outcome, Thumbnail)  # thumbnails are requests: they have a future
         try:
             self._on_result(task.token, outcome)
         except Exception:

@@ -93,3 +93,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         print(f"\n{NO_SKIPS_ENV}=1: {len(forbidden)} test(s) skipped for a reason other than a GPU:\n{lines}")
         if session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+#: On PYTHONPATH, encode workers misbehave on files named hang*, crash*, exit*, raise*, gate* (its sitecustomize).
+DECODE_FAULTS = Path(__file__).parent / "decode_faults"
+
+
+@pytest.fixture
+def decode_faults_env() -> dict[str, str]:
+    """The environment entry that makes the encode workers of a process started with it run tests/decode_faults."""
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(DECODE_FAULTS), os.environ.get("PYTHONPATH")]))}
+
+
+@pytest.fixture
+def decode_faults(monkeypatch: pytest.MonkeyPatch, decode_faults_env: dict[str, str]) -> None:
+    """Encode workers started in this test (they inherit this process's environment) run tests/decode_faults."""
+    for name, value in decode_faults_env.items():
+        monkeypatch.setenv(name, value)

@@ -1,6 +1,6 @@
 """Encode worker pool (dedupd.encodepool): real worker processes on real image files.
 
-Hangs and crashes come from the test-only decode hook (tests/service/decode_hook.py), chosen by file name.
+Hangs and crashes come from the test-only decode faults (tests/decode_faults/), chosen by file name.
 """
 
 import io
@@ -20,12 +20,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dedupd.encodepool import TEST_HOOK_ENV, EncodePool, Outcome
+from dedupd.encodepool import EncodePool, Outcome
 from dedupd.errors import Skipped, SkipReason
 from dedupd.imaging.cnn import resolve_model
 from dedupd.imaging.encode import EncodedFile, encode_path
 
-HOOK = Path(__file__).parent / "service" / "decode_hook.py"
 #: The pool's timeout in the tests of the timeout itself: they last that long. The files that must not time out
 #: meanwhile are small generated JPEGs (milliseconds to decode), so even a heavily loaded machine stays far inside it.
 SHORT_TIMEOUT_S = 5
@@ -60,9 +59,8 @@ def small_jpeg(path: Path, seed: int, size: tuple[int, int] = (320, 260)) -> Pat
 
 
 @pytest.fixture
-def hooked(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Workers of pools started in this test run the decode hook."""
-    monkeypatch.setenv(TEST_HOOK_ENV, str(HOOK))
+def hooked(decode_faults: None) -> None:
+    """Workers of pools started in this test run the decode faults."""
 
 
 @pytest.fixture
@@ -113,7 +111,7 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
 
 
 def started(gate: Path) -> Path:
-    """The marker the decode hook creates once a worker holds the `gate*` file."""
+    """The marker the decode faults create once a worker holds the `gate*` file."""
     return Path(f"{gate}.started")
 
 

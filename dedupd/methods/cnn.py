@@ -17,26 +17,26 @@ Deliberate differences from imagededup:
   (1, D) (as `encode_image` returns them) are accepted in an `encoding_map`;
   `find_duplicates_to_remove` without a directory or encodings raises imagededup's ValueError
   instead of UnboundLocalError.
-* `num_enc_workers` > 1 decodes in `forkserver` processes (never `fork`: the ONNX Runtime session has
-  threads), so a script using it needs the usual `if __name__ == "__main__":` guard.
+* A folder is always decoded in `num_enc_workers` worker processes (at least one; `spawn`, never `fork`: the
+  ONNX Runtime session has threads), where a crashing or hanging decoder costs one file, so a script using it
+  needs the usual `if __name__ == "__main__":` guard.
 """
 
 import itertools
 import logging
-import multiprocessing
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from dedupd.errors import ModelError, Skipped
 from dedupd.imaging.cnn import CPU, Encoder, ModelSpec, l2_normalise, prepare, resolve_model
 from dedupd.imaging.decode import load_rgb, preprocess
 from dedupd.methods._files import encodings_to_search, list_image_files, relative_name, removal_list, save_json
+from dedupd.methods._workers import decoded, warn_invalid
 from dedupd.methods.hashing import CPU_COUNT, check_hash_array
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 _INPUT_ERROR = "Please provide either image file path or image array!"
 _THRESHOLD_ERROR = "Threshold must be a float between -1.0 and 1.0"
 
-#: Files decoded per round in `encode_images`: bounds memory (prepared tensors) whatever the folder size.
+#: Files embedded per round in `encode_images`: bounds memory (prepared tensors) whatever the folder size.
 _FILES_PER_ROUND = 256
 
 #: Similarity values computed at once in `find_duplicates` (64 MiB of float32 per row chunk).
@@ -94,12 +94,9 @@ def _decode_side(spec: ModelSpec) -> int:
     return max(spec.size, spec.resize or 0)
 
 
-def _prepare_file(spec: ModelSpec, path: Path) -> tuple[np.ndarray | None, str]:
-    """Decode (imagededup's loader) and prepare one file; on failure (None, why) for the parent to log."""
-    try:
-        return prepare(load_rgb(path, min_side=_decode_side(spec)), spec), ""
-    except Skipped as skip:
-        return None, skip.detail
+def prepare_file(spec: ModelSpec, path: str) -> np.ndarray:
+    """Decode (imagededup's loader) and prepare one file; raises `Skipped` (a worker job of `encode_images`)."""
+    return prepare(load_rgb(path, min_side=_decode_side(spec)), spec)
 
 
 def _check_model_config(model_config: object) -> None:
@@ -155,7 +152,7 @@ class CNN:
             try:
                 rgb = load_rgb(image_file, min_side=_decode_side(self.model_config))
             except Skipped as skip:
-                log.warning("Invalid image file %s:\n%s", image_file, skip.detail)
+                warn_invalid(image_file, skip)
                 return None
         elif isinstance(image_array, np.ndarray):
             check_hash_array(image_array)
@@ -165,18 +162,6 @@ class CNN:
         else:
             raise ValueError(_INPUT_ERROR)
         return self.model.embed([rgb])
-
-    def _prepared_rounds(self, files: list[Path], workers: int) -> Iterable[list[tuple[Path, np.ndarray | None, str]]]:
-        """Prepared tensors, a bounded round of files at a time, decoded by `workers` processes if > 1."""
-        job = partial(_prepare_file, self.model_config)
-        pool = multiprocessing.get_context("forkserver").Pool(workers) if workers > 1 else None
-        try:
-            for paths in itertools.batched(files, _FILES_PER_ROUND):
-                outcomes = pool.map(job, paths) if pool else [job(path) for path in paths]
-                yield [(path, tensor, why) for path, (tensor, why) in zip(paths, outcomes, strict=True)]
-        finally:
-            if pool:
-                pool.terminate()
 
     def encode_images(
         self, image_dir: str | os.PathLike[str], recursive: bool = False, num_enc_workers: int = 0
@@ -190,16 +175,12 @@ class CNN:
         encoder = self.model
         log.info("Start: Image encoding generation")
         encodings: dict[str, np.ndarray] = {}
-        with tqdm(total=len(files), disable=not self.verbose) as bar:
-            for round_ in self._prepared_rounds(files, num_enc_workers):
-                for path, tensor, why in round_:
-                    if tensor is None:
-                        log.warning("Invalid image file %s:\n%s", path, why)
-                decoded = [(path, tensor) for path, tensor, _ in round_ if tensor is not None]
-                vectors = encoder.embed_prepared([tensor for _, tensor in decoded])
-                for (path, _), vector in zip(decoded, vectors, strict=True):
-                    encodings[relative_name(path, image_dir)] = vector
-                bar.update(len(round_))
+        prepared = decoded(partial(prepare_file, encoder.spec), files, num_enc_workers, bool(self.verbose))
+        for round_ in itertools.batched(prepared, _FILES_PER_ROUND):
+            ready = [(path, tensor) for path, tensor in round_ if tensor is not None]
+            vectors = encoder.embed_prepared([tensor for _, tensor in ready])
+            for (path, _), vector in zip(ready, vectors, strict=True):
+                encodings[relative_name(path, image_dir)] = vector
         log.info("End: Image encoding generation")
         self.encoding_map = encodings
         return encodings

@@ -3,25 +3,25 @@
 A thin facade: signatures, defaults, return types, warnings and errors follow
 imagededup-spec.md §1 and §5-§12, while the work is done by `imaging.decode`, `imaging.hashing`
 and `search.duplicates`. Deliberate differences (documented in README): no logging handlers are
-attached to the root of the library, one worker means no process pool, `num_dist_workers` is
-accepted but the search is vectorised in-process, and `outfile` with numpy scores does not crash.
+attached to the root of the library, a folder is always decoded in worker processes (at least one, each
+started with `spawn`: a script needs the `if __name__ == "__main__":` guard) where a crashing or hanging
+decoder costs one file, `num_dist_workers` is accepted but the search is vectorised in-process, and
+`outfile` with numpy scores does not crash.
 """
 
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from tqdm import tqdm
 
 from dedupd.errors import Skipped
 from dedupd.imaging.decode import load_image, preprocess
 from dedupd.imaging.hashing import HASH_BITS, TARGET_SIZES, bits_to_int, hamming_distance, to_hex
 from dedupd.methods._files import encodings_to_search, list_image_files, relative_name, removal_list, save_json
+from dedupd.methods._workers import decoded, warn_invalid
 from dedupd.search.duplicates import find_hash_duplicates, validate_distance_threshold
 
 log = logging.getLogger(__name__)
@@ -44,34 +44,10 @@ def check_hash_array(image_array: np.ndarray) -> None:
         )
 
 
-def encode_file(method: str, image_file: Path) -> str | None:
-    """The hex hash of one file, or None (with imagededup's warning) when it cannot be read."""
-    try:
-        gray = load_image(image_file, target_size=TARGET_SIZES[method], grayscale=True)
-    except Skipped as skip:
-        log.warning("Invalid image file %s:\n%s", image_file, skip.detail)
-        return None
+def hash_file(method: str, image_file: str | os.PathLike[str]) -> str:
+    """The hex hash of one file; raises `Skipped` when it cannot be read (a worker job of `encode_images`)."""
+    gray = load_image(image_file, target_size=TARGET_SIZES[method], grayscale=True)
     return to_hex(bits_to_int(HASH_BITS[method](gray)))
-
-
-def parallel_map[T, R](
-    function: Callable[[T], R], items: Sequence[T], workers: int, verbose: bool
-) -> list[R]:
-    """Map in input order with a progress bar (stderr, only if verbose); a pool only for > 1 worker."""
-    with tqdm(total=len(items), disable=not verbose) as bar:
-        if workers <= 1 or len(items) <= 1:
-            results = []
-            for item in items:
-                results.append(function(item))
-                bar.update()
-            return results
-        chunksize = max(1, min(100, len(items) // (4 * workers)))
-        with multiprocessing.Pool(workers) as pool:
-            results = []
-            for result in pool.imap(function, items, chunksize=chunksize):
-                results.append(result)
-                bar.update()
-            return results
 
 
 class Hashing:
@@ -106,7 +82,11 @@ class Hashing:
         """Hash one file or array; None for an existing file that cannot be decoded."""
         try:
             if image_file and os.path.exists(image_file):
-                return encode_file(self.method, Path(image_file))
+                try:
+                    return hash_file(self.method, image_file)
+                except Skipped as skip:
+                    warn_invalid(image_file, skip)
+                    return None
             if isinstance(image_array, np.ndarray):
                 check_hash_array(image_array)
                 return self._hash_func(preprocess(image_array, self.target_size, grayscale=True))
@@ -123,11 +103,9 @@ class Hashing:
         assert image_dir is not None  # isdir(None) raised
         files = list_image_files(image_dir, recursive)
         log.info("Start: Calculating hashes...")
-        hashes = parallel_map(partial(encode_file, self.method), files, num_enc_workers, self.verbose)
+        hashes = dict(decoded(partial(hash_file, self.method), files, num_enc_workers, self.verbose))
         log.info("End: Calculating hashes!")
-        return {
-            relative_name(path, image_dir): value for path, value in zip(files, hashes, strict=True) if value
-        }
+        return {relative_name(path, image_dir): value for path, value in hashes.items() if value}
 
     def find_duplicates(
         self,

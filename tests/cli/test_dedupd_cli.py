@@ -145,17 +145,17 @@ def test_a_state_dir_that_is_a_file_is_one_clear_line(tmp_path: Path) -> None:
                                           "Not a directory"
 
 
-def test_scan_survives_a_crashing_and_a_hanging_decoder(folder: Path, tmp_path: Path) -> None:
+def test_scan_survives_a_crashing_and_a_hanging_decoder(folder: Path, tmp_path: Path,
+                                                        decode_faults_env: dict[str, str]) -> None:
     """One decoder that segfaults or hangs costs its file (the daemon's encode pool), not the scan
     (a BrokenProcessPool ended it)."""
     root = tmp_path / "bad"
     shutil.copytree(folder, root)
     shutil.copy(root / "p2.jpg", root / "crash_p2.jpg")
     shutil.copy(root / "p3.jpg", root / "exit_p3.jpg")
-    hook = Path(__file__).parents[1] / "service" / "decode_hook.py"
     run = subprocess.run([sys.executable, "-m", "dedupd", "scan", str(root), "--json", "--no-cnn", "--workers", "2"],
                          capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "DEDUPD_TEST_DECODE_HOOK": str(hook)})
+                         env={**os.environ, **decode_faults_env})
     assert run.returncode == 0, run.stderr
     document = json.loads(run.stdout)
     assert {Path(s["path"]).name: s["reason"] for s in document["skipped"]} == {

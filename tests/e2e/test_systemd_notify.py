@@ -8,7 +8,6 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-DECODE_HOOK = Path(__file__).parents[1] / "service" / "decode_hook.py"
 STALLED = "STATUS=stalled: a pipeline stage or a watcher makes no progress"
 
 
@@ -38,18 +37,18 @@ def _wait_for_log(daemon, text: str, timeout: float = 120) -> None:
 
 
 def test_ready_after_index_status_during_scan_watchdog_and_stopping(tmp_path: Path, daemon_factory,
-                                                                     photo_bytes) -> None:
+                                                                     photo_bytes, decode_faults_env) -> None:
     root = tmp_path / "photos"
     root.mkdir()
     for i in range(79):
         (root / f"p{i:03d}.jpg").write_bytes(photo_bytes[i])
-    # The decode hook holds this file until the test lets it go, so the scan is seen in progress on any machine.
+    # The decode faults hold this file until the test lets it go, so the scan is seen in progress on any machine.
     (root / "gate_079.jpg").write_bytes(photo_bytes[79])
     gates = tmp_path / "gates"
     gates.mkdir()
     daemon = daemon_factory([root], extra="decode_timeout_s = 3600", start=False)
     daemon.env.update({"WATCHDOG_USEC": "1000000",  # a ping every 0.5 s is expected
-                       "DEDUPD_TEST_DECODE_HOOK": str(DECODE_HOOK), "DEDUPD_TEST_GATE_DIR": str(gates)})
+                       **decode_faults_env, "DEDUPD_TEST_GATE_DIR": str(gates)})
     daemon.start()
     _wait_for_status(daemon, SCANNING_79)
     (gates / "gate_079.jpg.release").touch()
@@ -64,7 +63,7 @@ def test_ready_after_index_status_during_scan_watchdog_and_stopping(tmp_path: Pa
     assert "STOPPING=1" in _lines(daemon.messages)
 
     # Restarted on a stored index: READY is sent only once it is loaded, so the first answer already has it.
-    daemon.env.pop("DEDUPD_TEST_DECODE_HOOK")
+    daemon.env.pop("PYTHONPATH")
     daemon.start()
     assert daemon.status()["index"]["dct"] == 80
     assert daemon.stop() == 0

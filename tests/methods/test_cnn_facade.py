@@ -139,11 +139,24 @@ def test_encode_images_recursive_uses_relative_names(cnn: CNN, photos: Path) -> 
     assert "sub/photo_05.jpg" in cnn.encode_images(str(photos), recursive=True)
 
 
-def test_worker_processes_give_the_same_encodings(cnn: CNN, photos: Path) -> None:
-    in_process = cnn.encode_images(photos, recursive=True)
+def test_one_or_two_worker_processes_give_the_same_encodings(cnn: CNN, photos: Path) -> None:
+    one = cnn.encode_images(photos, recursive=True)  # num_enc_workers=0: still one worker process
     pooled = cnn.encode_images(photos, recursive=True, num_enc_workers=2)
-    assert list(pooled) == list(in_process)
-    assert all(np.array_equal(pooled[name], in_process[name]) for name in in_process)
+    assert list(pooled) == list(one)
+    assert all(np.array_equal(pooled[name], one[name]) for name in one)
+
+
+def test_a_crashing_decoder_costs_its_file_only(cnn: CNN, photos: Path, decode_faults: None,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A file whose decode kills its worker (tests/decode_faults/) is logged as invalid; the others are encoded."""
+    expected = cnn.encode_images(photos)
+    shutil.copy(photos / "c_photo_02.jpg", photos / "crash_c.jpg")
+    with caplog.at_level("WARNING"):
+        got = cnn.encode_images(photos, num_enc_workers=2)
+    assert list(got) == list(expected)
+    assert all(np.array_equal(got[name], expected[name]) for name in expected)
+    assert any("crash_c.jpg" in r.getMessage() and "decoder worker killed by SIGSEGV" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_nothing_readable_gives_an_empty_map(cnn: CNN, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from dedupd.catalog import Catalog, IndexConfig
-from dedupd.encodepool import TEST_HOOK_ENV, EncodePool
+from dedupd.encodepool import EncodePool
 from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import content_digest
 from dedupd.records import Change, ChangeKind, Match
@@ -25,7 +25,6 @@ from dedupd.service.pipeline import Pipeline, PipelineSettings
 from dedupd.service.reports import ReportWriter
 from dedupd.watch import RootSpec, scan
 
-HOOK = Path(__file__).with_name("decode_hook.py")
 IDLE_S = 120
 
 
@@ -77,8 +76,8 @@ def encoder() -> Encoder:
 
 
 @pytest.fixture
-def rig(tmp_path: Path, encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
-    monkeypatch.setenv(TEST_HOOK_ENV, str(HOOK))  # files named gate* wait for the test (decode_hook.py)
+def rig(tmp_path: Path, encoder: Encoder, monkeypatch: pytest.MonkeyPatch, decode_faults: None) -> Iterator[Rig]:
+    # decode_faults: files named gate* wait for the test (tests/decode_faults/)
     monkeypatch.setenv("DEDUPD_TEST_GATE_DIR", str(tmp_path))
     root = tmp_path / "Pictures"
     root.mkdir()
@@ -225,7 +224,7 @@ def test_a_file_rewritten_while_it_is_decoded_is_stored_with_its_final_content(r
     path = rig.write(rig.root / "gate_photo.jpg", photo_bytes[0])
     started = tmp_path / "gate_photo.jpg.started"
     deadline = time.monotonic() + IDLE_S
-    while not started.exists():  # the decode hook holds the worker before it decodes the first content
+    while not started.exists():  # the decode faults hold the worker before it decodes the first content
         assert time.monotonic() < deadline, "no worker took the file"
         time.sleep(0.02)
     path.write_bytes(photo_bytes[1])

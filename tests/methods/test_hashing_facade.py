@@ -1,0 +1,35 @@
+"""dedupd.methods hashers in their worker processes: a decoder that crashes or hangs costs its file, not the call.
+
+The faults come from tests/decode_faults/ (chosen by file name) in the real encode workers the facade starts;
+the hashes of the other files are the ones the same files give without any fault.
+"""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dedupd.methods import PHash
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "images"
+
+
+def test_a_crashing_and_a_hanging_decoder_cost_their_files_only(
+    tmp_path: Path, decode_faults: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("photo_01.jpg", "photo_02.jpg", "photo_03.jpg", "photo_04.jpg"):
+        shutil.copy(FIXTURES / name, tmp_path / name)
+    hasher = PHash(verbose=False)
+    expected = hasher.encode_images(tmp_path, num_enc_workers=2)
+    assert len(expected) == 4
+    shutil.copy(FIXTURES / "photo_01.jpg", tmp_path / "crash_01.jpg")  # the worker segfaults
+    shutil.copy(FIXTURES / "photo_02.jpg", tmp_path / "exit_02.jpg")  # the worker exits
+    shutil.copy(FIXTURES / "photo_03.jpg", tmp_path / "hang_03.jpg")  # killed after the pool's timeout
+    with caplog.at_level("WARNING"):
+        got = hasher.encode_images(tmp_path, num_enc_workers=2)
+    assert got == expected
+    invalid = {Path(r.args[0]).name: r.args[1] for r in caplog.records  # type: ignore[index, arg-type]
+               if r.getMessage().startswith("Invalid image file")}
+    assert invalid.keys() == {"crash_01.jpg", "exit_02.jpg", "hang_03.jpg"}
+    assert "killed by SIGSEGV" in invalid["crash_01.jpg"] and "exited with code 3" in invalid["exit_02.jpg"]
+    assert "decoder worker killed" in invalid["hang_03.jpg"]
