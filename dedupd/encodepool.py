@@ -70,6 +70,10 @@ type Job[R] = Callable[[str], R]
 #: A worker that has not finished importing by then is killed and counted as a start failure.
 STARTUP_TIMEOUT_S = 60.0
 
+class WorkersCannotStart(RuntimeError):
+    """A pool's workers failed to start `start_attempts` times in a row: the pool closed."""
+
+
 #: Longest pause between attempts to start a worker after failed starts (they back off from 0.5 s).
 MAX_START_BACKOFF_S = 30.0
 
@@ -199,6 +203,10 @@ class EncodePool[T]:
     it raises is logged and the pool carries on. At most `max_pending` tasks are in flight (submitted,
     outcome not yet delivered): `submit` blocks beyond that, which bounds memory and pushes back on the
     producer. `close()` abandons what is still queued or running: those tasks get no outcome.
+
+    Workers that fail to start are retried with back-off for ever; with `start_attempts`, that many failed
+    starts in a row close the pool instead, and its requests fail with `WorkersCannotStart` (for a caller that
+    would rather fail than wait: the imagededup facade in a script without the `__main__` guard).
     """
 
     def __init__(
@@ -212,6 +220,7 @@ class EncodePool[T]:
         max_bytes: int = DEFAULT_MAX_FILE_SIZE,
         max_pending: int | None = None,
         idle_stop_s: float | None = None,
+        start_attempts: int | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
@@ -219,7 +228,11 @@ class EncodePool[T]:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if idle_stop_s is not None and idle_stop_s <= 0:
             raise ValueError(f"idle_stop_s must be > 0 or None, got {idle_stop_s}")
+        if start_attempts is not None and start_attempts < 1:
+            raise ValueError(f"start_attempts must be >= 1 or None, got {start_attempts}")
         self._idle_stop_s = idle_stop_s
+        self._start_attempts = start_attempts
+        self._closed_by: WorkersCannotStart | None = None  # why the pool closed itself
         self._size = workers
         self._on_result = on_result
         self._timeout_s = timeout_s
@@ -277,7 +290,7 @@ class EncodePool[T]:
                     raise RuntimeError("submit() from on_result would wait for itself")
                 self._cond.wait()
             if self._state != "running":
-                raise RuntimeError(f"encode pool is {self._state}")
+                raise self._not_running()
             self._in_flight += 1
             self._last_busy = time.monotonic()
             self._queue.append(_Task(token, os.fspath(path), known=known_digest))
@@ -315,12 +328,17 @@ class EncodePool[T]:
         future: Future[Any] = Future()
         with self._cond:
             if self._state != "running":
-                raise RuntimeError(f"encode pool is {self._state}")
+                raise self._not_running()
             self._in_flight += 1
             self._last_busy = time.monotonic()
             self._queue.appendleft(_Task(cast(T, None), os.fspath(path), future=future, job=job))
             self._wake()
         return future
+
+    def _not_running(self) -> RuntimeError:
+        if self._closed_by is not None:
+            return WorkersCannotStart(str(self._closed_by))
+        return RuntimeError(f"encode pool is {self._state}")
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until no task is in flight (or the pool closed); True when nothing is in flight."""
@@ -495,6 +513,12 @@ class EncodePool[T]:
         self._next_start_at = now + delay
         with self._cond:
             self._counts["start_failures"] += 1
+            if self._start_attempts is not None and self._failed_starts_in_a_row >= self._start_attempts:
+                self._closed_by = WorkersCannotStart(
+                    f"encode workers failed to start {self._failed_starts_in_a_row} times in a row ({detail})")
+                self._state = "closed"
+                log.error("%s; the pool closes", self._closed_by)
+                return
         log.error("encode worker failed to start (%s); next try in %.1f s", detail, delay)
 
     def _dispatch(self, now: float) -> None:
@@ -607,7 +631,7 @@ class EncodePool[T]:
             abandoned += self._queue
             for task in abandoned:
                 if task.future is not None and not task.future.done():
-                    task.future.set_exception(RuntimeError("encode pool closed"))
+                    task.future.set_exception(self._closed_by or RuntimeError("encode pool closed"))
             self._state = "closed"
             self._counts["abandoned"] += self._in_flight
             self._in_flight = 0

@@ -11,10 +11,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dedupd.encodepool import EncodePool, Job
+from dedupd.encodepool import EncodePool, Job, WorkersCannotStart
 from dedupd.errors import Skipped
 
 log = logging.getLogger(__name__)
+
+#: Failed starts in a row after which the call fails instead of waiting (a script without the `__main__` guard).
+START_ATTEMPTS = 3
 
 
 def warn_invalid(path: str | os.PathLike[str], skip: Skipped) -> None:
@@ -27,14 +30,19 @@ def decoded[R](job: Job[R], files: Sequence[Path], workers: int, verbose: bool) 
     (the caller's own process never decodes a folder), a progress bar on stderr if `verbose`."""
     if not files:
         return
-    with tqdm(total=len(files), disable=not verbose) as bar, EncodePool[None](max(1, workers), _no_submissions) as pool:
-        for path, outcome in zip(files, pool.imap(job, files), strict=True):
-            bar.update()
-            if isinstance(outcome, Skipped):
-                warn_invalid(path, outcome)
-                yield path, None
-            else:
-                yield path, outcome
+    pool = EncodePool[None](max(1, workers), _no_submissions, start_attempts=START_ATTEMPTS)
+    with tqdm(total=len(files), disable=not verbose) as bar, pool:
+        try:
+            for path, outcome in zip(files, pool.imap(job, files), strict=True):
+                bar.update()
+                if isinstance(outcome, Skipped):
+                    warn_invalid(path, outcome)
+                    yield path, None
+                else:
+                    yield path, outcome
+        except WorkersCannotStart as exc:
+            raise WorkersCannotStart(f"{exc}: a script that calls this needs the `if __name__ == \"__main__\":` "
+                                     "guard (the workers are started with spawn and import it)") from None
 
 
 def _no_submissions(token: None, outcome: object) -> None:

@@ -5,6 +5,8 @@ the hashes of the other files are the ones the same files give without any fault
 """
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,23 @@ def test_a_crashing_and_a_hanging_decoder_cost_their_files_only(
     assert invalid.keys() == {"crash_01.jpg", "exit_02.jpg", "hang_03.jpg"}
     assert "killed by SIGSEGV" in invalid["crash_01.jpg"] and "exited with code 3" in invalid["exit_02.jpg"]
     assert "decoder worker killed" in invalid["hang_03.jpg"]
+
+
+UNGUARDED_SCRIPT = """
+import sys
+from dedupd.methods import PHash
+
+print(PHash(verbose=False).encode_images(sys.argv[1], num_enc_workers=2))
+"""
+
+
+def test_a_script_without_the_main_guard_fails_with_a_clear_error(tmp_path: Path) -> None:
+    """Spawned workers import the caller's script; one that starts workers at import cannot start any: the call
+    fails, saying what to do, where it would otherwise wait for workers for ever."""
+    shutil.copy(FIXTURES / "photo_01.jpg", tmp_path / "photo_01.jpg")
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    run = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1
+    assert "WorkersCannotStart: encode workers failed to start 3 times in a row" in run.stderr
+    assert 'needs the `if __name__ == "__main__":` guard' in run.stderr
