@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 ENV_PREFIX = "DEDUPD_"
 #: `DEDUPD_*` variables that are not settings (read by `paths`); anything else unknown is warned about.
 _NOT_SETTINGS = {paths.CONFIG_ENV, paths.SYSTEM_ENV}
-#: The test suite's own variables (DEDUPD_TEST_WEDGE, DEDUPD_TEST_DECODE_HOOK, ...): not settings, not warned about.
-_TEST_HOOKS = "DEDUPD_TEST_"
 
 #: Directories no one wants watched: Synology thumbnails, desktop thumbnail caches, trash, Git internals.
 DEFAULT_EXCLUDE = ("@eaDir", ".thumbnails", ".Trash-*", "#recycle", ".git")
@@ -392,7 +390,7 @@ def _setting_variables(environ: Mapping[str, str]) -> list[str]:
     names = []
     for name in environ:
         upper = name.upper()
-        if upper.startswith(ENV_PREFIX) and upper not in _NOT_SETTINGS and not upper.startswith(_TEST_HOOKS):
+        if upper.startswith(ENV_PREFIX) and upper not in _NOT_SETTINGS:
             if upper[len(ENV_PREFIX):].split("__")[0] in fields:
                 names.append(upper)
             else:

@@ -71,8 +71,11 @@ def index_config(settings: Settings) -> IndexConfig:
 class Daemon:
     """One running dedupd: owns every component and the handlers `dedupctl` reaches."""
 
-    def __init__(self, settings: Settings, config_path: Path | None) -> None:
+    def __init__(self, settings: Settings, config_path: Path | None, *,
+                 before_commit: Callable[[list[str]], object] | None = None) -> None:
+        """`before_commit`: passed to the pipeline (see `Pipeline`)."""
         self.settings = settings
+        self._before_commit = before_commit
         self.config_path = config_path
         self.started = time.monotonic()
         self.state = "starting"
@@ -152,6 +155,7 @@ class Daemon:
             root_of=self.root_of, scanner=self._scan_path,
             on_batch=self._on_batch,
             is_polled=lambda path: self.root_of(path) in self._polled_roots,
+            before_commit=self._before_commit,
         )
         self.pipeline.start()
         self.needles = NeedleJobs(NeedleTools(
@@ -823,8 +827,9 @@ def _rank(match: Match) -> tuple[int, float]:
     return evidence_rank(match.method, score)
 
 
-def run(config_path: Path | None) -> int:
-    """Entry point of `dedupd run`: 0 after a clean stop, 1 with one clear line on a startup error."""
+def run(config_path: Path | None, *, before_commit: Callable[[list[str]], object] | None = None) -> int:
+    """Entry point of `dedupd run`: 0 after a clean stop, 1 with one clear line on a startup error.
+    `before_commit`: passed to the pipeline (see `Pipeline`)."""
     try:
         settings = load_settings(config_path)
     except DedupdError as exc:
@@ -835,7 +840,7 @@ def run(config_path: Path | None) -> int:
     if note is not None:
         log.info("%s", note)
     try:
-        return Daemon(settings, config_path).run()
+        return Daemon(settings, config_path, before_commit=before_commit).run()
     except DedupdError as exc:
         log.error("%s", exc)
         print(f"dedupd: {exc}", file=sys.stderr)

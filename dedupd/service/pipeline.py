@@ -50,9 +50,6 @@ EVENT_QUIET_S = 1.5
 #: How long `expect` remembers a file an undo is bringing back.
 EXPECT_TTL_S = 600.0
 
-#: Test-only: with DEDUPD_TEST_WEDGE=1 a file named wedge* blocks the commit stage forever, so tests can
-#: check that a wedged pipeline stops the systemd watchdog pings.
-_TEST_WEDGE = os.environ.get("DEDUPD_TEST_WEDGE") == "1"
 type Scanner = Callable[[str], Iterator[tuple[str, os.stat_result]]]
 
 
@@ -150,7 +147,10 @@ class Pipeline:
         scanner: Scanner,
         on_batch: Callable[[list[str], dict[str, list[Match]], dict[str, Path]], None] | None = None,
         is_polled: Callable[[str], bool] = lambda path: False,
+        before_commit: Callable[[list[str]], object] | None = None,
     ) -> None:
+        """`before_commit`, if given, is called in the commit stage with the paths of each batch's records before
+        they are committed (a test wedges the stage there, to see the watchdog pings stop)."""
         self._catalog = catalog
         self._encoder = encoder
         self._reports = reports
@@ -159,6 +159,7 @@ class Pipeline:
         self._scanner = scanner
         self._on_batch = on_batch
         self._is_polled = is_polled
+        self._before_commit = before_commit
         self._changes: queue.Queue[Change | None] = queue.Queue(settings.max_queued_changes)
         self._cnn_queue: queue.Queue[tuple[FileKey, EncodedFile] | None] = queue.Queue(4 * settings.cnn_batch_size)
         self._commit_queue: queue.Queue[Any] = queue.Queue(2 * settings.commit_batch)
@@ -605,10 +606,8 @@ class Pipeline:
                     self._commit_queue.task_done()
 
     def _commit(self, batch: list[Any]) -> None:
-        if _TEST_WEDGE and any(isinstance(i, FileRecord) and os.path.basename(i.key.path).startswith("wedge")
-                               for i in batch):
-            log.warning("test hook: the commit stage wedges on purpose")
-            threading.Event().wait()
+        if self._before_commit is not None:
+            self._before_commit([item.key.path for item in batch if isinstance(item, FileRecord)])
         changes: list[Any] = []
         settled_again: list[str] = []
         for item in batch:

@@ -10,7 +10,7 @@ once let through); only in processes named like the encode pool's workers, never
   exit*   the worker calls os._exit(3)       -> `decoder_crash`
   raise*  RuntimeError in the worker         -> `decode_error`, the worker lives on
   gate*   creates "<path>.started", waits until "<path>.release" exists, then decodes normally (lets a
-          test know a worker holds the file, and choose when it is done); with DEDUPD_TEST_GATE_DIR set,
+          test know a worker holds the file, and choose when it is done); with DECODE_FAULTS_GATE_DIR set,
           these two marker files are "<that dir>/<name>.started" and ".release" instead (so that a daemon
           watching the file's folder does not see them)
 Any other name decodes normally. Shared by the encode-pool, pipeline, facade and daemon end-to-end tests.
@@ -43,7 +43,7 @@ def _before_open(path: str) -> None:
     if name.startswith("raise"):
         raise RuntimeError(f"decode fault raised for {name}")
     if name.startswith("gate"):
-        gate_dir = os.environ.get("DEDUPD_TEST_GATE_DIR")
+        gate_dir = os.environ.get("DECODE_FAULTS_GATE_DIR")
         marker = os.path.join(gate_dir, name) if gate_dir else path
         open(marker + ".started", "w").close()  # a marker: not acted on (its name ends in .started)
         while not os.path.exists(marker + ".release"):

@@ -36,6 +36,8 @@ class RunningDaemon:
     notify: socket.socket | None = None
     messages: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    #: A script under tests/ run instead of `python -m dedupd run` (same `--config`): a daemon built with a hook.
+    launcher: Path | None = None
 
     def start(self, wait_ready: bool = True) -> None:
         notify_path = self.home / f"notify-{len(self.messages)}-{time.monotonic_ns()}.sock"
@@ -49,7 +51,8 @@ class RunningDaemon:
         self._reader.start()
         env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "DEDUPD_CONFIG": str(self.config), **self.env}
         self.log = open(self.home / "daemon.log", "a")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen([sys.executable, "-m", "dedupd", "run", "--config", str(self.config)],
+        entry = [str(self.launcher)] if self.launcher else ["-m", "dedupd", "run"]
+        self.process = subprocess.Popen([sys.executable, *entry, "--config", str(self.config)],
                                         env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True)
         self._seen = len(self.messages)
         if wait_ready:

@@ -8,6 +8,7 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
+WEDGING_DAEMON = Path(__file__).with_name("wedging_daemon.py")
 STALLED = "STATUS=stalled: a pipeline stage or a watcher makes no progress"
 
 
@@ -48,7 +49,7 @@ def test_ready_after_index_status_during_scan_watchdog_and_stopping(tmp_path: Pa
     gates.mkdir()
     daemon = daemon_factory([root], extra="decode_timeout_s = 3600", start=False)
     daemon.env.update({"WATCHDOG_USEC": "1000000",  # a ping every 0.5 s is expected
-                       **decode_faults_env, "DEDUPD_TEST_GATE_DIR": str(gates)})
+                       **decode_faults_env, "DECODE_FAULTS_GATE_DIR": str(gates)})
     daemon.start()
     _wait_for_status(daemon, SCANNING_79)
     (gates / "gate_079.jpg.release").touch()
@@ -73,11 +74,12 @@ def test_a_wedged_pipeline_stops_the_watchdog_pings(tmp_path: Path, daemon_facto
     root = tmp_path / "photos"
     root.mkdir()
     daemon = daemon_factory([root], start=False)
-    daemon.env.update({"WATCHDOG_USEC": "1000000", "DEDUPD_TEST_WEDGE": "1"})
+    daemon.launcher = WEDGING_DAEMON  # its commit stage wedges on wedge*
+    daemon.env["WATCHDOG_USEC"] = "1000000"
     daemon.start()
     daemon.wait_message("WATCHDOG=1", timeout=30)
     (root / "wedge.jpg").write_bytes(photo_bytes[0])
-    _wait_for_log(daemon, "test hook: the commit stage wedges on purpose")
+    _wait_for_log(daemon, "test launcher: the commit stage wedges on purpose")
     # The stall window is 5 s here: then the daemon itself says it stopped pinging, and stays up (systemd,
     # not the daemon, decides what happens next).
     daemon.wait_message(STALLED, timeout=120)

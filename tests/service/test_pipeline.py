@@ -78,7 +78,7 @@ def encoder() -> Encoder:
 @pytest.fixture
 def rig(tmp_path: Path, encoder: Encoder, monkeypatch: pytest.MonkeyPatch, decode_faults: None) -> Iterator[Rig]:
     # decode_faults: files named gate* wait for the test (tests/decode_faults/)
-    monkeypatch.setenv("DEDUPD_TEST_GATE_DIR", str(tmp_path))
+    monkeypatch.setenv("DECODE_FAULTS_GATE_DIR", str(tmp_path))
     root = tmp_path / "Pictures"
     root.mkdir()
     spec = RootSpec(str(root))
