@@ -1,31 +1,37 @@
 """The big-archive benchmark (issue 16): a 1M-record library, its embedding queries, a live import, a restart.
 
-    .venv/bin/python bench/archive.py real             # encode the bench photographs once (cached)
-    .venv/bin/python bench/archive.py build [--n N]    # write the N-record library (default 1,000,000)
-    .venv/bin/python bench/archive.py query            # threshold queries: p50/p99, recall vs the exact scan
-    .venv/bin/python bench/archive.py import           # live import of 1,000 photos into it vs into an empty one
-                                                       # (bench/daemon.py's run), then a restart to READY
+    .venv/bin/python bench/archive.py real                  # encode the bench photographs once (cached)
+    .venv/bin/python bench/archive.py build [--n N] [--rows photo|random]   # the N-record library (1,000,000)
+    .venv/bin/python bench/archive.py query [--efforts 128,256]  # p50/p99, recall vs the exact scan, per ef
+    .venv/bin/python bench/archive.py parquet [--rows-to-import 5000]  # `dedupd import` into it vs empty
+    .venv/bin/python bench/archive.py import                # live import of 1,000 photos into it vs into an
+                                                            # empty one (bench/daemon.py's run), then a restart
 
 `real`: every file of the ukbench-transformed and camera-import corpora encoded as the daemon encodes it
 (`imaging.encode.encode_path`, the default CNN model on CPU), cached with its stat identity in
 ~/.cache/dedupd-bench/archive/real.pkl.
 
 `build`: the library is written straight through the store's API (`Store.commit`, batches of 20,000), not
-through `dedupd import` (issue 16 item 2, another stream's): N - 1,362 synthetic records under
-/archive/synthetic (not on disk, under no watched root: the daemon leaves them alone) with random hashes
-and random 512-d unit embeddings, 5 % of them near copies of an earlier record (cosine 0.55-0.99), plus
+through `dedupd import` (which searches every row against the library as it links it: see `parquet` for its
+per-row cost): N - 1,362 synthetic records under /archive/synthetic (not on disk, under no watched root:
+the daemon leaves them alone) with random hashes and 512-d unit embeddings, 5 % of them near copies of an
+earlier record (cosine 0.55-0.99). `--rows photo` (default) draws the embeddings from the Gaussian fitted
+to the camera corpus's real embeddings (`photo_like`), `--rows random` uniformly (no structure). Plus
 the 1,362 real ukbench-transformed records (their real paths, hashes and embeddings). Links of the
 synthetic near copies are computed exactly (cosine of the float16 rows >= the rule's `cnn_min_similarity`:
 random hashes never match) and stored with the daemon's default rule, so nothing relinks at open; the real
 records are then added through `Catalog.apply`, which links them as the daemon would, after the catalog has
 built its ANN index (in the background, timed); the close saves it beside the store.
 
-`query`: `Catalog.open` as the daemon does (timed, RSS), then 200 random threshold queries (stored synthetic
-rows and near copies of them) and every real ukbench row as a query, through the live index's embedding
+`query`: `Catalog.open` as the daemon does (timed, RSS), then 200 synthetic threshold queries (stored
+synthetic rows and near copies of them) and every real ukbench row as a query, through the live index's embedding
 search (`search.embeddings.EmbeddingSearch.search_many` at `cnn_min_similarity` - 0.01, as the catalog
 asks) with the candidates judged on the stored float16 rows; recall is the share of the exact scan's
 pairs (every stored row with cosine >= `cnn_min_similarity`, a query's own record aside) found. The exact
-scan (`vectors.EmbeddingIndex` over the same rows) is timed on the same queries.
+scan (`vectors.EmbeddingIndex` over the same rows) is timed on the same queries. `--efforts` repeats the
+ANN queries at each HNSW `expansion_search`.
+
+`parquet`: see `parquet_import`.
 
 `import`: the library is copied to a work directory, then `bench/daemon.py`'s daemon run imports the first
 1,000 files of the camera corpus into a watched root, once on the copy and once on an empty state; then
@@ -39,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -47,11 +54,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from dedupd.bulk import importer, parquet
 from dedupd.catalog import Catalog, link_rule
 from dedupd.config import default_settings
 from dedupd.imaging.cnn import Encoder
@@ -128,9 +137,28 @@ def unit(rows: np.ndarray) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-def synthetic_block(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def photo_like(fit: np.ndarray) -> Callable[[np.random.Generator, int], np.ndarray]:
+    """Unit rows drawn from the Gaussian with the mean and covariance of the real embeddings `fit` (each row
+    is the mean plus a random Gaussian mix of their deviations, normalised): photo-like directions, not real
+    photographs. Against the 2,389 bench photographs this gives pairwise cosines of 0.02 median, 0.25 at the
+    99th percentile and none of 40M pairs at the rule's 0.62 (real distinct photos: 0.01 / 0.17)."""
+    mean, deviations = fit.mean(0), (fit - fit.mean(0)) / np.sqrt(len(fit) - 1)
+
+    def draw(rng: np.random.Generator, count: int) -> np.ndarray:
+        return unit(mean + rng.standard_normal((count, len(fit))).astype(np.float32) @ deviations)
+
+    return draw
+
+
+def isotropic(rng: np.random.Generator, count: int) -> np.ndarray:
+    """Uniformly random unit directions: no structure for the graph to follow (the hard case)."""
+    return unit(rng.standard_normal((count, DIM)).astype(np.float32))
+
+
+def synthetic_block(rng: np.random.Generator, count: int, draw: Callable[[np.random.Generator, int], np.ndarray]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """(float16 unit rows, source position of each near copy or -1, hashes (count, 5))."""
-    rows = unit(rng.standard_normal((count, DIM)).astype(np.float32))
+    rows = draw(rng, count).astype(np.float32)
     copies = np.flatnonzero(rng.random(count) < 0.05)
     copies = copies[copies > 0]
     sources = (rng.random(len(copies)) * copies).astype(np.int64)  # an earlier row of the block
@@ -153,8 +181,12 @@ def synthetic_record(i: int, row: np.ndarray, hashes: np.ndarray) -> FileRecord:
     return FileRecord(key, enc)
 
 
-def build(n: int, state: Path) -> dict[str, object]:
+def build(n: int, state: Path, kind: str) -> dict[str, object]:
     model, real = load_real()
+    if kind == "photo":  # fitted on the camera corpus; the ukbench rows stay out of the fit (they are queries)
+        draw = photo_like(np.stack([np.asarray(r.encoding.embedding, np.float32) for r in real["camera-import"]]))  # type: ignore[union-attr]
+    else:
+        draw = isotropic
     library_real = real["ukbench-transformed"]
     synthetic = n - len(library_real)
     if state.exists():
@@ -165,7 +197,7 @@ def build(n: int, state: Path) -> dict[str, object]:
     with Store.open(state, encoder_version=ENCODER_VERSION, model_id=model, dim=DIM) as store:
         for first in range(0, synthetic, BATCH):
             count = min(BATCH, synthetic - first)
-            rows, source, hashes = synthetic_block(rng, count)
+            rows, source, hashes = synthetic_block(rng, count, draw)
             store.commit([synthetic_record(first + k, rows[k], hashes[k]) for k in range(count)])
             copies = np.flatnonzero(source >= 0)
             sims = (rows[copies].astype(np.float32) * rows[source[copies]].astype(np.float32)).sum(1, dtype=np.float64)
@@ -187,8 +219,10 @@ def build(n: int, state: Path) -> dict[str, object]:
         catalog.apply(library_real[first : first + 500])
     catalog.close()
     store_mib = sum(f.stat().st_size for f in (state / "store").iterdir()) / 2**20
-    ann_mib = (state / "embeddings.usearch").stat().st_size / 2**20
-    return {"n": n, "synthetic": synthetic, "real": len(library_real), "links": len(links), "write_s": round(written),
+    ann_file = state / "embeddings.usearch"
+    ann_mib = ann_file.stat().st_size / 2**20 if ann_file.exists() else 0.0
+    return {"n": n, "rows": kind, "synthetic": synthetic, "real": len(library_real), "links": len(links),
+            "write_s": round(written),
             "catalog_open_s": round(opened, 1), "ann_build_s": round(built), "store_mib": round(store_mib),
             "ann_file_mib": round(ann_mib)}  # fmt: skip
 
@@ -202,13 +236,14 @@ def judged(catalog: Catalog, query: np.ndarray, candidates: np.ndarray) -> set[i
     return set(candidates[found & (sims >= THRESHOLD)].tolist())
 
 
-def query(state: Path) -> dict[str, object]:
+def query(state: Path, efforts: list[int]) -> dict[str, object]:
     model, real = load_real()
     start = time.perf_counter()
     catalog = Catalog.open(state, CONFIG, encoder_version=ENCODER_VERSION, model_id=model, dim=DIM)
     opened = time.perf_counter() - start
     vectors = catalog._index.vectors
-    assert vectors is not None and vectors.approximate, "the saved ANN index did not load"
+    assert vectors is not None and vectors._ann is not None, "the saved ANN index did not load"
+    ann = vectors._ann
     result: dict[str, object] = {"catalog_open_s": round(opened, 2), "rss_after_open_mib": rss_mib(),
                                  "records": len(vectors)}  # fmt: skip
     keys, rows = catalog.store.embeddings()
@@ -223,25 +258,31 @@ def query(state: Path) -> dict[str, object]:
     rid_of = {rec.key.path: rid for rid, rec in catalog.store.iter_records(under=str(CORPORA))}
     real_rows = np.stack([np.asarray(r.encoding.embedding, np.float32) for r in real["ukbench-transformed"]])  # type: ignore[union-attr]
     own = [rid_of[r.key.path] for r in real["ukbench-transformed"]]
-    for name, queries, selves in (("random", unit(picked), [-1] * QUERIES), ("real", real_rows, own)):
-        ann_times, scan_times, truth_pairs, found_pairs, candidates = [], [], 0, 0, 0
+    for name, queries, selves in (("synthetic", unit(picked), [-1] * QUERIES), ("real", real_rows, own)):
+        scan_times, truths = [], []
         for q, self_rid in zip(queries, selves, strict=True):
-            t = time.perf_counter()
-            got = vectors.search_many(q[None, :], THRESHOLD - MARGIN)[0]
-            ann_times.append(time.perf_counter() - t)
             t = time.perf_counter()
             want_keys, _ = exact.search(q, THRESHOLD - MARGIN)
             scan_times.append(time.perf_counter() - t)
-            want = judged(catalog, q, want_keys) - {self_rid}
-            hits = judged(catalog, q, got) - {self_rid}
-            truth_pairs += len(want)
-            found_pairs += len(want & hits)
-            candidates += len(got)
-        result[name] = {"queries": len(queries), "ann_ms": percentiles_ms(ann_times),
-                        "scan_ms": percentiles_ms(scan_times), "exact_pairs": truth_pairs,
-                        "recall": round(found_pairs / max(1, truth_pairs), 4),
-                        "candidates_per_query": round(candidates / len(queries), 1)}  # fmt: skip
-        print(name, result[name], flush=True)
+            truths.append(judged(catalog, q, want_keys) - {self_rid})
+        truth_pairs = sum(map(len, truths))
+        figures: dict[str, object] = {"queries": len(queries), "scan_ms": percentiles_ms(scan_times),
+                                      "exact_pairs": truth_pairs}  # fmt: skip
+        for effort in efforts or [ann.expansion_search]:
+            ann.expansion_search = effort
+            ann_times, found_pairs, candidates = [], 0, 0
+            for q, self_rid, want in zip(queries, selves, truths, strict=True):
+                t = time.perf_counter()
+                got = vectors.search_many(q[None, :], THRESHOLD - MARGIN)[0]
+                ann_times.append(time.perf_counter() - t)
+                found_pairs += len(want & (judged(catalog, q, got) - {self_rid}))
+                candidates += len(got)
+            figures[f"ef {effort}"] = {"ann_ms": percentiles_ms(ann_times),
+                                       "recall": round(found_pairs / max(1, truth_pairs), 4),
+                                       "candidates_per_query": round(candidates / len(queries), 1)}  # fmt: skip
+            print(name, effort, figures[f"ef {effort}"], flush=True)
+        result[name] = figures
+        print(name, figures, flush=True)
     catalog.close()
     return result
 
@@ -277,6 +318,13 @@ def restart(home: Path) -> dict[str, object]:
             "hwm_mib": round(hwm, 1)}  # fmt: skip
 
 
+def ratio(result: dict[str, object], figure: str) -> float:
+    """The import into the library over the import into the empty store, on one figure."""
+    empty, library = result["empty"], result["library"]
+    assert isinstance(empty, dict) and isinstance(library, dict)
+    return round(library[figure] / empty[figure], 2)
+
+
 def live_import(state: Path, workdir: Path | None) -> dict[str, object]:
     files = sorted(p for p in (CORPORA / "camera-import").iterdir() if p.is_file())[:1000]
     result: dict[str, object] = {"files": len(files)}
@@ -295,25 +343,87 @@ def live_import(state: Path, workdir: Path | None) -> dict[str, object]:
                 print("restart", result["restart"], flush=True)
         finally:
             shutil.rmtree(home, ignore_errors=True)
-    empty, library = result["empty"], result["library"]
-    assert isinstance(empty, dict) and isinstance(library, dict)
-    result["import_ratio"] = round(library["idle_s"] / empty["idle_s"], 2)
+    result["import_ratio"] = ratio(result, "idle_s")
+    return result
+
+
+def parquet_import(state: Path, rows: int, workdir: Path | None) -> dict[str, object]:
+    """`dedupd import`'s own code path (`importer.import_shards` on the daemon's catalog) for one shard of
+    `rows` rows into an empty store and into a copy of the library: rows per second and the ratio. Each row
+    names a real one-byte file written for it (its honest stat identity: the import re-stats every path)
+    and carries a photo-like embedding (5 % near copies of a real ukbench photograph) and random hashes."""
+    model, real = load_real()
+    fit = np.stack([np.asarray(r.encoding.embedding, np.float32) for r in real["camera-import"]])  # type: ignore[union-attr]
+    ukbench = np.stack([np.asarray(r.encoding.embedding, np.float32) for r in real["ukbench-transformed"]])  # type: ignore[union-attr]
+    top = Path(tempfile.mkdtemp(prefix="archive-parquet-", dir=workdir))
+    result: dict[str, object] = {"rows": rows}
+    try:
+        rng = np.random.default_rng(17)
+        vectors = photo_like(fit)(rng, rows)
+        copies = np.flatnonzero(rng.random(rows) < 0.05)
+        sims = rng.uniform(0.7, 0.99, len(copies)).astype(np.float32)[:, None]
+        base = ukbench[rng.integers(0, len(ukbench), len(copies))]
+        noise = unit(rng.standard_normal((len(copies), DIM)).astype(np.float32))
+        noise = unit(noise - (noise * base).sum(axis=1, keepdims=True) * base)
+        vectors[copies] = unit(sims * base + np.sqrt(1 - sims**2) * noise)
+        hashes = rng.integers(0, 2**63, (rows, 5), dtype=np.int64).astype(np.uint64)
+        files = top / "files"
+        shard_rows = []
+        for i in range(rows):
+            path = files / f"{i // 1000:03d}" / f"IMG_{i:06d}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"x")
+            st = path.stat()
+            rec = synthetic_record(i, vectors[i].astype(np.float16), hashes[i])
+            rec = FileRecord(FileKey(str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), rec.encoding)
+            shard_rows.append(parquet.Row(rec, ENCODER_VERSION, model))
+        shard = top / "rows.parquet"
+        with parquet.ShardWriter(shard, DIM) as writer:
+            writer.write(shard_rows)
+        for name in ("empty", "library"):
+            target = top / name
+            if name == "library":
+                shutil.copytree(state, target)
+            start = time.perf_counter()
+            catalog = Catalog.open(target, CONFIG, encoder_version=ENCODER_VERSION, model_id=model, dim=DIM)
+            opened = time.perf_counter() - start
+            start, cpu = time.perf_counter(), time.process_time()
+            report = importer.import_shards(catalog, [shard], encoder=ENCODER_VERSION, model=model)
+            wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+            links = len(catalog.store.links()[0])
+            catalog.close()
+            result[name] = {"open_s": round(opened, 2), "import_s": round(wall, 1), "cpu_s": round(cpu, 1),
+                            "rows_per_s": round(report.imported / wall), "imported": report.imported,
+                            "links": links}  # fmt: skip
+            print(name, result[name], flush=True)
+            shutil.rmtree(target, ignore_errors=True)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+    result["import_ratio"] = ratio(result, "import_s")
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=("real", "build", "query", "import"))
+    parser.add_argument("step", choices=("real", "build", "query", "import", "parquet"))
     parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--rows", choices=("photo", "random"), default="photo",
+                        help="build: synthetic rows photo-like (fitted to the camera corpus) or isotropic random")
+    parser.add_argument("--efforts", default="", help="query: HNSW expansion_search values to sweep (default: "
+                        "the shipped one)")
+    parser.add_argument("--rows-to-import", type=int, default=5_000, help="parquet: rows in the shard")
     parser.add_argument("--state", type=Path, default=LIBRARY, help="the library's state directory")
     parser.add_argument("--workdir", type=Path, default=None, help="parent of the import runs' directories")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.step == "real":
         result = encode_real()
     elif args.step == "build":
-        result = build(args.n, args.state)
+        result = build(args.n, args.state, args.rows)
     elif args.step == "query":
-        result = query(args.state)
+        result = query(args.state, [int(e) for e in args.efforts.split(",") if e])
+    elif args.step == "parquet":
+        result = parquet_import(args.state, args.rows_to_import, args.workdir)
     else:
         result = live_import(args.state, args.workdir)
     print(json.dumps(result))

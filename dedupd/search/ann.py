@@ -76,6 +76,15 @@ class AnnIndex:
         return len(self._index)
 
     @property
+    def expansion_search(self) -> int:
+        """The search effort (HNSW ef): EXPANSION_SEARCH unless a benchmark sweeps it."""
+        return int(self._index.expansion_search)
+
+    @expansion_search.setter
+    def expansion_search(self, effort: int) -> None:
+        self._index.expansion_search = effort  # type: ignore[misc]
+
+    @property
     def nbytes(self) -> int:
         return int(self._index.memory_usage)
 

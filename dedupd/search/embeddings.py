@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 #: the exact scan costs ~0.04 ms per 1,000 rows, an HNSW query ~1-2 ms at these sizes).
 ANN_MIN_ROWS = 50_000
 _BUILD_BLOCK = 1_000  # rows added between checks of a close request (a stop waits for one block: ~1-3 s at 1M)
+_BUILD_LOG_EVERY = 100_000  # a progress line (a 10M build takes hours)
 _BUILD_NICE = 10  # the background build yields the CPUs to the daemon's own work
 
 
@@ -177,6 +178,8 @@ class EmbeddingSearch:
                 if self._closing.is_set():
                     return
                 index.add(keys[first : first + _BUILD_BLOCK], rows[first : first + _BUILD_BLOCK])
+                if (first + _BUILD_BLOCK) % _BUILD_LOG_EVERY == 0:
+                    log.info("embedding index: %d of %d rows added", first + _BUILD_BLOCK, len(keys))
             del keys, rows
             with self._lock:
                 if self._closing.is_set():

@@ -6,7 +6,7 @@ import numpy as np
 
 from dedupd.catalog import ANN_FILE, Catalog, IndexConfig
 from dedupd.records import Encoding, FileKey, FileRecord, Removal
-from dedupd.search.ann import AnnIndex
+from dedupd.search.ann import EXPANSION_SEARCH, AnnIndex
 from dedupd.search.embeddings import EmbeddingSearch
 from dedupd.search.matcher import MatcherSettings
 from dedupd.store import Store
@@ -69,6 +69,8 @@ def test_ann_index_gives_the_exact_scans_pairs_is_saved_and_loaded(tmp_path: Pat
     assert stamp_file.exists()
     with Catalog.open(tmp_path / "ann", RULE, **STORE, ann_min_rows=150) as again:  # type: ignore[arg-type]
         assert vectors(again).approximate and not vectors(again).building  # loaded, not rebuilt
+        loaded = vectors(again)._ann
+        assert loaded is not None and loaded.expansion_search == EXPANSION_SEARCH  # not saved: set again
         near_copy = records[1].key.path
         assert again.matches(near_copy) == exact_matches(tmp_path, records, near_copy)
 
