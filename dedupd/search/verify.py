@@ -72,6 +72,8 @@ class Verification:
 
 
 _FEATURES = 500
+_QUICK = 100  # keypoints of each side the first, cheap pass matches
+_CLEAR = 0.5  # a first pass's copy with at most this share of the change limit is settled
 _PATCH = 15  # ORB's patch and border: its default 31 leaves little of a 128 px thumbnail
 _CLEAR_INLIERS = 30
 _MIN_KEYPOINTS = 24  # fewer on either side: the picture has too little structure for a verdict
@@ -84,8 +86,16 @@ type _Keypoints = tuple[np.ndarray, np.ndarray | None]  # (k, 2) float32 positio
 
 
 def _keypoints(orb: "cv2.ORB", image: np.ndarray) -> _Keypoints:
+    """Positions and descriptors, strongest (ORB's corner response) first."""
     found, descriptors = orb.detectAndCompute(image, None)
-    return np.array([k.pt for k in found], np.float32).reshape(-1, 2), descriptors
+    order = np.argsort([-k.response for k in found], kind="stable")
+    points = np.array([k.pt for k in found], np.float32).reshape(-1, 2)[order]
+    return points, None if descriptors is None else descriptors[order]
+
+
+def _strongest(features: _Keypoints, count: int | None) -> _Keypoints:
+    points, descriptors = features
+    return features if count is None else (points[:count], None if descriptors is None else descriptors[:count])
 
 
 class Verifier:
@@ -106,16 +116,27 @@ class Verifier:
 
     def verify(self, a: np.ndarray, b: np.ndarray) -> Verification | None:
         """The verdict on two (h, w) uint8 thumbnails, None when either has too few keypoints to tell (a flat,
-        blurred or tiny picture: no evidence either way); keep the arrays alive while verifying (cache by id)."""
-        points_a, descriptors_a = self._features(a)
-        if min(len(points_a), len(self._features(b)[0])) < _MIN_KEYPOINTS:
+        blurred or tiny picture: no evidence either way); keep the arrays alive while verifying (cache by id).
+
+        First on each side's `_QUICK` strongest keypoints alone (a copy's strongest corners are the same
+        corners: most pairs settle there, at a fraction of the matching); unless that shows a clear copy (its
+        change at most `_CLEAR` of the limit), again on all of them, whose verdict stands."""
+        if min(len(self._features(a)[0]), len(self._features(b)[0])) < _MIN_KEYPOINTS:
             return None
+        quick = self._verdict(a, b, _QUICK)
+        if quick.verdict == COPY and quick.change <= _CLEAR * _limit(quick, self.settings):
+            return quick
+        return self._verdict(a, b, None)
+
+    def _verdict(self, a: np.ndarray, b: np.ndarray, strongest: int | None) -> Verification:
+        """The verdict from the `strongest` keypoints of each side (None: all of them)."""
+        points_a, descriptors_a = _strongest(self._features(a), strongest)
         best: tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool] | None = None
         most = 0
         for mirrored in (False, True):
             if mirrored and best is not None and best[0] >= max(_CLEAR_INLIERS, best[1] // 2):
                 break  # the unmirrored transform explains most matches: no mirror can do better (saves half the work)
-            points_b, descriptors_b = self._features(b, mirrored)
+            points_b, descriptors_b = _strongest(self._features(b, mirrored), strongest)
             if descriptors_a is None or descriptors_b is None or len(descriptors_a) < 2 or len(descriptors_b) < 2:
                 continue
             good = [m for m in self._matcher.match(descriptors_a, descriptors_b) if m.distance <= _MAX_DISTANCE]
@@ -149,8 +170,12 @@ def judge(found: Verification, settings: VerifySettings) -> str:
     """COPY or SIBLING from a verification's figures (module docstring, step 3)."""
     if found.inliers < settings.min_inliers:
         return SIBLING
-    limit = settings.max_change_unscaled if found.framed else settings.max_change
-    return COPY if found.change <= limit else SIBLING
+    return COPY if found.change <= _limit(found, settings) else SIBLING
+
+
+def _limit(found: Verification, settings: VerifySettings) -> float:
+    """The change a copy may show: stricter for a pair at most shifted (module docstring, step 3)."""
+    return settings.max_change_unscaled if found.framed else settings.max_change
 
 
 def _change(a: np.ndarray, b: np.ndarray, transform: np.ndarray) -> float:
