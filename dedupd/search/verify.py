@@ -25,8 +25,14 @@ orientation applied, aspect kept) the check is
    resized, rotated or mirrored, at most shifted: every frame of a burst) under the stricter
    `max_change_unscaled`: two frames of a static scene line up as well as a copy, and only what moved
    between them tells them apart (a copy's resampling differences are smallest there);
-   otherwise SIBLING. A thumbnail with fewer than `_MIN_KEYPOINTS` keypoints (a flat, blurred or tiny
-   picture) gives no verdict: the matcher's rule stands.
+   otherwise SIBLING. The keypoints are matched first on each side's `_QUICK` strongest alone, a cheap
+   pass that settles a clear copy; any other pair is judged on all of them.
+
+A thumbnail with fewer than `_MIN_KEYPOINTS` keypoints (a flat, blurred, dark or tiny picture) is
+compared in place with a partner of the same aspect (`_in_place`: as it is and mirrored, shifted by
+ECC, the same limits); with a partner of another aspect it gives no verdict: the matcher's rule stands.
+What 128 px cannot show: frames of a scene where nothing moved by a thumbnail pixel (BENCHMARKS.md
+"Tiers": such frames differ by a mean of 4-12 grey levels at full size, copies by at most 2).
 
 Measured on the bench corpora and the captures fixture (BENCHMARKS.md "Tiers"). Pure arithmetic
 on arrays (OpenCV's feature and warp routines; this module is its one user); the keypoints are
@@ -62,9 +68,12 @@ class Verification:
     change: float  # 99th percentile of block differences after alignment, grey levels (inf: not aligned)
     scale: float  # the transform's area scale (1: not resized)
     framed: bool = False  # the transform is at most a shift: the stricter thresholds applied
+    direct: bool = False  # too few keypoints: aligned in place by intensities (`Verifier.verify`), not keypoints
 
     def describe(self) -> str:
         """One line for `--explain` and the evidence of a tier."""
+        if self.direct:
+            return f"too few keypoints, compared in place{' mirrored' if not self.framed else ''}: change {self.change}"
         if self.change == float("inf"):
             return f"no transform maps one onto the other ({self.inliers} of {self.matches} keypoints agree)"
         return (f"{self.inliers}/{self.matches} keypoints on one transform (residual {self.residual} px, "
@@ -72,6 +81,8 @@ class Verification:
 
 
 _FEATURES = 500
+_ASPECT = 0.03  # thumbnails of aspects this far apart are not compared in place
+_ECC_STEPS = 30
 _QUICK = 100  # keypoints of each side the first, cheap pass matches
 _CLEAR = 0.5  # a first pass's copy with at most this share of the change limit is settled
 _PATCH = 15  # ORB's patch and border: its default 31 leaves little of a 128 px thumbnail
@@ -122,7 +133,7 @@ class Verifier:
         corners: most pairs settle there, at a fraction of the matching); unless that shows a clear copy (its
         change at most `_CLEAR` of the limit), again on all of them, whose verdict stands."""
         if min(len(self._features(a)[0]), len(self._features(b)[0])) < _MIN_KEYPOINTS:
-            return None
+            return _in_place(a, b, self.settings)
         quick = self._verdict(a, b, _QUICK)
         if quick.verdict == COPY and quick.change <= _CLEAR * _limit(quick, self.settings):
             return quick
@@ -166,9 +177,36 @@ class Verifier:
         return replace(found, verdict=judge(found, self.settings))
 
 
+def _in_place(a: np.ndarray, b: np.ndarray, settings: VerifySettings) -> Verification | None:
+    """The verdict on thumbnails too plain for keypoints, when they have one aspect (a flat, blurred or dark
+    picture and its copies; None otherwise: no evidence): `b` scaled to `a`'s size, as it is and mirrored, each
+    shifted into place by ECC (OpenCV's intensity-based alignment, `_ECC_STEPS` steps, no keypoints needed;
+    a shift only: with more freedom it bends one plain picture onto another), the lower change of the two
+    judged as a keypoint transform's would be."""
+    (ha, wa), (hb, wb) = a.shape, b.shape
+    if abs(wa * hb - wb * ha) > _ASPECT * wa * hb:
+        return None
+    best: Verification | None = None
+    scaled = b if b.shape == a.shape else cv2.resize(b, (wa, ha), interpolation=cv2.INTER_AREA)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, _ECC_STEPS, 1e-4)
+    for mirrored in (False, True):
+        target = np.ascontiguousarray(scaled[:, ::-1]) if mirrored else scaled
+        transform: np.ndarray = np.eye(2, 3, dtype=np.float32)
+        try:
+            transform = cv2.findTransformECC(a, target, transform, cv2.MOTION_TRANSLATION, criteria)[1]
+        except cv2.error:  # no convergence (a flat picture): compare as they lie
+            pass
+        change = _change(a, target, transform)
+        found = Verification(SIBLING, 0, 0, 0.0, round(change, 1), 1.0, not mirrored, direct=True)
+        if best is None or found.change < best.change:
+            best = found
+    assert best is not None
+    return replace(best, verdict=judge(best, settings))
+
+
 def judge(found: Verification, settings: VerifySettings) -> str:
     """COPY or SIBLING from a verification's figures (module docstring, step 3)."""
-    if found.inliers < settings.min_inliers:
+    if found.inliers < settings.min_inliers and not found.direct:
         return SIBLING
     return COPY if found.change <= _limit(found, settings) else SIBLING
 

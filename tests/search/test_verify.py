@@ -104,12 +104,25 @@ def test_tiers_use_the_verification_where_metadata_is_silent(photo) -> None:
     assert shown["pixels"] == "not one capture" and shown["tier"] == SIMILAR and shown["pixel_detail"]
 
 
-def test_a_picture_with_too_little_structure_gives_no_verdict() -> None:
-    """A flat or blurred picture has too few keypoints to tell a copy from a sibling: no evidence, the rule stands
-    (a re-encoded copy of a small blurred tile must stay a duplicate)."""
+def test_a_picture_with_too_little_structure_is_compared_in_place() -> None:
+    """A flat or blurred picture has too few keypoints to align: its copies (re-encoded, mirrored) are compared in
+    place and verified, a version of it where something moved is not; another aspect gives no verdict."""
     flat = Image.radial_gradient("L").resize((96, 96)).convert("RGB")
     a, b = thumb_pixels(_thumb(flat)), thumb_pixels(_thumb(flat, 70))
-    assert a is not None and b is not None
-    assert Verifier().verify(a, b) is None
-    assert tiers(["phash"], [(None, _thumb(flat))], [(None, _thumb(flat, 70))]) == [(DUPLICATE, "")]
-    assert evidence_of((None, _thumb(flat)), (None, _thumb(flat, 70)), "phash")["pixels"] == "no evidence"
+    mirrored = thumb_pixels(_thumb(flat.transpose(Image.Transpose.FLIP_LEFT_RIGHT), 70))
+    moved = flat.copy()
+    moved.paste((40, 40, 40), (10, 30, 40, 60))  # a dark thing that was not there
+    other = thumb_pixels(_thumb(moved))
+    wide = thumb_pixels(_thumb(flat.resize((144, 96))))
+    assert a is not None and b is not None and mirrored is not None and other is not None and wide is not None
+    verifier = Verifier()
+    for copy in (b, mirrored):
+        found = verifier.verify(a, copy)
+        assert found is not None and found.direct and found.verdict == COPY, found
+    found = verifier.verify(a, other)
+    assert found is not None and found.direct and found.verdict == SIBLING, found
+    assert verifier.verify(a, wide) is None
+    decided = tiers(["phash", "phash"], [(None, _thumb(flat))] * 2, [(None, _thumb(flat, 70)), (None, _thumb(moved))])
+    assert [tier for tier, _ in decided] == [DUPLICATE, SIMILAR]
+    assert "compared in place" in decided[1][1]
+    assert evidence_of((None, _thumb(flat)), (None, _thumb(flat, 70)), "phash")["pixels"] == "one capture"
