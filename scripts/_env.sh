@@ -5,7 +5,9 @@ VENV="$ROOT/.venv"
 
 find_python() {
     local candidate
-    for candidate in "${PYTHON:-}" python3.13 python3.12 python3; do
+    # pyenv's own interpreters too: a pyenv shim without PYENV_VERSION set refuses a version it does not select.
+    for candidate in "${PYTHON:-}" python3.13 python3.12 python3 \
+        "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[2-9]*/bin/python3 /root/.pyenv/versions/3.1[2-9]*/bin/python3; do
         [ -n "$candidate" ] || continue
         command -v "$candidate" >/dev/null 2>&1 || continue
         if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then
