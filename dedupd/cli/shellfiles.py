@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dedupd import __version__, paths
+from dedupd import __release_date__, __version__, paths
 from dedupd.errors import DedupdError
 
 PROGRAMS = ("dedupd", "dedupctl")
@@ -119,7 +119,7 @@ def man_page(program: str, parser: argparse.ArgumentParser) -> str:
 
     summary = {"dedupd": "find duplicate images, once or live (the daemon)",
                "dedupctl": "ask a running dedupd"}[program]
-    return str(Manpage(parser, _data={"project_name": "dedupd", "version": __version__, "date": "",
+    return str(Manpage(parser, _data={"project_name": "dedupd", "version": __version__, "date": __release_date__,
                                       "description": summary, "manual_title": "dedupd manual",
                                       "url": "docs/operators-guide.md in the source"}))
 
