@@ -34,9 +34,14 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import EnvSettingsSource
 
 from dedupd import paths
+from dedupd.encodepool import DEFAULT_DECODE_TIMEOUT_S
 from dedupd.errors import ConfigError
 from dedupd.imaging.cnn import registry_names
+from dedupd.imaging.decode import DEFAULT_MAX_PIXELS
+from dedupd.imaging.encode import DEFAULT_MAX_FILE_SIZE
 from dedupd.search.matcher import MatcherSettings
+from dedupd.watch.policy import DEFAULT_EXCLUDE, DEFAULT_POLL_INTERVAL_S
+from dedupd.watch.polling import DEFAULT_MASS_DELETION_GUARD
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +49,6 @@ ENV_PREFIX = "DEDUPD_"
 #: `DEDUPD_*` variables that are not settings (read by `paths`); anything else unknown is warned about.
 _NOT_SETTINGS = {paths.CONFIG_ENV, paths.SYSTEM_ENV}
 
-#: Directories no one wants watched: Synology thumbnails, desktop thumbnail caches, trash, Git internals.
-DEFAULT_EXCLUDE = ("@eaDir", ".thumbnails", ".Trash-*", "#recycle", ".git")
 #: Polled roots see a file's size and mtime only once per poll, so a shorter settle would encode half-copied files.
 POLLED_SETTLE_MS = 5000
 DAY_S = 86400.0
@@ -107,7 +110,7 @@ class Root(_Section):
     recursive: StrictBool = True
     #: True: poll instead of inotify; "auto": poll when the root is on nfs/cifs/smb/sshfs (watcher decides).
     polling: Polling = False
-    poll_interval_s: float = Field(default=60.0, ge=1, le=DAY_S, strict=True)
+    poll_interval_s: float = Field(default=DEFAULT_POLL_INTERVAL_S, ge=1, le=DAY_S, strict=True)
     #: Globs a file name must match to be considered (empty: every file).
     include: Globs = ()
     #: Globs of file and directory names never looked at; directories are excluded before they are watched.
@@ -251,9 +254,9 @@ class Settings(_Section):
     encode_idle_stop_s: float = Field(default=120.0, ge=0, le=86400, strict=True)
     #: A file is encoded once its size and mtime have not changed for this long (polled roots: at least 5 s).
     settle_ms: int = Field(default=2000, ge=0, le=3_600_000, strict=True)
-    decode_timeout_s: float = Field(default=30.0, gt=0, le=3600, strict=True)
+    decode_timeout_s: float = Field(default=DEFAULT_DECODE_TIMEOUT_S, gt=0, le=3600, strict=True)
     #: Larger images are skipped as decompression bombs; fits 200 MP panoramas.
-    max_image_pixels: int = Field(default=250_000_000, ge=1, le=10_000_000_000, strict=True)
+    max_image_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1, le=10_000_000_000, strict=True)
     #: Full reconcile scan period; 0 = only at start, reload and on demand.
     rescan_interval_s: float = Field(default=86400.0, ge=0, le=366 * DAY_S, strict=True)
     #: Report files older than this are deleted; 0 = keep them forever.
@@ -263,9 +266,9 @@ class Settings(_Section):
     #: Files smaller than this many bytes are skipped as too_small.
     min_file_size: int = Field(default=0, ge=0, le=1 << 50, strict=True)
     #: Larger files are skipped as too_large, never read (a worker holds a file whole in memory).
-    max_file_size: int = Field(default=1 << 30, ge=1, le=1 << 50, strict=True)
+    max_file_size: int = Field(default=DEFAULT_MAX_FILE_SIZE, ge=1, le=1 << 50, strict=True)
     #: A poll that loses more than this share of a root's files is an outage, not deletions.
-    mass_deletion_guard: float = Field(default=0.5, gt=0, le=1, strict=True)
+    mass_deletion_guard: float = Field(default=DEFAULT_MASS_DELETION_GUARD, gt=0, le=1, strict=True)
 
     @model_validator(mode="before")
     @classmethod

@@ -69,6 +69,8 @@ type Job[R] = Callable[[str], R]
 
 #: A worker that has not finished importing by then is killed and counted as a start failure.
 STARTUP_TIMEOUT_S = 60.0
+#: A file whose decode takes longer than this is skipped as a timeout and its worker replaced.
+DEFAULT_DECODE_TIMEOUT_S = 30.0
 
 class WorkersCannotStart(RuntimeError):
     """A pool's workers failed to start `start_attempts` times in a row: the pool closed."""
@@ -214,7 +216,7 @@ class EncodePool[T]:
         workers: int,
         on_result: Callable[[T, Outcome], object],
         *,
-        timeout_s: float = 30.0,
+        timeout_s: float = DEFAULT_DECODE_TIMEOUT_S,
         cnn_spec: ModelSpec | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_bytes: int = DEFAULT_MAX_FILE_SIZE,

@@ -30,8 +30,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("dedupd.store", "dedupd.search", "dedupd.imaging", "dedupd.protocol", "dedupd.paths"),
     # the worker processes that encode files, for every caller below the entry points
     ("dedupd.encodepool",),
-    # domain: the catalog (store + index + matcher), the watcher, the configuration, the imagededup facade
-    ("dedupd.catalog", "dedupd.watch", "dedupd.config", "dedupd.methods", "dedupd.utils"),
+    # domain: the catalog (store + index + matcher), the watcher, the imagededup facade
+    ("dedupd.catalog", "dedupd.watch", "dedupd.methods", "dedupd.utils"),
+    # the configuration (its defaults are the components' and the watcher's own)
+    ("dedupd.config",),
     # the `dedupd scan` engine (no daemon)
     ("dedupd.scan",),
     # encodings in bulk (import, export, the backfill that reuses the scan engine)

@@ -38,6 +38,7 @@ from typing import Any
 from jeepney import DBusAddress, DBusErrorResponse, MessageGenerator, new_method_call  # type: ignore[import-untyped]
 from jeepney.io.blocking import DBusConnection, Proxy, open_dbus_connection  # type: ignore[import-untyped]
 
+from dedupd.pathnames import is_under
 from dedupd.records import Match
 
 log = logging.getLogger(__name__)
@@ -350,7 +351,7 @@ class DesktopNotifier:
     def _display(self, path: str) -> str:
         """`path` with the home directory shown as ~."""
         home = self._environ.get("HOME", "").rstrip("/")
-        if home and (path == home or path.startswith(home + "/")):
+        if home and is_under(path, home):
             return "~" + path[len(home):]
         return path
 

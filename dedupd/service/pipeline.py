@@ -37,6 +37,7 @@ from dedupd.encodepool import EncodePool, Outcome, SameContent
 from dedupd.errors import QUIET_REASONS, Skipped, SkipReason, StoreError
 from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import DEFAULT_MAX_FILE_SIZE, EncodedFile
+from dedupd.pathnames import is_under
 from dedupd.records import Change, ChangeKind, FileKey, FileRecord, Match, Move, Removal, Restat
 from dedupd.search.sets import companion_kind
 from dedupd.service.reports import ReportWriter
@@ -81,7 +82,7 @@ class OwnFiles:
         if not self.trees:
             return False
         real = os.path.realpath(path)
-        return any(real == t or real.startswith(t.rstrip("/") + "/") for t in self.trees)
+        return any(is_under(real, t) for t in self.trees)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from watchdog.events import FileSystemEvent
 
+from dedupd.pathnames import is_under
 from dedupd.records import Change, ChangeKind
 from dedupd.watch.policy import PathPolicy
 
@@ -35,8 +36,8 @@ def event_changes(event: FileSystemEvent, policy: PathPolicy, watched_root: str)
 
     def reported(path: bytes | str) -> str:
         text = os.fsdecode(path)
-        inside = text == watched_root or text.startswith(watched_root + "/")
-        return root + text[len(watched_root) :] if inside and watched_root != root else text
+        inside = watched_root != root and is_under(text, watched_root)
+        return root + text[len(watched_root.rstrip("/")) :] if inside else text
 
     src, dest = reported(event.src_path), reported(event.dest_path)
     if event.event_type == "moved":

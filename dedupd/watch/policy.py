@@ -12,6 +12,9 @@ from typing import Literal
 
 #: Synology thumbnails, desktop thumbnail caches, per-user trash, Synology/QNAP recycle bins, git metadata.
 DEFAULT_EXCLUDE: tuple[str, ...] = ("@eaDir", ".thumbnails", ".Trash-*", "#recycle", ".git")
+#: Seconds between two stat snapshots of a polled root.
+DEFAULT_POLL_INTERVAL_S = 60.0
+
 
 @dataclass(frozen=True, slots=True)
 class RootSpec:
@@ -29,7 +32,7 @@ class RootSpec:
     path: str
     recursive: bool = True
     polling: bool | Literal["auto"] = "auto"
-    poll_interval_s: float = 60.0
+    poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     follow_symlinks: bool = False

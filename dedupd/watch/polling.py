@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: A poll that loses fewer files than this is never mistaken for an outage (a small root emptied by its user).
 MASS_DELETION_MIN_FILES = 10
+#: The share of a polled root's files that, lost in one poll, is an outage rather than deletions.
+DEFAULT_MASS_DELETION_GUARD = 0.5
 
 
 def _diff_events(diff: DirectorySnapshotDiff) -> Iterator[FileSystemEvent]:

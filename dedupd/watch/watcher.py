@@ -44,6 +44,7 @@ from collections.abc import Callable, Sequence
 from dedupd.records import Change
 from dedupd.watch._watchdog_private import DEFAULT_BACKLOG
 from dedupd.watch.policy import RootSpec
+from dedupd.watch.polling import DEFAULT_MASS_DELETION_GUARD
 from dedupd.watch.root import Root
 
 #: How long start() waits for the first snapshot of polled roots; a slower one is followed by a RESCAN instead.
@@ -65,7 +66,7 @@ class Watcher:
         *,
         backlog: int = DEFAULT_BACKLOG,
         probe_timeout_s: float = 2.0,
-        mass_deletion_guard: float = 0.5,
+        mass_deletion_guard: float = DEFAULT_MASS_DELETION_GUARD,
     ) -> None:
         self._sink = sink
         self._backlog = backlog
