@@ -6,16 +6,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from watchdog.events import FileSystemEvent
 
 from dedupd.pathnames import is_under
 from dedupd.records import Change, ChangeKind
-from dedupd.watch.policy import PathPolicy
-
-if TYPE_CHECKING:
-    from dedupd.watch.root import Root
+from dedupd.watch.policy import PathPolicy, RootSpec
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +67,27 @@ def event_changes(event: FileSystemEvent, policy: PathPolicy, watched_root: str)
     return [Change(file_kind, src, root, reason=reason)]
 
 
+class Receiver(Protocol):
+    """What an `Outlet` delivers to: one root's state machine (`watch.root.Root`), which drops what an emitter of
+    an older epoch still sends."""
+
+    @property
+    def spec(self) -> RootSpec: ...
+
+    @property
+    def policy(self) -> PathPolicy: ...
+
+    def deliver(self, change: Change, epoch: int) -> None: ...
+
+    def went_offline(self, reason: str, epoch: int) -> None: ...
+
+    def baseline_taken(self, epoch: int) -> None: ...
+
+
 class Outlet:
     """Where one emitter sends its events: converted for its root, and delivered only while it is current."""
 
-    def __init__(self, root: Root, epoch: int, watched_root: str) -> None:
+    def __init__(self, root: Receiver, epoch: int, watched_root: str) -> None:
         self._root = root
         self._epoch = epoch
         self.watched_root = watched_root

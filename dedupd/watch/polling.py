@@ -26,6 +26,7 @@ from watchdog.utils.dirsnapshot import DirectorySnapshot, DirectorySnapshotDiff
 
 from dedupd.watch.events import Outlet, run_logged
 from dedupd.watch.policy import PathPolicy, RootSpec
+from dedupd.watch.walk import kept_entries
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +119,5 @@ class PollingEmitter(EventEmitter):
         return DirectorySnapshot(self.watch.path, recursive=self.watch.is_recursive, listdir=self._listdir)
 
     def _listdir(self, directory: str | None) -> Iterator[os.DirEntry[str]]:
-        path = cast(str, directory)
-        if self._policy.follow_symlinks:  # DirectorySnapshot has no loop protection of its own
-            st = os.stat(path)
-            if (st.st_dev, st.st_ino) in self._seen:
-                return iter(())
-            self._seen.add((st.st_dev, st.st_ino))
-        with os.scandir(path) as listing:
-            return iter([entry for entry in listing if self._policy.keeps_entry(entry)])
+        # DirectorySnapshot has no loop protection of its own: kept_entries gives a directory seen before no entries
+        return iter(kept_entries(cast(str, directory), self._policy, self._seen) or ())

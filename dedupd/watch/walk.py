@@ -14,6 +14,18 @@ from dedupd.watch.policy import PathPolicy, RootSpec, entry_is_dir
 log = logging.getLogger(__name__)
 
 
+def kept_entries(directory: str, policy: PathPolicy, seen: set[tuple[int, int]]) -> list[os.DirEntry[str]] | None:
+    """The entries of `directory` that `policy` keeps, or None when symlinks are followed and `seen` already holds
+    its (device, inode) (so link loops end; `seen` gains it otherwise). Raises OSError when it cannot be listed."""
+    if policy.follow_symlinks:
+        st = os.stat(directory)
+        if (st.st_dev, st.st_ino) in seen:
+            return None
+        seen.add((st.st_dev, st.st_ino))
+    with os.scandir(directory) as listing:
+        return [entry for entry in listing if policy.keeps_entry(entry)]
+
+
 def walk(
     top: str, policy: PathPolicy, on_error: Callable[[str, OSError], None]
 ) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
@@ -27,17 +39,13 @@ def walk(
     while stack:
         directory = stack.pop()
         try:
-            if policy.follow_symlinks:
-                st = os.stat(directory)
-                if (st.st_dev, st.st_ino) in seen:
-                    continue
-                seen.add((st.st_dev, st.st_ino))
-            with os.scandir(directory) as listing:
-                entries = [entry for entry in listing if policy.keeps_entry(entry)]
+            entries = kept_entries(directory, policy, seen)
         except OSError as exc:
             if directory == top:
                 raise
             on_error(directory, exc)
+            continue
+        if entries is None:
             continue
         yield directory, entries
         stack.extend(e.path for e in entries if entry_is_dir(e, policy.follow_symlinks))  # kept dirs: recursive roots

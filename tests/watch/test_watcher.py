@@ -635,6 +635,21 @@ def test_polled_root_reports_changes_and_never_walks_excluded_trees(tmp_path: Pa
     ]  # fmt: skip  (no MOVED for album/old.jpg, nothing from @eaDir or the hidden file)
 
 
+def test_polled_root_follows_symlinked_directories_once_and_ends_link_loops(tmp_path: Path, watching) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    write(root / "a.jpg")
+    write(outside / "b.jpg")
+    (root / "linked").symlink_to(outside)
+    (root / "loop").symlink_to(root)  # a walk that does not remember where it has been never ends
+    watcher, rec = watching(RootSpec(str(root), polling=True, poll_interval_s=0.05, follow_symlinks=True))
+    photo = write(outside / "c.jpg")
+    rec.wait_kind(ChangeKind.CREATED, str(root / "linked/c.jpg"))
+    assert watcher.roots_status()[0]["state"] == "polling"
+    assert rec.paths(ChangeKind.CREATED) == {str(root / "linked/c.jpg")}  # not again as loop/linked/c.jpg
+    photo.unlink()
+    rec.wait_kind(ChangeKind.DELETED, str(root / "linked/c.jpg"))
+
+
 def test_polled_root_losing_most_files_at_once_is_an_outage(tmp_path: Path, watching) -> None:
     root = tmp_path / "share"
     for i in range(12):
