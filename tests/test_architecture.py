@@ -9,6 +9,7 @@ last tests feed it synthetic graphs that break each rule and check that it says 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,6 +208,39 @@ def test_each_owner_really_imports_its_library() -> None:
     for library, owners in OWNERS.items():
         users = {m for m, targets in graph.items() for imp in targets if imp.target.split(".")[0] == library}
         assert users and all(_owned_by(m, owners) for m in users), library
+
+
+def layout_entries(readme: str) -> list[str]:
+    """The modules the README's "Layout" section lists, one bullet line each: "- `pkg/`, ..." opens a package whose
+    "  - `mod.py`: ..." lines follow; "- `mod.py`: ..." and "- `pkg/mod.py`: ..." stand alone."""
+    section = readme.split("\n### Layout\n", 1)[1].split("\n#", 1)[0]
+    entries: list[str] = []
+    package = ""
+    for line in section.splitlines():
+        bullet = re.match(r"( *)- `([^`]+)`", line)
+        if bullet is None:
+            continue
+        nested, name = bool(bullet.group(1)), bullet.group(2)
+        if not nested:
+            package = name if name.endswith("/") else ""
+        if name.endswith(".py"):
+            entries.append(package + name if nested else name)
+    return entries
+
+
+def test_the_readme_layout_has_one_line_per_module_and_no_other() -> None:
+    listed = layout_entries((PACKAGE.parent / "README.md").read_text(encoding="utf-8"))
+    modules = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    twice = sorted({name for name in listed if listed.count(name) > 1})
+    assert (sorted(modules - set(listed)), sorted(set(listed) - modules), twice) == ([], [], []), (
+        "README Layout: (modules without a line, lines without a module, modules with two lines)"
+    )
+
+
+def test_the_layout_reader_resolves_nested_lines_and_sees_a_missing_module() -> None:
+    readme = ("# x\n\n### Layout\n\nintro `a.py` in prose\n- `store.py`: the store.\n- `search/`, maths:\n"
+              "  - `mih.py`: search.\n- `utils/plotter.py`: plots.\n\n## Next\n- `other.py`: not layout.\n")
+    assert layout_entries(readme) == ["store.py", "search/mih.py", "utils/plotter.py"]
 
 
 # ---- the checker fails when a rule is broken (synthetic graphs)
