@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dedupd.cli.dedupctl import call
+from dedupd.cli.client import call
 from dedupd.protocol import ProtocolError
 from dedupd.service.review.server import ReviewServer
 

@@ -97,7 +97,7 @@ def _write_state(path: Path, document: dict[str, Any]) -> None:
 
 def serve(socket_path: str, state_path: Path, idle_s: float) -> int:
     """The server process: thumbnail pool, HTTP server, state file; until idle."""
-    from dedupd.cli.dedupctl import call
+    from dedupd.cli.client import call
     from dedupd.paths import home
     from dedupd.service.review.server import ReviewServer
     from dedupd.service.review.thumbnails import ThumbnailPool

@@ -439,5 +439,5 @@ def test_dedupctl_imports_nothing_heavy():
     heavy = {"numpy", "PIL", "lmdb", "onnxruntime", "pydantic", "pydantic_settings", "watchdog", "scipy", "pywt"}
     assert {name.split(".")[0] for name in modules} & heavy == set()
     assert {name for name in modules if name.startswith("dedupd")} == {
-        "dedupd", "dedupd.cli", "dedupd.cli.dedupctl", "dedupd.errors", "dedupd.names", "dedupd.paths", "dedupd.peer",
-        "dedupd.protocol"}
+        "dedupd", "dedupd.cli", "dedupd.cli.client", "dedupd.cli.dedupctl", "dedupd.errors", "dedupd.names",
+        "dedupd.paths", "dedupd.peer", "dedupd.protocol"}

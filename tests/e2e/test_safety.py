@@ -150,7 +150,7 @@ def test_query_and_needles_decode_hostile_files_in_the_pool_and_needles_is_a_job
     used to block a handler for good, or run it out of memory); needles runs as a job the client can poll."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from dedupd.cli.dedupctl import call
+    from dedupd.cli.client import call
 
     library = tmp_path / "photos"
     library.mkdir()

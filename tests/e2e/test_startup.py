@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dedupd.cli.dedupctl import DaemonUnreachable, call
+from dedupd.cli.client import DaemonUnreachable, call
 
 pytestmark = pytest.mark.e2e
 
