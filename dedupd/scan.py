@@ -3,16 +3,16 @@
 Owns the one-shot orchestration: discover files, encode them in the daemon's encode pool (one read and one
 reduced decode per file; a decoder that crashes or hangs costs its file; at most 2 x workers files in flight;
 a byte copy of a file already encoded is read, not decoded: its encoding is reused), embed the CNN inputs in
-batches in this process while the workers keep decoding, then decide every pair with `search.matcher` (rule,
+this process's CNN thread while the workers keep decoding, then decide every pair with `search.matcher` (rule,
 then tier) and group them with `search.groups` (duplicate groups that never hold two different captures). No
 daemon, no store: the daemon runs the same encoder, the same `decide`, `tiers` and `partition`.
 """
 
+import contextlib
 import logging
 import os
 import queue
 import threading
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from dedupd.batches import gather
 from dedupd.encodepool import EncodePool, Outcome, SameContent
 from dedupd.errors import QUIET_REASONS, Skipped, SkipReason
 from dedupd.imaging.cnn import Encoder, ModelSpec, resolve_model
@@ -206,34 +207,55 @@ class _Published:
             return self._digests.get(index)
 
 
-class _BatchedEmbedder:
-    """Collects CNN inputs by shape and embeds a bucket as soon as it fills: decoding never waits."""
+class _BackgroundEmbedder:
+    """Embeds CNN inputs in a thread of its own as they come (ONNX Runtime runs without the GIL): the scan's
+    loop hands a tensor over and goes back to the pool's outcomes, so the workers never wait while a batch is
+    embedded. What queued up meanwhile (at most `batch_size`) is embedded together, equal shapes in one run."""
 
     def __init__(self, encoder: Encoder) -> None:
         self._encoder = encoder
-        self._pending: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = defaultdict(list)
+        self._queue: queue.Queue[tuple[int, np.ndarray] | None] = queue.Queue(4 * encoder.batch_size)
         self._aliases: dict[int, int] = {}
+        self._error: Exception | None = None
         self.rows: dict[int, np.ndarray] = {}
+        self._thread = threading.Thread(target=self._run, name="dedupd-scan-cnn", daemon=True)
+        self._thread.start()
 
     def alias(self, index: int, source: int) -> None:
         """Row `index` is row `source` (a byte copy: same bytes, same tensor, embedded once)."""
         self._aliases[index] = source
 
     def add(self, index: int, tensor: np.ndarray) -> None:
-        bucket = self._pending[tensor.shape]
-        bucket.append((index, tensor))
-        if len(bucket) >= self._encoder.batch_size:
-            self._flush(tensor.shape)
+        """Queue a tensor (blocks while the queue is full); raises the CNN's error once it has failed."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put((index, tensor))
 
-    def _flush(self, shape: tuple[int, ...]) -> None:
-        bucket = self._pending.pop(shape, [])
-        if bucket:
-            vectors = self._encoder.embed_prepared([tensor for _, tensor in bucket])
-            self.rows.update((index, vector) for (index, _), vector in zip(bucket, vectors, strict=True))
+    def _run(self) -> None:
+        while (first := self._queue.get()) is not None:
+            self._embed(gather(self._queue, first, self._encoder.batch_size, 0.0))
+
+    def _embed(self, batch: list[tuple[int, np.ndarray]]) -> None:
+        if self._error is not None:
+            return  # failed before: keep taking inputs so that `add` never blocks on a dead consumer
+        try:
+            vectors = self._encoder.embed_prepared([tensor for _, tensor in batch])
+        except Exception as exc:  # noqa: BLE001 - raised in the scan's thread by `add` or `finish`
+            self._error = exc
+            return
+        self.rows.update((index, vector) for (index, _), vector in zip(batch, vectors, strict=True))
+
+    def close(self) -> None:
+        """Stop the thread once it has embedded what is queued. Idempotent."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
     def finish(self, count: int) -> np.ndarray:
-        for shape in list(self._pending):
-            self._flush(shape)
+        """The (count, dim) embeddings in row order, once everything queued is embedded."""
+        self.close()
+        if self._error is not None:
+            raise self._error
         self.rows.update((index, self.rows[source]) for index, source in self._aliases.items() if source in self.rows)
         return np.stack([self.rows[index] for index in range(count)]) if count else np.zeros((0, 1), np.float32)
 
@@ -298,7 +320,7 @@ def scan_directory(
     # One ONNX Runtime thread: the decode workers already keep every core busy.
     encoder = Encoder(model, intra_op_threads=1) if settings.cnn_enabled else None
     cnn_spec = encoder.spec if encoder else (resolve_model(model) if settings.cnn_enabled else None)
-    embedder = _BatchedEmbedder(encoder) if encoder else None
+    embedder = _BackgroundEmbedder(encoder) if encoder else None
     result = ScanResult(files=[], pairs=[], companions=companions)
     digests: list[bytes] = []
     variants: list[tuple[int, ...]] = []
@@ -307,7 +329,11 @@ def scan_directory(
     published = _Published(closing)
     stream = _encoded_stream(paths, cnn_spec, max(1, workers), sizes=[size for _, size in sized],
                              published=published, closing=closing)  # fmt: skip
-    with tqdm(total=len(paths), disable=not progress, unit="img") as bar:
+    # The embedder's thread stops with the loop, also when the loop ends in an error.
+    with (
+        tqdm(total=len(paths), disable=not progress, unit="img") as bar,
+        contextlib.closing(embedder) if embedder is not None else contextlib.nullcontext(),
+    ):
         for index, outcome in stream:
             bar.update()
             path = paths[index]

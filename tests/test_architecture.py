@@ -21,8 +21,9 @@ PACKAGE = Path(dedupd.__file__).parent
 #: Layers, lowest first. A module may import a module of its own unit (the longest prefix listed here) or of a
 #: lower layer, never one of its own layer's other units or of a higher one.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    # what every layer shares: the package (its version), errors, names, pure path predicates, peer credentials
-    ("dedupd", "dedupd.errors", "dedupd.names", "dedupd.pathnames", "dedupd.peer"),
+    # what every layer shares: the package (its version), queue batches, errors, names, pure path predicates, peer
+    # credentials
+    ("dedupd", "dedupd.batches", "dedupd.errors", "dedupd.names", "dedupd.pathnames", "dedupd.peer"),
     # the records every layer passes around
     ("dedupd.records",),
     # small owners of one system resource each

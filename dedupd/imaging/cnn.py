@@ -62,6 +62,11 @@ MAX_ASPECT = 8
 
 SIDECAR_SUFFIX = ".json"  # model.onnx -> model.onnx.json
 
+#: Most inputs one session run takes on CPU, whatever the batch: on 64 camera-import tensors (one thread, load
+#: 5-9) runs of 1 or 4 cost 18-25 CPU ms per image, runs of 8 or 16 22-28 ms (BENCHMARKS.md "CNN"). A GPU runs
+#: the whole batch at once.
+CPU_RUN_SIZE = 4
+
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
@@ -415,13 +420,15 @@ class Encoder:
         return self.embed_prepared([prepare(image, self.spec) for image in images])
 
     def embed_prepared(self, tensors: Sequence[np.ndarray]) -> np.ndarray:
-        """Embeddings of `prepare` outputs, in input order. Equal shapes share batches of `batch_size`."""
+        """Embeddings of `prepare` outputs, in input order. Equal shapes share batches of `batch_size` (on CPU,
+        session runs of at most `CPU_RUN_SIZE`)."""
         out = np.empty((len(tensors), self.dim), dtype=np.float32)
         by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for index, tensor in enumerate(tensors):
             by_shape[tensor.shape].append(index)
+        step = min(self.batch_size, CPU_RUN_SIZE) if self.provider == CPU else self.batch_size
         for indices in by_shape.values():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start : start + self.batch_size]
+            for start in range(0, len(indices), step):
+                chunk = indices[start : start + step]
                 out[chunk] = self._run(np.stack([tensors[i] for i in chunk]))
         return l2_normalise(out)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from dedupd.batches import gather
 from dedupd.catalog import Applied, Catalog
 from dedupd.encodepool import EncodePool, Outcome, SameContent
 from dedupd.errors import QUIET_REASONS, Skipped, SkipReason, StoreError
@@ -581,7 +582,7 @@ class Pipeline:
                 continue
             if first is None:
                 return
-            batch = _gather(self._cnn_queue, first, self._settings.cnn_batch_size, max_wait)
+            batch = gather(self._cnn_queue, first, self._settings.cnn_batch_size, max_wait)
             assert encoder is not None  # this stage only receives work when there is an encoder
             vectors = encoder.embed_prepared([encoded.cnn_input for _, encoded in batch])  # type: ignore[misc]
             for (key, encoded), vector in zip(batch, vectors, strict=True):
@@ -599,7 +600,7 @@ class Pipeline:
                 if self._stopping.is_set():
                     return
                 continue
-            batch = _gather(self._commit_queue, first, self._settings.commit_batch, wait)
+            batch = gather(self._commit_queue, first, self._settings.commit_batch, wait)
             try:
                 self._commit(batch)
             finally:
@@ -770,21 +771,3 @@ class Pipeline:
             self._changes.put(Change(ChangeKind.DELETED, missing, root))
         self._scan_progress = (found, found)
 
-
-def _gather[T](source: queue.Queue[T | None], first: T, limit: int, wait_s: float) -> list[T]:
-    """A batch: `first` plus what arrives within `wait_s`, at most `limit` items.
-
-    A None (the stop sentinel) ends the batch and is put back for the loop to see.
-    """
-    batch = [first]
-    deadline = time.monotonic() + wait_s
-    while len(batch) < limit:
-        try:
-            item = source.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            break
-        if item is None:
-            source.put(None)
-            break
-        batch.append(item)
-    return batch
