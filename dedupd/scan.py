@@ -9,11 +9,13 @@ daemon, no store: the daemon runs the same encoder, the same `decide`, `tiers` a
 """
 
 import contextlib
+import itertools
 import logging
 import os
 import queue
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from dedupd.search.matcher import (
     SIMILAR,
     MatcherSettings,
     PairMatch,
+    Side,
     all_pairs,
     different_captures,
     evidence_rank,
@@ -302,6 +305,23 @@ def _encoded_stream(
         feeder.join()
 
 
+def _tiers_in_threads(methods: list[str], first: list[Side], second: list[Side], threads: int) -> list[tuple[str, str]]:
+    """`tiers` of the pairs, their list cut into `threads` runs each decided in a thread of its own: the encode
+    workers are done by then and OpenCV's keypoints, RANSAC and warps run without the GIL (camera-import, load
+    11: 0.78-0.87x the wall of one thread for 1.04-1.08x its CPU). A pair's verdict does not depend on the
+    other pairs, so the verdicts are the same as one `tiers` call's."""
+    bounds = [len(methods) * share // threads for share in range(threads + 1)]
+    runs = [slice(start, end) for start, end in itertools.pairwise(bounds) if end > start]
+    if len(runs) <= 1:
+        return tiers(methods, first, second)
+
+    def decide(run: slice) -> list[tuple[str, str]]:
+        return tiers(methods[run], first[run], second[run])
+
+    with ThreadPoolExecutor(len(runs), thread_name_prefix="dedupd-scan-tiers") as pool:
+        return [verdict for part in pool.map(decide, runs) for verdict in part]
+
+
 def scan_directory(
     root: Path,
     settings: MatcherSettings,
@@ -379,7 +399,7 @@ def scan_directory(
     embeddings = embedder.finish(count)[order] if embedder else None
     pairs = list(all_pairs(digest_ids, variant_matrix, embeddings, settings))
     sides = [(f.capture, f.thumb) for f in result.files]
-    decided = tiers([p.method for p in pairs], [sides[p.first] for p in pairs],
-                    [sides[p.second] for p in pairs])  # fmt: skip
+    decided = _tiers_in_threads([p.method for p in pairs], [sides[p.first] for p in pairs],
+                                [sides[p.second] for p in pairs], max(1, workers))  # fmt: skip
     result.pairs = [replace(p, tier=t, evidence=why) for p, (t, why) in zip(pairs, decided, strict=True)]
     return result

@@ -46,3 +46,25 @@ def test_a_byte_copy_is_not_decoded_and_keeps_the_record_a_decode_gives(tmp_path
             assert (with_copy.method, with_copy.score, with_copy.tier, with_copy.evidence) == (
                 with_original.method, with_original.score, with_original.tier, with_original.evidence)
     assert frozenset(("a.jpg", "e.jpg")) in pairs  # the same pixels under another comment: decoded, matched
+
+
+def test_the_pairs_and_verdicts_do_not_depend_on_the_workers(tmp_path: Path, photos: list[Path]) -> None:
+    """With more workers the CNN embeds in its thread while more files decode and the tiers are decided in as
+    many threads: every pair, score, tier and evidence is the one a single worker finds."""
+    for number, source in enumerate(photos[:3]):
+        with Image.open(source) as photo:
+            photo = photo.convert("RGB")
+        photo.save(tmp_path / f"{number}.jpg", quality=92)
+        photo.resize((photo.width // 2, photo.height // 2)).save(tmp_path / f"{number}_half.jpg", quality=80)
+        photo.crop((0, 0, photo.width * 9 // 10, photo.height * 9 // 10)).save(tmp_path / f"{number}_crop.png")
+        photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(tmp_path / f"{number}_flip.jpg", quality=85)
+
+    def found(workers: int) -> dict[frozenset[str], tuple[str, float, str, str]]:
+        result = scan_directory(tmp_path, MatcherSettings.defaults(), workers=workers)
+        assert result.encoded == 12 and not result.skipped
+        return {frozenset((result.files[p.first].path.name, result.files[p.second].path.name)):
+                (p.method, round(p.score, 4), p.tier, str(p.evidence)) for p in result.pairs}  # fmt: skip
+
+    one = found(1)
+    assert len(one) >= 9  # each photo with its three edits at least: the threads have pairs to share
+    assert found(3) == one
