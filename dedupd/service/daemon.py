@@ -54,6 +54,11 @@ from dedupd.watch import RootSpec, Watcher, scan
 log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL_S = 2.0
+#: Share of wall-clock time the loop's whole-library refreshes (the review ranking after work, the
+#: duplicates.json summary) may take: each waits 1/share times its last duration before it runs again. At 1M
+#: records with 38k groups one ranking took seconds and ran at every pause of a 1,000-photo import
+#: (BENCHMARKS.md "Archive"); in a small library they stay at the loop's pace.
+REFRESH_SHARE = 0.05
 _MAX_TOO_LONG_KEPT = 100_000  # paths remembered for the path_too_long count (each is over 4 KiB)
 
 #: Settings a reload applies at once (besides the matcher's [phash] ones); the rest need a restart.
@@ -66,6 +71,21 @@ def root_specs(settings: Settings) -> list[RootSpec]:
 
 def index_config(settings: Settings) -> IndexConfig:
     return IndexConfig(matcher=settings.matcher_settings())
+
+
+class Paced:
+    """Paces a repeated job to a share of wall-clock time: after a run that took t s from `started`, the
+    job is due again t / share s after `started` (at once after a quick run)."""
+
+    def __init__(self, share: float) -> None:
+        self._share = share
+        self._next = 0.0
+
+    def due(self) -> bool:
+        return time.monotonic() >= self._next
+
+    def ran(self, started: float) -> None:
+        self._next = started + (time.monotonic() - started) / self._share
 
 
 class Daemon:
@@ -101,6 +121,7 @@ class Daemon:
         self.progress = ScanProgress()
         self.duplicate_log = DuplicateLog()
         self._trimmed_at = -1
+        self._ranking_pace, self._summary_pace = Paced(REFRESH_SHARE), Paced(REFRESH_SHARE)
         self._polled_roots: frozenset[str] = frozenset()
         #: Paths the reconcile walk could not reach because they are nested beyond PATH_MAX (counted in status).
         self._too_long: set[str] = set()
@@ -222,14 +243,19 @@ class Daemon:
                 break
             self._update_state()
             self.duplicate_log.flush()
-            if self.state == "running" and self.pipeline.counters.committed != self._trimmed_at:
-                self._trimmed_at = self.pipeline.counters.committed  # fallen idle after work: give memory back
+            committed = self.pipeline.counters.committed
+            if self.state == "running" and committed != self._trimmed_at and self._ranking_pace.due():
+                started = time.monotonic()
+                self._trimmed_at = committed  # fallen idle after work: give memory back
                 # and rank the groups as the review page orders them, so a page it asks for is a slice
                 self.catalog.group_page(DUPLICATE, limit=0, protected_roots=self._protected_roots())
                 release_free_memory()
-            if self.reports is not None:
+                self._ranking_pace.ran(started)
+            if self.reports is not None and self._summary_pace.due():
                 try:
-                    self.reports.refresh_summary(self.duplicate_documents)
+                    started = time.monotonic()
+                    if self.reports.refresh_summary(self.duplicate_documents):
+                        self._summary_pace.ran(started)
                     if last_prune != date.today():
                         self.reports.prune()
                         last_prune = date.today()
