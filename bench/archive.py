@@ -36,7 +36,9 @@ ANN queries at each HNSW `expansion_search`.
 `import`: the library is copied to a work directory, then `bench/daemon.py`'s daemon run imports the first
 1,000 files of the camera corpus into a watched root, once on the copy and once on an empty state; then
 the daemon is started again on the copy (1M + 1,000 records) and timed to READY=1, with its decode count
-(must stay 0) and RSS after the start-up scan.
+(must stay 0) and RSS after the start-up scan: VmRSS and RssAnon (VmRSS counts the pages of the
+memory-mapped store the process has touched, which are the kernel's page cache; RssAnon is the process's
+own memory).
 
 The last line of output is one JSON object with the figures.
 """
@@ -308,6 +310,7 @@ def restart(home: Path) -> dict[str, object]:
         idle_s = time.monotonic() - started
         counts = daemon_bench.dedupctl(sock, "status")["counts"]
         rss_idle = rss_mib(process.pid)
+        anon_idle = daemon_bench.status_kib(process.pid, "RssAnon") / 1024  # VmRSS less the mapped store's pages
         hwm = daemon_bench.status_kib(process.pid, "VmHWM") / 1024
     finally:
         process.send_signal(signal.SIGTERM)
@@ -315,7 +318,7 @@ def restart(home: Path) -> dict[str, object]:
         notify.close()
     return {"ready_s": round(ready_s, 2), "idle_s": round(idle_s, 2), "decodes": counts["decodes"],
             "indexed": counts["indexed"], "rss_ready_mib": rss_ready, "rss_idle_mib": rss_idle,
-            "hwm_mib": round(hwm, 1)}  # fmt: skip
+            "rss_anon_idle_mib": round(anon_idle, 1), "hwm_mib": round(hwm, 1)}  # fmt: skip
 
 
 def ratio(result: dict[str, object], figure: str) -> float:
