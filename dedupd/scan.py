@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dedupd.batches import gather
+from dedupd.companions import companion_kind
 from dedupd.encodepool import EncodePool, Outcome, SameContent
 from dedupd.errors import QUIET_REASONS, Skipped, SkipReason
 from dedupd.imaging.cnn import Encoder, ModelSpec, resolve_model
@@ -43,7 +44,7 @@ from dedupd.search.matcher import (
     stronger,
     tiers,
 )
-from dedupd.search.sets import capture_sets, companion_kind
+from dedupd.search.sets import capture_sets
 from dedupd.watch import RootSpec
 from dedupd.watch import scan as watch_scan
 
@@ -69,7 +70,7 @@ class ScanResult:
     skipped: list[tuple[Path, SkipReason, str]] = field(default_factory=list)
     #: Files whose bytes were those of a file encoded before them: read and digested, not decoded.
     reused: int = 0
-    #: Files that belong to an image by their name (`search.sets.companion_kind`): never decoded or skipped.
+    #: Files that belong to an image by their name (`dedupd.companions.companion_kind`): never decoded or skipped.
     companions: dict[Path, SkipReason] = field(default_factory=dict)
 
     @property

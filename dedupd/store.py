@@ -18,6 +18,12 @@ Layout (one environment in `<state_dir>/store/`, named databases):
 - ``ignored``     rid -> other rid (dupsort, both directions): pairs the user declared not duplicates. Keyed
                   by rid, so a move keeps a pair and a changed file (new rid) drops it; a file re-encoded
                   with the same content digest keeps its pairs.
+- ``companions``  (folder, basename) key -> rid (dupsort) of every skip record named like a sidecar or a
+                  motion file (`dedupd.companions`): an image's companions are found by its own name, so
+                  they stay current through every add, removal and move of the image and of the companion
+                  (the same three places that keep ``paths``). Meta ``companions_seq`` is the batch it was
+                  current at: a store written by a dedupd without it (or one that wrote without keeping it)
+                  has it rebuilt at open from the ``paths`` keys, reading only the few records so named.
 
 A record id (rid) is never reused: replacing a path's record allocates a new rid, so the in-memory index
 (keyed by rid, appended in rid order) never sees a key change value. A move keeps the rid.
@@ -49,6 +55,7 @@ import numpy as np
 import xxhash
 
 from dedupd import lockfile
+from dedupd.companions import Companion, attached, basename_key, named_like_companion
 from dedupd.errors import SkipReason, StoreDamaged, StoreError, StoreLocked, StoreVersionMismatch
 from dedupd.mounts import MOUNTINFO, NETWORK_FILESYSTEMS, filesystem_type, read_mountinfo
 from dedupd.pathnames import is_under
@@ -74,6 +81,7 @@ _DBS = (
     ("emb", False),
     ("links", True),
     ("ignored", True),
+    ("companions", True),
 )  # (name, dupsort)
 _LINK = struct.Struct(">QBf")  # other rid, method code, score (distance or similarity)
 _DEVINO = struct.Struct(">QQ")
@@ -144,6 +152,17 @@ def _path_key(path: str) -> bytes:
     if len(raw) <= _MAX_KEY:
         return raw
     return raw[: _MAX_KEY - 16] + xxhash.xxh3_128_digest(raw)
+
+
+def _companion_key(path: str) -> bytes:
+    """Key of a path's (folder, basename) in the ``companions`` DB: the folder's path key, NUL, the basename."""
+    directory, stem = basename_key(path)
+    return _path_key(directory + "/\0" + stem)
+
+
+def _is_companion(rec: FileRecord) -> bool:
+    """Whether a record is indexed in ``companions``: a skip record named like a sidecar or a motion file."""
+    return rec.encoding is None and named_like_companion(rec.key.path)
 
 
 def _pack_record(rec: FileRecord, has_embedding: bool) -> bytes:
@@ -294,6 +313,7 @@ class Store:
             if problems:
                 raise _damaged(store_dir, problems)
             store._check_versions(encoder_version, drop_embeddings)
+            store._retrying(store._index_companions)
             store._clean_mark = state / _CLEAN_MARK
             store.state_dir = state
         except _RECORD_ERRORS as e:
@@ -335,6 +355,28 @@ class Store:
             self._drop_embeddings(txn)
         self._put_meta(txn, "model", self.model_id)
         self._put_meta(txn, "dim", self.dim)
+
+    def _index_companions(self, txn: Txn) -> None:
+        """Rebuild ``companions`` unless it is current (its meta ``companions_seq`` is the batch sequence): a store
+        written before it existed, or by such a dedupd since. One pass over the ``paths`` keys; only records of
+        companion-like names (and of paths too long for their key) are read, none is decoded."""
+        seq = self._meta(txn, "seq", 0)
+        if self._meta(txn, "companions_seq") == seq:
+            return
+        db = self._dbs["companions"]
+        txn.drop(db, delete=False)
+        indexed = 0
+        with txn.cursor(self._dbs["paths"]) as cur:
+            for key, rid in cur:
+                if len(key) < _MAX_KEY and not named_like_companion(os.fsdecode(key)):
+                    continue
+                rec = _unpack_record(_required(txn, rid, self._dbs["files"]))[0]
+                if _is_companion(rec):
+                    txn.put(_companion_key(rec.key.path), rid, db=db)
+                    indexed += 1
+        if seq:
+            log.info("indexed %d sidecars and motion files by their images' names", indexed)
+        self._put_meta(txn, "companions_seq", seq)
 
     def _drop_embeddings(self, txn: Txn) -> None:
         log.warning("dropping all embeddings and duplicate links (model changed): they are recomputed")
@@ -503,6 +545,7 @@ class Store:
                 raise TypeError(f"not a store change: {change!r}")
         seq = self._meta(txn, "seq", 0) + 1
         self._put_meta(txn, "seq", seq)
+        self._put_meta(txn, "companions_seq", seq)
         self._put_meta(txn, "next_rid", next_rid)
         self._put_meta(txn, "counts", counts)
         ignored = sorted({(min(r, o), max(r, o)) for r in added for o in self._ignored_of(txn, r)})
@@ -530,6 +573,8 @@ class Store:
         if not txn.put(_path_key(rec.key.path), key, db=self._dbs["paths"], overwrite=False):
             raise StoreError(f"path key collision for {rec.key.path}")
         txn.put(_DEVINO.pack(rec.key.dev, rec.key.inode), key, db=self._dbs["inodes"])
+        if _is_companion(rec):
+            txn.put(_companion_key(rec.key.path), key, db=self._dbs["companions"])
         if enc is not None:
             txn.put(enc.digest, key, db=self._dbs["digests"])
             for name, value in enc.hashes.items():
@@ -543,6 +588,8 @@ class Store:
         txn.delete(key, db=self._dbs["files"])
         txn.delete(_path_key(rec.key.path), db=self._dbs["paths"])
         txn.delete(_DEVINO.pack(rec.key.dev, rec.key.inode), key, db=self._dbs["inodes"])
+        if _is_companion(rec):
+            txn.delete(_companion_key(rec.key.path), key, db=self._dbs["companions"])
         if has_emb:
             txn.delete(key, db=self._dbs["emb"])
         if rec.encoding is not None:
@@ -564,11 +611,15 @@ class Store:
 
     def _rekey(self, txn: Txn, rid: int, old: str, new: str) -> FileRecord:
         key = _rid_key(rid)
-        rec, has_emb = _unpack_record(_required(txn, key, self._dbs["files"]))
-        rec = replace(rec, key=replace(rec.key, path=new))
+        before, has_emb = _unpack_record(_required(txn, key, self._dbs["files"]))
+        rec = replace(before, key=replace(before.key, path=new))
         txn.put(key, _pack_record(rec, has_emb), db=self._dbs["files"])
         txn.delete(_path_key(old), db=self._dbs["paths"])
         txn.put(_path_key(new), key, db=self._dbs["paths"])
+        if _is_companion(before):
+            txn.delete(_companion_key(old), key, db=self._dbs["companions"])
+        if _is_companion(rec):
+            txn.put(_companion_key(new), key, db=self._dbs["companions"])
         return rec
 
     def _restat(self, txn: Txn, rid: int, key: FileKey) -> FileRecord:
@@ -776,6 +827,20 @@ class Store:
                 return
             start = _rid_key(page[-1][0] + 1)
 
+    def companions(self, paths: Iterable[str]) -> dict[str, list[Companion]]:
+        """Each path's companions in the store (`dedupd.companions.attached`: its sidecars and motion files, by
+        name); a path without any is left out."""
+        out: dict[str, list[Companion]] = {}
+        db, files = self._dbs["companions"], self._dbs["files"]
+        with self._lock, self._read() as txn, txn.cursor(db) as cur:
+            for path in paths:
+                if named_like_companion(path) or not cur.set_key(_companion_key(path)):
+                    continue
+                names = [os.fsdecode(msgpack.unpackb(_required(txn, rid, files))[0]) for rid in cur.iternext_dup()]
+                if found := attached(path, names):
+                    out[path] = found
+        return out
+
     def rids_for_digest(self, digest: bytes) -> list[int]:
         """Records whose content digest is `digest` (exact duplicates)."""
         with self._lock, self._read() as txn, txn.cursor(self._dbs["digests"]) as cur:
@@ -902,6 +967,7 @@ class Store:
             next_rid = max(next_rid, rid + 1)
         self._put_meta(txn, "next_rid", next_rid)
         self._put_meta(txn, "counts", counts)
+        self._put_meta(txn, "companions_seq", self._meta(txn, "seq", 0))
         return replaced
 
     def _restore_ignored(self, pairs: Iterable[tuple[int, int]]) -> int:
@@ -939,6 +1005,8 @@ class Store:
         tally[kind] = tally.get(kind, 0) + 1
         expect["paths"].add((_path_key(rec.key.path), key))
         expect["inodes"].add((_DEVINO.pack(rec.key.dev, rec.key.inode), key))
+        if _is_companion(rec):
+            expect["companions"].add((_companion_key(rec.key.path), key))
         if has_emb:
             expect["emb"].add((key, b""))
         if rec.encoding is not None:
@@ -955,7 +1023,8 @@ class Store:
         problems: list[str] = []
         with self._read() as txn:
             db = self._dbs
-            expect: dict[str, set[tuple[bytes, bytes]]] = {n: set() for n in ("paths", "digests", "inodes", "emb")}
+            expect: dict[str, set[tuple[bytes, bytes]]] = {
+                n: set() for n in ("paths", "digests", "inodes", "emb", "companions")}
             expect_hash: dict[str, set[bytes]] = {n: set() for n in self._hash_dbs}
             tally: dict[str, int] = {}
             for key, raw in txn.cursor(db["files"]):
@@ -966,7 +1035,9 @@ class Store:
             counted = {kind: n for kind, n in self._meta(txn, "counts", {}).items() if n}
             if counted != tally:  # what status reports as indexed and skipped
                 problems.append(f"counts: the store says {counted}, its records are {tally}")
-            for name in ("paths", "digests", "inodes"):
+            # a store written before ``companions`` (or since by a dedupd without it) has it rebuilt at open
+            current = self._meta(txn, "companions_seq") == self._meta(txn, "seq", 0)
+            for name in ("paths", "digests", "inodes", "companions")[: 4 if current else 3]:
                 actual = set(txn.cursor(db[name]))
                 if actual != expect[name]:
                     problems.append(f"{name}: {len(actual - expect[name])} stray, {len(expect[name] - actual)} missing")
@@ -1241,6 +1312,8 @@ def _salvage(copy_dir: str) -> None:
                         map_size=DEFAULT_MAP_SIZE)
         dbs = {}
         for name, dup in _DBS:
+            if name == "companions":  # not read: the new store indexes the records it is given
+                continue
             try:
                 dbs[name] = env.open_db(name.encode(), create=False, dupsort=dup, dupfixed=dup)
             except lmdb.Error as e:

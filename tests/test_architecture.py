@@ -25,8 +25,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # what every layer shares: the package (its version), queue batches, errors, names, pure path predicates, peer
     # credentials
     ("dedupd", "dedupd.batches", "dedupd.errors", "dedupd.names", "dedupd.pathnames", "dedupd.peer"),
-    # the records every layer passes around
-    ("dedupd.records",),
+    # the records every layer passes around, and the rule of which files belong to an image by their names
+    ("dedupd.records", "dedupd.companions"),
     # small owners of one system resource each
     ("dedupd.mounts", "dedupd.memory", "dedupd.lockfile"),
     # components: the store (LMDB), search maths, imaging (decode, hashes, CNN), the wire protocol, locations

@@ -230,6 +230,9 @@ def _show_query(result: Mapping[str, Any]) -> list[str]:
     if other:
         counted += f"{', ' if counted else ''}{len(other)} similar (other captures of the scene)"
     lines = [f"{result['file']}: {counted if matches else 'no matches'}"]
+    if result.get("companions"):  # the file's sidecars and motion file
+        lines.append("  with " + ", ".join(f"{os.path.basename(c['path'])} ({c['kind']})"
+                                           for c in result["companions"]))
     lines += _table(_match_rows(same), indent="  ")
     if other:
         lines += ["similar:", *_table(_match_rows(other), indent="  ")]
@@ -480,7 +483,7 @@ def _resolve(args: argparse.Namespace, ask: Ask) -> dict[str, Any]:
     planned = actions.plan(op, groups, proposed, records, target)
     if not acting:
         return {"dry_run": True, **planned.document()}
-    records.update(_records(ask, sorted({path for step in planned.steps for path in step.sidecars}), True))
+    records.update(_records(ask, sorted({path for step in planned.steps for path in step.companions}), True))
     scope = _given(group=args.group and _absolute(args.group), under=listing.get("under"), tier=args.tier,
                    keep=args.keep and _absolute(args.keep))
     return {"dry_run": False, **actions.execute(planned, records, scope=scope, ask=ask).document()}

@@ -8,15 +8,16 @@ share a basename (the name up to its first dot, case-insensitively: `IMG_0042.CR
 hold what a camera writes of one exposure (a RAW and a rendering of it, or a HEIF and a JPEG: `photo.jpg`
 and its conversion `photo.png` are not a set), or when they are in one folder, one of them a RAW, and carry
 the same capture identity (a RAW and the JPEG a camera numbered differently). A copy elsewhere is never of
-the set, even with the same EXIF: that is what a duplicate is. Pure: paths, formats and identities in, set keys out.
+the set, even with the same EXIF: that is what a duplicate is. Sidecars and motion files are not members: they
+belong to their image (`dedupd.companions`). Pure: paths, formats and identities in, set keys out.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 
-from dedupd.errors import SkipReason
+from dedupd.companions import basename_key
 
 #: Containers Capture.format names for camera RAWs (imaging.raw).
 RAW_FORMATS = frozenset({"DNG", "CR2", "CR3", "NEF", "ARW", "PEF", "RAF", "ORF", "RW2", "RAW"})
@@ -29,34 +30,6 @@ def one_exposure(formats: list[str | None]) -> bool:
     beside anything, or a HEIF beside a JPEG."""
     kinds = set(formats)
     return bool(kinds & RAW_FORMATS) and len(formats) > 1 or bool(kinds & _HEIF and kinds & _JPEG)
-
-
-#: Sidecar names end so (any case): `IMG_1.xmp`, `IMG_1.CR3.xmp`, Apple's `IMG_1.AAE`.
-SIDECAR_SUFFIXES = (".xmp", ".aae")
-#: A Live Photo's motion file ends so, beside a still of its basename ending in one of STILL_SUFFIXES.
-MOTION_SUFFIXES = (".mov", ".mp4")
-STILL_SUFFIXES = (".heic", ".heif", ".jpg", ".jpeg")
-
-
-def companion_kind(path: str, exists: Callable[[str], bool] = os.path.exists) -> SkipReason | None:
-    """SIDECAR or MOTION when the file at `path` belongs to an image by its name (a sidecar; a video beside
-    a still of its basename, as a Live Photo's), else None. `exists` is asked about the few possible stills."""
-    lower = path.lower()
-    if lower.endswith(SIDECAR_SUFFIXES):
-        return SkipReason.SIDECAR
-    if lower.endswith(MOTION_SUFFIXES):
-        stem = path[: path.rfind(".")]
-        for suffix in STILL_SUFFIXES:
-            if exists(stem + suffix) or exists(stem + suffix.upper()):
-                return SkipReason.MOTION
-    return None
-
-
-def basename_key(path: str) -> tuple[str, str]:
-    """(folder, basename up to the first dot, lower case): what names one exposure's files (pure)."""
-    directory, name = os.path.split(path)
-    stem = name.split(".", 1)[0] if not name.startswith(".") else name
-    return directory, stem.lower()
 
 
 def capture_sets(

@@ -11,8 +11,11 @@ Safety rules, each checked for every file just before it is touched:
 * the file it is a duplicate of (the group's keeper) still exists; for `reflink` and `hardlink` the two are
   equal byte for byte, compared again at action time;
 * nothing under a protected (reference) root is ever touched;
-* an XMP sidecar (`IMG_1.jpg.xmp`, or `IMG_1.xmp` when no other file named `IMG_1.*` stays) goes with its
-  image into the trash or the move target.
+* an image's companions, as its record lists them (`dedupd.companions`: its XMP and AAE sidecars, a Live
+  Photo's motion file) go with it into the trash or the move target, each a journaled step of its own: its own
+  (`IMG_1.CR3.xmp`) always, one shared by the basename (`IMG_1.xmp`, `IMG_1.AAE`, `IMG_1.MOV`) only with the
+  last image of that basename to go, and not while another image of it is still in the folder (a RAW+JPEG
+  pair's `IMG_1.xmp` stays with the one that stays). A companion gone meanwhile is left out.
 
 Every step is journaled before it is carried out: one append-only JSON Lines file per action under the acting
 user's state dir (`<state>/actions/`), each line fsynced. A SIGKILL at any moment therefore leaves each file
@@ -32,13 +35,14 @@ import shutil
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from dedupd import paths
+from dedupd.companions import basename_key, named_like_companion
 from dedupd.errors import DedupdError
 from dedupd.imaging.encode import content_digest
 
@@ -47,7 +51,6 @@ OPERATIONS = ("trash", "move", "reflink", "hardlink")
 #: Operations that replace a copy by a link to the keeper: byte-identical members only.
 LINKS = ("reflink", "hardlink")
 _FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
-_SIDECAR_SUFFIXES = (".xmp", ".XMP")
 
 #: Asks the daemon one request (`cmd`, `args`) and returns its result; how `dedupctl` and the review server talk.
 type Ask = Callable[[str, Mapping[str, Any]], dict[str, Any]]
@@ -60,12 +63,14 @@ class ActionError(DedupdError):
 # ---------------------------------------------------------------------------------------------- planning
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One file to resolve: `path` goes (or becomes a link to `keeper`); `refused` says why not, if so."""
+    """One file to resolve: `path` goes (or becomes a link to `keeper`); `refused` says why not, if so.
+    `companions` go with it (those of them in `shared` only when no other image of its basename is left)."""
 
     path: str
     keeper: str
     refused: str | None = None
-    sidecars: tuple[str, ...] = ()
+    companions: tuple[str, ...] = ()
+    shared: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -80,25 +85,36 @@ class Plan:
 
     def document(self) -> dict[str, Any]:
         return {"op": self.op, "target": self.target, "groups": self.groups, "skipped": self.skipped,
-                "steps": [{"path": s.path, "keeper": s.keeper, "sidecars": list(s.sidecars),
+                "steps": [{"path": s.path, "keeper": s.keeper, "companions": list(s.companions),
                            **({"refused": s.refused} if s.refused else {})} for s in self.steps]}
 
 
-def sidecars_of(path: str) -> tuple[str, ...]:
-    """The XMP sidecars that go with the image at `path`: `IMG_1.jpg.xmp` always, `IMG_1.xmp` only when no
-    other file of that stem is beside it (a RAW+JPEG pair shares it, so it stays with the one that stays)."""
-    directory, name = os.path.split(path)
-    stem = os.path.splitext(name)[0]
-    found = [path + suffix for suffix in _SIDECAR_SUFFIXES if os.path.isfile(path + suffix)]
+def _others_of_basename(path: str) -> list[str]:
+    """The other files in `path`'s folder of its basename that are not companions: the images it shares with."""
+    directory = os.path.dirname(path)
     try:
         names = os.listdir(directory or ".")
     except OSError:
-        names = []
-    shared = any(os.path.splitext(n)[0] == stem and n != name and os.path.splitext(n)[1] not in _SIDECAR_SUFFIXES
-                 for n in names)
-    if not shared:
-        found += [os.path.join(directory, stem + suffix) for suffix in _SIDECAR_SUFFIXES if stem + suffix in names]
-    return tuple(found)
+        return []
+    key = basename_key(path)
+    return [other for name in names if (other := os.path.join(directory, name)) != path
+            and basename_key(other) == key and not named_like_companion(other)]
+
+
+def _with_companions(result: Plan, records: Mapping[str, Any]) -> None:
+    """Give each step its image's companions (the record's): its own; the shared ones on the last step of its
+    basename, when every other image of that basename in the folder goes in this plan too."""
+    going = {step.path for step in result.steps if not step.refused}
+    last = {basename_key(step.path): n for n, step in enumerate(result.steps) if not step.refused}
+    for n, step in enumerate(result.steps):
+        if step.refused:
+            continue
+        companions = records[step.path].get("companions") or []
+        own = tuple(c["path"] for c in companions if not c["shared"])
+        shared = tuple(c["path"] for c in companions if c["shared"])
+        if shared and (last[basename_key(step.path)] != n or not going.issuperset(_others_of_basename(step.path))):
+            shared = ()
+        result.steps[n] = replace(step, companions=own + shared, shared=shared)
 
 
 def plan(op: str, groups: Sequence[Sequence[str]], proposed: set[str], records: Mapping[str, Any],
@@ -130,8 +146,9 @@ def plan(op: str, groups: Sequence[Sequence[str]], proposed: set[str], records: 
                     record["dev"], record["inode"]):
                 result.skipped.append({"path": path, "reason": f"already a hard link to {keeper}"})
                 continue
-            sidecars = () if op in LINKS else sidecars_of(path)
-            result.steps.append(Step(path, keeper, refused, sidecars))
+            result.steps.append(Step(path, keeper, refused))
+    if op not in LINKS:  # a linked file stays where it is, and so do its companions
+        _with_companions(result, records)
     return result
 
 
@@ -428,11 +445,14 @@ def _act(journal: Journal, n: int, step: Step, plan_: Plan, records: Mapping[str
         journal.append({"kind": "done", "n": n, "identity": _identity(os.stat(step.path))})
         return [{"path": step.path, "keeper": step.keeper, "op": plan_.op}]
     done = []
-    for k, path in enumerate((step.path, *step.sidecars)):
+    for k, path in enumerate((step.path, *step.companions)):
         sub: int | str = n if k == 0 else f"{n}.{k}"
+        if k and (not os.path.isfile(path) or path in step.shared and any(
+                map(os.path.lexists, _others_of_basename(step.path)))):
+            continue  # gone meanwhile, or shared with an image of the basename that stays (its step was refused)
         identity = _identity(st if k == 0 else os.stat(path))
         entry = base if k == 0 else {"n": sub, "op": plan_.op, "path": path, "keeper": step.keeper,
-                                     "identity": identity, "sidecar_of": step.path,
+                                     "identity": identity, "companion_of": step.path,
                                      "token": (records.get(path) or {}).get("token")}
         dest: str | None
         if plan_.op == "move":
@@ -449,7 +469,7 @@ def _act(journal: Journal, n: int, step: Step, plan_: Plan, records: Mapping[str
                             "info": found[1] if found else None})
             dest = found[0] if found else None
         done.append({"path": path, "keeper": step.keeper, "op": plan_.op, "dest": dest,
-                     **({"sidecar_of": step.path} if k else {})})
+                     **({"companion_of": step.path} if k else {})})
     return done
 
 

@@ -478,7 +478,7 @@ class Daemon:
                 "reports": counters.reports,
                 "same_content": counters.same_content,
                 "skipped": self._skip_counts(records, counters.vanished, len(self._too_long)),  # type: ignore[arg-type]
-                # an image's files that are no image (search.sets.companion_kind): counted, never skipped
+                # an image's files that are no image (dedupd.companions): counted, never skipped
                 "sidecars": records.get(f"skipped:{SkipReason.SIDECAR.value}", 0),
                 "motion_files": records.get(f"skipped:{SkipReason.MOTION.value}", 0),
                 "skipped_by_extension": dict(counters.skipped_by_extension),
@@ -647,6 +647,8 @@ class Daemon:
             raise ProtocolError("bad_args", str(exc)) from exc
         matches = [m for m in matches if m.path != path and (m.tier == DUPLICATE or self.settings.matcher.similar)]
         result: dict[str, Any] = {"file": path, "matches": [{**match_document(m), "tier": m.tier} for m in matches]}
+        if indexed:  # its sidecars and motion file (dedupd.companions), as the store knows them
+            result["companions"] = [c.document() for c in self.catalog.store.companions([path]).get(path, [])]
         if args.get("explain"):
             result["explain"] = self.catalog.explain(encoding, [m.path for m in matches])
         return result
@@ -769,6 +771,7 @@ class Daemon:
     def _record_documents(self, paths: list[str], tokens: bool = False) -> dict[str, Any]:
         assert self.catalog is not None
         protected = self._protected_roots()
+        companions = self.catalog.store.companions(paths)
         out: dict[str, Any] = {}
         for path in paths:
             rec = self.catalog.store.get(path, embedding=tokens)
@@ -781,7 +784,8 @@ class Daemon:
                 "digest": enc.digest.hex() if enc else None, "width": enc.width if enc else None,
                 "height": enc.height if enc else None, "skip": rec.skip.value if rec.skip else None,
                 "root": self.root_of(path), "protected": any(is_under(path, root) for root in protected),
-                "capture": asdict(enc.capture) if enc is not None and enc.capture is not None else None}
+                "capture": asdict(enc.capture) if enc is not None and enc.capture is not None else None,
+                "companions": [c.document() for c in companions.get(path, [])]}
             if tokens:
                 document["token"] = base64.b64encode(record_token(rec)).decode("ascii")
             out[path] = document

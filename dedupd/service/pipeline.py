@@ -34,13 +34,13 @@ import numpy as np
 
 from dedupd.batches import gather
 from dedupd.catalog import Applied, Catalog
+from dedupd.companions import companion_kind
 from dedupd.encodepool import EncodePool, Outcome, SameContent
 from dedupd.errors import QUIET_REASONS, Skipped, SkipReason, StoreError
 from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import DEFAULT_MAX_FILE_SIZE, EncodedFile
 from dedupd.pathnames import is_under
 from dedupd.records import Change, ChangeKind, FileKey, FileRecord, Match, Move, Removal, Restat
-from dedupd.search.sets import companion_kind
 from dedupd.service.reports import ReportWriter
 
 log = logging.getLogger(__name__)

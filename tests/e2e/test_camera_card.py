@@ -4,6 +4,7 @@ capture set, the outside copy is its duplicate (the set kept whole, the copy pro
 group, and nothing of the card is reported as a broken file."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,57 @@ def test_the_daemon_imports_a_camera_card_as_the_scan_does(tmp_path: Path, daemo
     assert "skipped" not in log.replace("skipped\": {", "")  # nothing logged as skipped at the default level
     reported = {str(Path(r["file"]).relative_to(library)) for r in reports}
     assert reported <= {COPY}  # a RAW and its JPEG are never reported as duplicates of each other
+
+
+def _companions(daemon: Any, path: Path) -> list[tuple[str, str, bool]]:
+    found = daemon.ctl_json("query", str(path))["companions"]
+    return [(Path(c["path"]).name, c["kind"], c["shared"]) for c in found]
+
+
+def test_trash_and_undo_take_an_images_sidecars_and_motion_file_along(tmp_path: Path, daemon_factory: Any,
+                                                                     user: Any) -> None:
+    """The card's companions are attached to their images in the daemon's records (`query`), and `resolve` moves
+    them with their image to the trash and `undo` puts them back, nothing decoded again: the RAW's own
+    `.CR3.xmp`, the pair's shared `.xmp` (with the pair's last image), the Live Photo's `.AAE` and `.MOV`."""
+    library = tmp_path / "Pictures"
+    paths = camera_card.build(library)
+    card = paths["raw1"].parent
+    # The first RAW under a CR3 name with its sidecar so named (no package ships a real CR3: a DNG's bytes; the
+    # companion rule reads names, the decoder reads bytes, so the pair is still one set).
+    raw = card / "IMG_0001.CR3"
+    paths["raw1"].rename(raw)
+    (card / "IMG_0001.DNG.xmp").rename(card / "IMG_0001.CR3.xmp")
+    keep = library / "keep" / "IMG_0003.HEIC"  # an older byte copy of the Live Photo's still: it is kept
+    keep.parent.mkdir()
+    keep.write_bytes(paths["heic"].read_bytes())
+    os.utime(keep, (1_600_000_000, 1_600_000_000))
+    daemon = daemon_factory([library])
+    daemon.wait_idle()
+    assert _companions(daemon, raw) == [("IMG_0001.CR3.xmp", "sidecar", False), ("IMG_0001.xmp", "sidecar", True)]
+    assert _companions(daemon, paths["jpg1"]) == [("IMG_0001.xmp", "sidecar", True)]
+    assert _companions(daemon, paths["heic"]) == [("IMG_0003.AAE", "sidecar", True), ("IMG_0003.MOV", "motion", True)]
+    assert "with IMG_0003.AAE (sidecar), IMG_0003.MOV (motion)" in daemon.ctl("query", str(paths["heic"])).stdout
+    before, decodes = user.tree(library), daemon.status()["counts"]["decodes"]
+
+    trashed = daemon.ctl_json("resolve", "--trash")  # the policy: the outside copy and the newer HEIC go
+    assert trashed["refused"] == []
+    assert sorted((Path(d["path"]).name, Path(d.get("companion_of", "")).name) for d in trashed["done"]) == [
+        ("IMG_0001.JPG", ""), ("IMG_0003.AAE", "IMG_0003.HEIC"), ("IMG_0003.HEIC", ""),
+        ("IMG_0003.MOV", "IMG_0003.HEIC")]
+    assert set(user.trashed()) == {d["path"] for d in trashed["done"]}
+    daemon.ctl_json("undo")
+    assert user.tree(library) == before and user.trashed() == {}
+
+    pair = daemon.ctl_json("resolve", "--trash", "--keep", str(paths["copy"]))  # the user keeps the copy instead
+    assert pair["refused"] == []
+    assert sorted(Path(d["path"]).name for d in pair["done"]) == [
+        "IMG_0001.CR3", "IMG_0001.CR3.xmp", "IMG_0001.JPG", "IMG_0001.xmp"]
+    assert not any(p.exists() for p in (raw, card / "IMG_0001.CR3.xmp", card / "IMG_0001.xmp", paths["jpg1"]))
+    daemon.wait_idle()
+    assert daemon.ctl_json("query", str(paths["copy"]))["companions"] == []
+    daemon.ctl_json("undo")
+    assert user.tree(library) == before and user.trashed() == {}
+    daemon.wait_idle()
+    assert _companions(daemon, raw) == [("IMG_0001.CR3.xmp", "sidecar", False), ("IMG_0001.xmp", "sidecar", True)]
+    assert daemon.status()["counts"]["decodes"] == decodes  # everything came back unchanged: not decoded again
+    assert daemon.stop() == 0

@@ -1,10 +1,11 @@
 """Capture sets (search.sets): one exposure's files are one unit in the grouping (search.groups.partition)
 and the keep policy (search.keep): never proposed against each other, matched as one, kept or proposed whole."""
 
+from dedupd.companions import basename_key
 from dedupd.records import Capture
 from dedupd.search.groups import partition
 from dedupd.search.keep import Candidate, choose, keepers
-from dedupd.search.sets import basename_key, capture_sets
+from dedupd.search.sets import capture_sets
 
 
 def test_one_exposure_is_one_folder_one_basename_and_a_raw_or_a_heif_beside_a_jpeg() -> None:

@@ -1,12 +1,18 @@
-"""Planning of user actions (dedupd.service.actions.plan) and which XMP sidecars go with an image."""
+"""Planning of user actions (dedupd.service.actions.plan) and which of an image's companions (its record's sidecars
+and motion file) go with it."""
 
 from pathlib import Path
 
-from dedupd.service.actions import plan, sidecars_of
+from dedupd.companions import attached
+from dedupd.service.actions import plan
 
 
-def _record(digest: str, inode: int, *, protected: bool = False) -> dict[str, object]:
-    return {"size": 10, "mtime_ns": 1, "dev": 1, "inode": inode, "digest": digest, "protected": protected}
+def _record(digest: str, inode: int, *, protected: bool = False, companions: tuple[str, ...] = ()
+            ) -> dict[str, object]:
+    """A record as the daemon gives it; `companions` as dedupd.companions.attached finds them."""
+    found = attached(companions[0], companions[1:]) if companions else []
+    return {"size": 10, "mtime_ns": 1, "dev": 1, "inode": inode, "digest": digest, "protected": protected,
+            "companions": [c.document() for c in found]}
 
 
 def test_the_keep_policy_decides_and_protected_or_unindexed_files_are_refused() -> None:
@@ -31,13 +37,25 @@ def test_links_are_only_for_byte_identical_members_not_yet_linked() -> None:
     assert [s.path for s in planned.steps] == ["/r/same.jpg"]
     assert planned.skipped == [{"path": "/r/other.jpg", "reason": "not byte-identical to /r/a.jpg"},
                                {"path": "/r/linked.jpg", "reason": "already a hard link to /r/a.jpg"}]
-    assert planned.steps[0].sidecars == ()  # a linked file stays where it is, and so does its sidecar
+    assert planned.steps[0].companions == ()  # a linked file stays where it is, and so do its companions
 
 
-def test_sidecars_go_with_their_image_unless_shared(tmp_path: Path) -> None:
-    for name in ("IMG_1.jpg", "IMG_1.jpg.xmp", "IMG_1.xmp", "IMG_2.jpg", "IMG_2.CR2", "IMG_2.xmp", "IMG_3.jpg",
-                 "IMG_3.JPG.xmp"):
+def test_companions_go_with_their_image_and_a_shared_one_with_the_last_image_of_its_basename(tmp_path: Path) -> None:
+    names = ("IMG_1.jpg", "IMG_1.jpg.xmp", "IMG_1.xmp", "IMG_2.jpg", "IMG_2.CR2", "IMG_2.xmp", "IMG_2.CR2.xmp",
+             "IMG_3.HEIC", "IMG_3.MOV", "IMG_3.AAE", "IMG_4.CR3", "IMG_4.JPG", "IMG_4.xmp", "IMG_4.CR3.xmp", "k.jpg")
+    for name in names:
         (tmp_path / name).write_bytes(b"x")
-    assert sidecars_of(str(tmp_path / "IMG_1.jpg")) == (str(tmp_path / "IMG_1.jpg.xmp"), str(tmp_path / "IMG_1.xmp"))
-    assert sidecars_of(str(tmp_path / "IMG_2.jpg")) == ()  # IMG_2.xmp also describes IMG_2.CR2, which stays
-    assert sidecars_of(str(tmp_path / "IMG_3.jpg")) == ()  # another image's sidecar (case matters on Linux)
+    p = {name: str(tmp_path / name) for name in names}
+    every = list(p.values())
+    records = {p[name]: _record(name, n, companions=(p[name], *every)) for n, name in enumerate(names)}
+    groups = [[p["k.jpg"], p[name]] for name in ("IMG_1.jpg", "IMG_2.jpg", "IMG_3.HEIC", "IMG_4.CR3", "IMG_4.JPG")]
+    planned = plan("trash", groups, {p[n] for n in ("IMG_1.jpg", "IMG_2.jpg", "IMG_3.HEIC", "IMG_4.CR3", "IMG_4.JPG")},
+                   records)
+    assert {s.path: s.companions for s in planned.steps} == {
+        p["IMG_1.jpg"]: (p["IMG_1.jpg.xmp"], p["IMG_1.xmp"]),
+        p["IMG_2.jpg"]: (),  # IMG_2.xmp also describes IMG_2.CR2, which stays; IMG_2.CR2.xmp is the CR2's own
+        p["IMG_3.HEIC"]: (p["IMG_3.AAE"], p["IMG_3.MOV"]),  # a Live Photo's motion file and Apple's sidecar
+        p["IMG_4.CR3"]: (p["IMG_4.CR3.xmp"],),
+        p["IMG_4.JPG"]: (p["IMG_4.xmp"],),  # the pair goes whole: the shared sidecar goes with its last image
+    }
+    assert planned.document()["steps"][0]["companions"] == [p["IMG_1.jpg.xmp"], p["IMG_1.xmp"]]

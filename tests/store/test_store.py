@@ -231,3 +231,59 @@ def test_a_store_left_world_readable_by_an_older_dedupd_is_made_private(tmp_path
     files = (tmp_path / "store", *(tmp_path / "store").iterdir())
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in files}
     assert modes == {"store": 0o700, "data.mdb": 0o600, "lock.mdb": 0o600}
+
+
+def _skip(path: str, n: int, reason: SkipReason = SkipReason.SIDECAR) -> FileRecord:
+    return FileRecord(FileKey(path, 7, 5000 + n, 10, 10**18 + n), skip=reason)
+
+
+def _companions(store: Store, *paths: str) -> dict[str, list[str]]:
+    return {path: [c.path for c in found] for path, found in store.companions(paths).items()}
+
+
+def test_companions_follow_adds_moves_and_removals_of_the_image_and_of_the_companion(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.commit([record("/c/IMG_1.HEIC", 1), _skip("/c/IMG_1.AAE", 2), _skip("/c/IMG_1.HEIC.xmp", 3),
+                      _skip("/c/IMG_1.MOV", 4, SkipReason.MOTION), record("/c/IMG_2.jpg", 5)])
+        assert _companions(store, "/c/IMG_1.HEIC", "/c/IMG_2.jpg") == {
+            "/c/IMG_1.HEIC": ["/c/IMG_1.AAE", "/c/IMG_1.HEIC.xmp", "/c/IMG_1.MOV"]}
+        store.commit([_skip("/c/IMG_2.xmp", 6), Move("/c/IMG_1.AAE", "/c/IMG_2.AAE")])  # one arrives, one moves over
+        assert _companions(store, "/c/IMG_1.HEIC", "/c/IMG_2.jpg") == {
+            "/c/IMG_1.HEIC": ["/c/IMG_1.HEIC.xmp", "/c/IMG_1.MOV"], "/c/IMG_2.jpg": ["/c/IMG_2.AAE", "/c/IMG_2.xmp"]}
+        store.commit([Move("/c", "/d"), Removal("/d/IMG_2.xmp")])  # the folder is renamed, a sidecar deleted
+        assert _companions(store, "/c/IMG_1.HEIC", "/d/IMG_1.HEIC", "/d/IMG_2.jpg") == {
+            "/d/IMG_1.HEIC": ["/d/IMG_1.HEIC.xmp", "/d/IMG_1.MOV"], "/d/IMG_2.jpg": ["/d/IMG_2.AAE"]}
+        store.commit([Move("/d/IMG_1.HEIC", "/d/holiday.HEIC"), Removal("/d/IMG_2.jpg")])
+        assert _companions(store, "/d/holiday.HEIC") == {}  # renamed alone: its companions no longer name it
+        assert _companions(store, "/d/IMG_1.HEIC") == {"/d/IMG_1.HEIC": ["/d/IMG_1.HEIC.xmp", "/d/IMG_1.MOV"]}
+        store.commit([_skip("/d/IMG_1.HEIC.xmp", 7, SkipReason.UNREADABLE), record("/d/IMG_1.MOV", 8)])
+        # an encoded .MOV is no companion (its bytes were a picture); a skipped sidecar is one whatever the reason
+        assert _companions(store, "/d/IMG_1.HEIC") == {"/d/IMG_1.HEIC": ["/d/IMG_1.HEIC.xmp"]}
+        assert store.check() == []
+
+
+def test_a_store_of_the_previous_version_gets_its_companions_indexed_at_open_without_a_decode(tmp_path: Path) -> None:
+    import lmdb
+    import msgpack
+
+    with Store.open(tmp_path) as store:
+        store.commit([record("/c/IMG_1.jpg", 1), _skip("/c/IMG_1.xmp", 2), _skip("/c/" + "x" * 600 + ".xmp", 3)])
+        with store._env.begin(write=True) as txn:  # as the previous version left it: no such DB, no marker
+            txn.drop(store._dbs["companions"], delete=True)
+            txn.delete(b"companions_seq", db=store._dbs["meta"])
+    env = lmdb.open(str(tmp_path / "store"), max_dbs=64)
+    with env.begin() as txn:
+        assert txn.get(b"companions") is None  # the main DB lists named DBs: it is gone
+    env.close()
+    with Store.open(tmp_path, verify_all=True) as store:  # an unclean open checks everything first
+        assert _companions(store, "/c/IMG_1.jpg") == {"/c/IMG_1.jpg": ["/c/IMG_1.xmp"]}
+        assert store.check() == []
+        store.commit([_skip("/c/IMG_1.jpg.xmp", 4)])
+        with store._env.begin(write=True) as txn:  # as a dedupd without the index leaves that batch
+            txn.put(b"companions_seq", msgpack.packb(store.seq() - 1), db=store._dbs["meta"])
+            with txn.cursor(store._dbs["companions"]) as cur:
+                doomed = [(k, v) for k, v in cur if v == (4).to_bytes(8, "big")]
+            assert len(doomed) == 1 and txn.delete(*doomed[0], db=store._dbs["companions"])
+    with Store.open(tmp_path) as store:
+        assert _companions(store, "/c/IMG_1.jpg") == {"/c/IMG_1.jpg": ["/c/IMG_1.jpg.xmp", "/c/IMG_1.xmp"]}
+        assert store.check() == []

@@ -112,9 +112,9 @@ class ReviewServer:
             members, going = plan_for(card, body.get("keep"))
             records = self.ask("records", {"paths": members, "tokens": True})["records"]
             planned = actions.plan(op, [members], going, records)
-            sidecars = sorted({path for step in planned.steps for path in step.sidecars})
-            if sidecars:
-                records.update(self.ask("records", {"paths": sidecars, "tokens": True})["records"])
+            companions = sorted({path for step in planned.steps for path in step.companions})
+            if companions:  # their tokens, for an undo
+                records.update(self.ask("records", {"paths": companions, "tokens": True})["records"])
             outcome = actions.execute(planned, records, scope={"group": members[0], "from": "review page"},
                                       ask=self.ask)
             self._settle()
