@@ -515,7 +515,7 @@ class Catalog:
             records = self._store.records({int(r) for r in np.concatenate([a[rows], b[rows]]).tolist()})
             ids = {rid: identity(rec.encoding.capture) for rid, rec in records.items() if rec.encoding is not None}
             groups = partition(((int(a[k]), int(b[k])) for k in order), cannot, ids, different_captures,
-                               _sets_of(records))
+                               sets_of(records))
         else:
             groups = partition((int(a[k]), int(b[k])) for k in order)
         if only is None and tier == DUPLICATE:
@@ -654,7 +654,7 @@ class Catalog:
         if not links:
             return {}
         paths = self._store.paths({r for ln in links for r in (ln.a, ln.b)})
-        sets = _sets_of(self._store.records({r for ln in links for r in (ln.a, ln.b)}))
+        sets = sets_of(self._store.records({r for ln in links for r in (ln.a, ln.b)}))
         out: dict[str, list[Match]] = {}
         for ln in links:
             if ln.method.startswith(SIMILAR_PREFIX):  # reports speak of duplicates only
@@ -989,7 +989,7 @@ def _group(members: Sequence[int], links: Iterable[_RawLink], path: Mapping[int,
     return Group(tuple(sorted(path[r] for r in members)), tuple(shown))
 
 
-def _sets_of(records: Mapping[int, FileRecord]) -> dict[int, int]:
+def sets_of(records: Mapping[int, FileRecord]) -> dict[int, int]:
     """Each record of a capture set (`search.sets`) among `records` -> its set's smallest rid."""
     captures = {rid: rec.encoding.capture if rec.encoding is not None else None for rid, rec in records.items()}
     return capture_sets({rid: rec.key.path for rid, rec in records.items()},
@@ -1000,7 +1000,7 @@ def _sets_of(records: Mapping[int, FileRecord]) -> dict[int, int]:
 def _keep_plan(records: Sequence[FileRecord], protected: Sequence[str]) -> KeepPlan:
     """The keep policy's plan for one group's records; members under a protected root are its keepers (with
     their capture sets: a set is kept or proposed whole)."""
-    sets = _sets_of(dict(enumerate(records)))
+    sets = sets_of(dict(enumerate(records)))
     ordered, why = choose([_candidate(rec, records[sets[i]].key.path if i in sets else None)
                            for i, rec in enumerate(records)])
     guarded_sets = {c.capture_set or c.path for c in ordered if any(is_under(c.path, p) for p in protected)}

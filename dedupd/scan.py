@@ -14,7 +14,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dedupd.batches import gather
-from dedupd.companions import companion_kind
+from dedupd.companions import attached, basename_key, companion_kind
 from dedupd.encodepool import EncodePool, Outcome, SameContent
 from dedupd.errors import QUIET_REASONS, Skipped, SkipReason
 from dedupd.imaging.cnn import Encoder, ModelSpec, resolve_model
@@ -104,15 +104,18 @@ class ScanResult:
         match inside its group, and (with `similar`) the similar groups in the same shape."""
         groups = []
         sets = self._sets()
+        named: dict[tuple[str, str], list[str]] = {}
+        for companion in self.companions:
+            named.setdefault(basename_key(str(companion)), []).append(str(companion))
         for group in self.duplicate_groups():
             ordered, why = choose([self._candidate(index, sets) for index in group])
-            members = self._members([self._index[c.path] for c in ordered], DUPLICATE, sets)
+            members = self._members([self._index[c.path] for c in ordered], DUPLICATE, sets, named)
             for member in members[:len(keepers(ordered))]:
                 member["keep"] = why
             groups.append(members)
         document: dict[str, Any] = {"groups": sorted(groups, key=lambda members: members[0]["path"])}
         if similar:
-            document["similar"] = [self._members(group, SIMILAR) for group in self.similar_groups()]
+            document["similar"] = [self._members(group, SIMILAR, named=named) for group in self.similar_groups()]
         document["skipped"] = [{"path": str(path), "reason": reason.value, "detail": detail}
                                for path, reason, detail in self.skipped]  # fmt: skip
         document["companions"] = {kind.value: sum(1 for k in self.companions.values() if k == kind)
@@ -128,9 +131,11 @@ class ScanResult:
         capture_set = str(self.files[sets[index]].path) if index in sets else None
         return Candidate(str(f.path), f.pixels, f.mtime_ns, f.capture, capture_set)
 
-    def _members(self, group: list[int], tier: str, sets: dict[int, int] | None = None) -> list[dict[str, Any]]:
+    def _members(self, group: list[int], tier: str, sets: dict[int, int] | None = None,
+                 named: Mapping[tuple[str, str], list[str]] | None = None) -> list[dict[str, Any]]:
         """Each member with its strongest pair of that tier inside the group; a capture set's file that matched
-        nothing itself is shown with its set (method `capture_set`, matched: the set's first other file)."""
+        nothing itself is shown with its set (method `capture_set`, matched: the set's first other file). With
+        `named` (the companions by basename), a member's sidecars and motion file (`companions`)."""
         inside = set(group)
         best: dict[int, PairMatch] = {}
         for pair in self.pairs:
@@ -148,6 +153,9 @@ class ScanResult:
                               "matched": str(self.files[mate].path)})
             if sets and index in sets:
                 shown[-1]["capture_set"] = str(self.files[sets[index]].path)
+            path = str(self.files[index].path)
+            if found := attached(path, named.get(basename_key(path), ())) if named else []:
+                shown[-1]["companions"] = [c.document() for c in found]
         return shown
 
     def _member(self, index: int, pair: PairMatch) -> dict[str, Any]:

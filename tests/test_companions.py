@@ -20,7 +20,8 @@ def test_own_and_shared_sidecars_and_the_motion_file_of_a_still() -> None:
 
 
 def test_what_a_name_alone_says() -> None:
-    assert named_like_companion("/c/a.XMP") and named_like_companion("/c/a.mp4") and not named_like_companion("/c/a.jpg")
+    assert named_like_companion("/c/a.XMP") and named_like_companion("/c/a.mp4")
+    assert not named_like_companion("/c/a.jpg")
     stills = {"/c/IMG_3.HEIC"}
     assert companion_kind("/c/IMG_3.MOV", stills.__contains__) == MOTION
     assert companion_kind("/c/IMG_4.MOV", stills.__contains__) is None  # a video of its own

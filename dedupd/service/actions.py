@@ -81,7 +81,8 @@ class Plan:
     target: str | None
     steps: list[Step] = field(default_factory=list)
     groups: int = 0
-    skipped: list[dict[str, str]] = field(default_factory=list)  # not for this op (a link of different bytes)
+    #: Not for this op (a link of different bytes), or of a capture set a member of which stays.
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
     def document(self) -> dict[str, Any]:
         return {"op": self.op, "target": self.target, "groups": self.groups, "skipped": self.skipped,
@@ -117,16 +118,30 @@ def _with_companions(result: Plan, records: Mapping[str, Any]) -> None:
         result.steps[n] = replace(step, companions=own + shared, shared=shared)
 
 
+def _capture_set(records: Mapping[str, Any], path: str) -> str | None:
+    """The key of the capture set (a RAW and its JPEG) `path` belongs to among its group, as the daemon's
+    records say (`capture_set`), None for a lone file."""
+    return (records.get(path) or {}).get("capture_set")
+
+
 def plan(op: str, groups: Sequence[Sequence[str]], proposed: set[str], records: Mapping[str, Any],
          target: str | None = None) -> Plan:
     """The steps of resolving `groups`: each member the keep policy proposes (`proposed`, the daemon's
-    `to-remove`) goes, and is checked against its record; the group's first other member is its keeper."""
+    `to-remove`, or all but the user's choice) goes, and is checked against its record; the group's first other
+    member is its keeper. A capture set is one unit: a proposed member of one with a member that stays, stays
+    too (skipped, with the reason: the user kept the RAW, so its JPEG stays)."""
     if op not in OPERATIONS:
         raise ActionError(f"unknown operation {op!r}")
     result = Plan(op, target)
     for members in groups:
         keepers = [m for m in members if m not in proposed]
-        going = [m for m in members if m in proposed]
+        kept_sets = {_capture_set(records, m): m for m in reversed(keepers) if _capture_set(records, m)}
+        going = []
+        for path in (m for m in members if m in proposed):
+            if (stays := kept_sets.get(_capture_set(records, path))) is not None:  # a capture set is one unit
+                result.skipped.append({"path": path, "reason": f"of one capture set with {stays}, which stays"})
+            else:
+                going.append(path)
         if not keepers or not going:
             continue
         result.groups += 1

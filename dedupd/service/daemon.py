@@ -28,7 +28,7 @@ from typing import Any, cast
 import numpy as np
 
 from dedupd import __version__
-from dedupd.catalog import Catalog, Group, IndexConfig
+from dedupd.catalog import Catalog, Group, IndexConfig, sets_of
 from dedupd.config import Settings, changed_keys, load_settings
 from dedupd.encodepool import EncodePool, Outcome
 from dedupd.errors import DedupdError, Skipped, SkipReason, StoreError
@@ -772,9 +772,11 @@ class Daemon:
         assert self.catalog is not None
         protected = self._protected_roots()
         companions = self.catalog.store.companions(paths)
+        found = {n: rec for n, path in enumerate(paths) if (rec := self.catalog.store.get(path, embedding=tokens))}
+        sets = sets_of(found)  # capture sets among the paths asked about (a group's members: one exposure's files)
         out: dict[str, Any] = {}
-        for path in paths:
-            rec = self.catalog.store.get(path, embedding=tokens)
+        for n, path in enumerate(paths):
+            rec = found.get(n)
             if rec is None:
                 out[path] = None
                 continue
@@ -785,7 +787,8 @@ class Daemon:
                 "height": enc.height if enc else None, "skip": rec.skip.value if rec.skip else None,
                 "root": self.root_of(path), "protected": any(is_under(path, root) for root in protected),
                 "capture": asdict(enc.capture) if enc is not None and enc.capture is not None else None,
-                "companions": [c.document() for c in companions.get(path, [])]}
+                "companions": [c.document() for c in companions.get(path, [])],
+                "capture_set": paths[sets[n]] if n in sets else None}
             if tokens:
                 document["token"] = base64.b64encode(record_token(rec)).decode("ascii")
             out[path] = document

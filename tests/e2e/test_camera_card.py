@@ -35,6 +35,12 @@ def test_scan_of_a_camera_card_groups_the_set_with_its_outside_copy(tmp_path: Pa
     assert kept == FIRST_SET
     assert [(Path(s["path"]).name, s["reason"]) for s in scan["skipped"]] == [("MVI_0004.MP4", "video")]
     assert scan["companions"] == {"sidecar": 3, "motion": 1}
+    attached = {str(Path(m["path"]).relative_to(tmp_path)): [(Path(c["path"]).name, c["kind"], c["shared"])
+                                                           for c in m.get("companions", [])]
+                for m in scan["groups"][0]}  # each member's sidecars, as the daemon's records have them
+    dng, jpg = sorted(FIRST_SET)
+    assert attached == {dng: [("IMG_0001.DNG.xmp", "sidecar", False), ("IMG_0001.xmp", "sidecar", True)],
+                        jpg: [("IMG_0001.xmp", "sidecar", True)], COPY: []}
     text = subprocess.run([sys.executable, "-m", "dedupd", "scan", str(tmp_path), "--recursive"],
                           capture_output=True, text=True, check=True)
     assert "skipped " not in text.stderr  # no file of the card is listed as broken
@@ -61,8 +67,11 @@ def test_the_daemon_imports_a_camera_card_as_the_scan_does(tmp_path: Path, daemo
     assert (counts["sidecars"], counts["motion_files"]) == (3, 1)
     assert counts["indexed"] == 7  # 2 DNG, 2 JPG, HEIC, JPEG XL, the copy
     assert "skipped" not in log.replace("skipped\": {", "")  # nothing logged as skipped at the default level
-    reported = {str(Path(r["file"]).relative_to(library)) for r in reports}
-    assert reported <= {COPY}  # a RAW and its JPEG are never reported as duplicates of each other
+    # A RAW and its JPEG are never reported as duplicates of each other; either may be reported with the outside
+    # copy (as its duplicate, or the copy as theirs: whichever the daemon indexed later).
+    pairs = {(str(Path(r["file"]).relative_to(library)), str(Path(m["path"]).relative_to(library)))
+             for r in reports for m in r["matches"]}
+    assert all(COPY in pair and len(set(pair) & FIRST_SET) == 1 for pair in pairs), pairs
 
 
 def _companions(daemon: Any, path: Path) -> list[tuple[str, str, bool]]:
@@ -116,4 +125,12 @@ def test_trash_and_undo_take_an_images_sidecars_and_motion_file_along(tmp_path: 
     daemon.wait_idle()
     assert _companions(daemon, raw) == [("IMG_0001.CR3.xmp", "sidecar", False), ("IMG_0001.xmp", "sidecar", True)]
     assert daemon.status()["counts"]["decodes"] == decodes  # everything came back unchanged: not decoded again
+
+    raw_kept = daemon.ctl_json("resolve", "--trash", "--keep", str(raw))  # the user keeps the RAW: its JPEG too
+    assert [Path(d["path"]).name for d in raw_kept["done"]] == ["IMG_0001.JPG"]  # the outside copy
+    assert Path(raw_kept["done"][0]["path"]).parent.name == "holiday"
+    assert raw_kept["skipped"] == [
+        {"path": str(paths["jpg1"]), "reason": f"of one capture set with {raw}, which stays"}]
+    daemon.ctl_json("undo")
+    assert user.tree(library) == before
     assert daemon.stop() == 0

@@ -29,6 +29,19 @@ def test_the_keep_policy_decides_and_protected_or_unindexed_files_are_refused() 
     ]
 
 
+def test_a_capture_set_stays_whole_when_the_user_keeps_one_of_its_files() -> None:
+    """The user keeps the RAW (all else proposed): its JPEG, of one capture set with it, stays too; the outside
+    copy goes. A set proposed whole goes whole."""
+    raw, jpg, copy = "/c/IMG_1.CR3", "/c/IMG_1.JPG", "/e/IMG_1.JPG"
+    records = {raw: {**_record("r", 1), "capture_set": raw}, jpg: {**_record("j", 2), "capture_set": raw},
+               copy: {**_record("c", 3), "capture_set": None}}
+    planned = plan("trash", [[raw, jpg, copy]], {jpg, copy}, records)
+    assert [(s.path, s.keeper) for s in planned.steps] == [(copy, raw)]
+    assert planned.skipped == [{"path": jpg, "reason": f"of one capture set with {raw}, which stays"}]
+    planned = plan("trash", [[raw, jpg, copy]], {raw, jpg}, records)
+    assert [(s.path, s.keeper) for s in planned.steps] == [(raw, copy), (jpg, copy)] and planned.skipped == []
+
+
 def test_links_are_only_for_byte_identical_members_not_yet_linked() -> None:
     groups = [["/r/a.jpg", "/r/same.jpg", "/r/other.jpg", "/r/linked.jpg"]]
     records = {"/r/a.jpg": _record("aa", 1), "/r/same.jpg": _record("aa", 2), "/r/other.jpg": _record("bb", 3),
