@@ -5,11 +5,11 @@ a usable preview costs).
 Usage: .venv/bin/python bench/formats.py [--corpus DIR] [--files N] [--repeat N] [--raw FILE ...]
 
 Takes the N largest JPEGs of the camera-import corpus (default ~/.cache/dedupd-bench/corpora/camera-import),
-writes each as JPEG XL (pillow-jxl-plugin, quality 90, lossy: what a phone or an editor writes, not a
+writes each as JPEG XL (libjxl through imagecodecs, quality 90, lossy: what a phone or an editor writes, not a
 lossless JPEG transcode) into memory, and times, per file, in this process (`time.process_time`, all threads;
 wall beside it): `imaging.decode.open_for_matching` (what every encode runs: JPEG decodes at 1/2-1/8 scale in
-the IDCT, JPEG XL has no reduced decode in the plugin and decodes at full size) on the JPEG bytes and on the
-JPEG XL bytes. Reports the median over files of the best of --repeat runs, and the load average.
+the IDCT, JPEG XL has no reduced decode in dedupd's reader, imaging.jxl, and decodes at full size) on the JPEG
+bytes and on the JPEG XL bytes. Reports the median over files of the best of --repeat runs, and the load average.
 --raw FILE ...: each RAW file (no package the project installs ships one: e.g. Debian's rawtran-doc has a Canon
 EOS 30D CR2) through `open_for_matching` (the preview path dedupd takes), and LibRaw's half-size demosaic of it
 (`rawpy.postprocess(half_size=True)`, the fallback for a RAW without a usable preview), timed the same way.
@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import imagecodecs
+import numpy as np
 from PIL import Image
 
 from dedupd.imaging.decode import open_for_matching
@@ -86,11 +88,9 @@ def main() -> None:
     rows = []
     for path in jpegs:
         jpeg = path.read_bytes()
-        buffer = io.BytesIO()
         with Image.open(io.BytesIO(jpeg)) as image:
             size = image.size
-            image.convert("RGB").save(buffer, "JXL", quality=90)
-        jxl = buffer.getvalue()
+            jxl = imagecodecs.jpegxl_encode(np.asarray(image.convert("RGB")), level=90)
         jpeg_cpu, jpeg_wall = _time(jpeg, args.repeat)
         jxl_cpu, jxl_wall = _time(jxl, args.repeat)
         rows.append({"file": path.name, "mp": size[0] * size[1] / 1e6, "jpeg_bytes": len(jpeg), "jxl_bytes": len(jxl),

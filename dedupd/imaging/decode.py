@@ -8,7 +8,7 @@ reason. Two paths share it:
   `preprocess_image` (imagededup-spec.md §3-§4): format whitelist, non-RGB -> RGBA -> RGB, no EXIF
   orientation, frame 0, per-channel LANCZOS resize *before* the luma conversion;
 * dedupd's own path (`open_image`): every format Pillow and its plugins read (HEIC/HEIF through pillow-heif,
-  AVIF natively, JPEG XL through pillow-jxl-plugin); in `open_for_matching`, camera RAWs through LibRaw
+  AVIF natively, JPEG XL through imagecodecs' libjxl (imaging.jxl)); in `open_for_matching`, camera RAWs through LibRaw
   first (imaging.raw).
 """
 
@@ -24,10 +24,10 @@ from typing import NamedTuple
 import imagecodecs
 import numpy as np
 import pillow_heif
-import pillow_jxl  # noqa: F401 - importing it registers the JPEG XL reader with Pillow
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from dedupd.errors import Skipped, SkipReason, without_addresses
+from dedupd.imaging import jxl  # noqa: F401 - importing it registers the JPEG XL reader with Pillow
 from dedupd.imaging.capture import read_capture
 from dedupd.imaging.raw import open_raw, raw_container
 from dedupd.records import Capture

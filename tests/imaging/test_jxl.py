@@ -1,8 +1,12 @@
-"""JPEG XL (pillow-jxl-plugin, registered by dedupd.imaging.decode): read in the default install, EXIF
-orientation and capture identity from its EXIF box, a cut file is `truncated`."""
+"""JPEG XL (dedupd.imaging.jxl: imagecodecs' libjxl, registered with Pillow by dedupd.imaging.decode): read in the
+default install, upright by the codestream's orientation, capture identity from its EXIF box, a cut file is
+`truncated`. The files are written by libjxl's own encoder (imagecodecs), as `cjxl` writes them: a camera JPEG
+transcoded losslessly (its EXIF orientation becomes the codestream's), or pixels encoded lossily."""
 
+import io
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import pytest
 from PIL import Image
@@ -28,10 +32,17 @@ def _camera_exif(orientation: int = 1) -> Image.Exif:
     return exif
 
 
+def _transcoded(rgb: Image.Image, orientation: int = 1) -> bytes:
+    """A camera JPEG of `rgb` with its EXIF, transcoded to JPEG XL losslessly (a container with an Exif box)."""
+    jpeg = io.BytesIO()
+    rgb.save(jpeg, "JPEG", quality=90, exif=_camera_exif(orientation).tobytes())
+    return imagecodecs.jpegxl_encode_jpeg(jpeg.getvalue())
+
+
 def test_a_jxl_photo_decodes_upright_with_its_capture_identity(tmp_path: Path, photos: list[Path]) -> None:
     rgb = _photo(photos)
     path = tmp_path / "IMG_1.jxl"
-    rgb.transpose(Image.Transpose.ROTATE_90).save(path, "JXL", quality=90, exif=_camera_exif(6).tobytes())
+    path.write_bytes(_transcoded(rgb.transpose(Image.Transpose.ROTATE_90), orientation=6))  # stored on its side
     encoded = encode_path(path)
     assert (encoded.encoding.width, encoded.encoding.height) == rgb.size
     capture = encoded.encoding.capture
@@ -49,8 +60,8 @@ def test_a_jxl_conversion_hashes_as_its_jpeg(tmp_path: Path, photos: list[Path])
     duplicate threshold (10 bits): the conversion is found as a copy."""
     rgb = _photo(photos)
     rgb.save(tmp_path / "a.jpg", "JPEG", quality=90)
-    with Image.open(tmp_path / "a.jpg") as jpeg:
-        jpeg.convert("RGB").save(tmp_path / "a.jxl", "JXL", quality=85)  # a lossy re-encode, not a transcode
+    with Image.open(tmp_path / "a.jpg") as jpeg:  # a lossy re-encode, not a transcode
+        (tmp_path / "a.jxl").write_bytes(imagecodecs.jpegxl_encode(np.asarray(jpeg.convert("RGB")), level=85))
     one, other = (encode_path(tmp_path / name).encoding.hashes[ORIENTED_HASH] for name in ("a.jpg", "a.jxl"))
     assert (one ^ other).bit_count() <= 4
 
@@ -58,8 +69,7 @@ def test_a_jxl_conversion_hashes_as_its_jpeg(tmp_path: Path, photos: list[Path])
 @pytest.mark.parametrize("kept", [0.1, 0.5, 0.9])
 def test_a_cut_jxl_is_truncated(tmp_path: Path, photos: list[Path], kept: float) -> None:
     path = tmp_path / "cut.jxl"
-    _photo(photos).save(path, "JXL", quality=90, exif=_camera_exif().tobytes())  # the EXIF box: a container
-    data = path.read_bytes()
+    data = _transcoded(_photo(photos))  # the EXIF box: a container
     path.write_bytes(data[: int(len(data) * kept)])
     with pytest.raises(Skipped) as skipped:
         encode_path(path)
