@@ -143,6 +143,7 @@ def test_review_page_token_cards_compare_trash_and_undo(daemon_factory: Any, use
     assert str(files["c"]) not in page
     assert "KEEP" in page and "320 × " in page and "JPEG" in page and "exact distance 0" in page
     assert "most pixels" in page  # why the keep policy keeps it
+    assert "a_copy.jpg.xmp" in page  # the copy's sidecar, attached to it: it goes along with it
     assert "2 groups" in browser.find_element(By.ID, "summary").text
     assert (user.home / ".cache" / "dedupd" / "thumbnails").is_dir()  # made in the pool, cached for the user
     _screenshot(browser, tmp_path, "review-groups.png")

@@ -79,6 +79,7 @@ def _member(match: Mapping[str, Any], record: Mapping[str, Any] | None, keep: bo
         "matched": match.get("matched"), "keep": keep, "why": why if keep else None,
         "protected": bool(record.get("protected")),
         "digest": record.get("digest"), "mtime_ns": record.get("mtime_ns"),
+        "companions": [os.path.basename(c["path"]) for c in record.get("companions") or []],  # go along with it
     }
 
 

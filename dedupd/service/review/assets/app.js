@@ -62,6 +62,7 @@ function memberView(group, member, index) {
     ["camera", member.camera || "—"],
     ["match", match(member) || "—"],
   ];
+  if (member.companions && member.companions.length) facts.push(["with", member.companions.join(", ")]);
   return el("div", { class: "member" + (member.keep ? " keep" : ""), "data-path": member.path },
     el("div", { class: "thumb" }, el("img", { src: mediaUrl("/api/thumb", member.path, "&size=256"), alt: member.name,
                                               loading: "lazy" })),
