@@ -694,13 +694,15 @@ class Pipeline:
         """One report per file that arrived with duplicates; returns where each was written. A report that
         cannot be written (a full disk) is logged and missed; the duplicate stays in the index and `duplicates`."""
         written = {}
+        attached = self._catalog.store.companions(matches) if self._reports is not None else {}
         for path, found in matches.items():
             root = self._root_of(path) or os.path.dirname(path)
             self.counters.reports += 1
             if self._reports is None:
                 continue
             try:
-                written[path] = self._reports.write_event(path, found, root)
+                written[path] = self._reports.write_event(
+                    path, found, root, companions=[c.document() for c in attached.get(path, [])])
             except OSError as exc:
                 self.counters.reports_lost += 1
                 since = self._problems.get("reports", (time.monotonic(), ""))[0]

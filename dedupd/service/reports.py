@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -71,8 +71,10 @@ class ReportWriter:
         self._summary_dirty = False
         self.written = 0
 
-    def write_event(self, file: str, matches: Sequence[Match], root: str, detected_at: datetime | None = None) -> Path:
-        """One report for one duplicate event: `file` just arrived and matches `matches`."""
+    def write_event(self, file: str, matches: Sequence[Match], root: str, detected_at: datetime | None = None,
+                    companions: Sequence[Mapping[str, object]] = ()) -> Path:
+        """One report for one duplicate event: `file` just arrived and matches `matches`; its `companions`
+        (sidecars and motion file, `dedupd.companions`, as the store knows them then) when it has any."""
         moment = detected_at or datetime.now(UTC).astimezone()
         with self._lock:
             self._sequence += 1
@@ -84,6 +86,7 @@ class ReportWriter:
                 "file": file,
                 "matches": [match_document(match) for match in matches],
                 "root": root,
+                **({"companions": list(companions)} if companions else {}),
             })
             self.written += 1
             self._summary_dirty = True

@@ -103,6 +103,10 @@ def test_trash_and_undo_take_an_images_sidecars_and_motion_file_along(tmp_path: 
     assert _companions(daemon, paths["heic"]) == [("IMG_0003.AAE", "sidecar", True), ("IMG_0003.MOV", "motion", True)]
     assert "with IMG_0003.AAE (sidecar), IMG_0003.MOV (motion)" in daemon.ctl("query", str(paths["heic"])).stdout
     before, decodes = user.tree(library), daemon.status()["counts"]["decodes"]
+    reports = {r["file"]: r.get("companions", []) for r in daemon.reports()}
+    assert set(reports) & {str(paths["heic"]), str(keep)}  # one of the two byte copies is reported: the later one
+    if str(paths["heic"]) in reports:  # the card's still, with those of its companions indexed before the report
+        assert {Path(c["path"]).name for c in reports[str(paths["heic"])]} <= {"IMG_0003.AAE", "IMG_0003.MOV"}
 
     trashed = daemon.ctl_json("resolve", "--trash")  # the policy: the outside copy and the newer HEIC go
     assert trashed["refused"] == []

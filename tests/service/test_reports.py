@@ -21,6 +21,10 @@ def test_event_report_format(tmp_path: Path) -> None:
                     {"path": "/p/b.jpg", "method": "cnn", "similarity": 0.8765}],
     }
     assert not list(path.parent.glob(".*.tmp")), "no temp file is left behind"
+    sidecar = {"path": "/p/IMG_1.xmp", "kind": "sidecar", "shared": True}
+    attached = writer.write_event("/p/IMG_1.JPG", [Match("/p/a.jpg", "exact", distance=0)], "/p", moment,
+                                  companions=[sidecar])
+    assert json.loads(attached.read_text())["companions"] == [sidecar]  # only when the file has any
 
 
 def test_reports_in_one_second_get_distinct_names(tmp_path: Path) -> None:
