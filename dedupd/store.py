@@ -10,6 +10,10 @@ Layout (one environment in `<state_dir>/store/`, named databases):
 - ``paths``       path key -> rid. Keys over LMDB's 511-byte limit are a prefix plus an xxh3-128 of the path.
 - ``digests``     content digest -> rid (dupsort): the persistent exact-duplicate map.
 - ``inodes``      (dev, inode) -> rid (dupsort): move detection; several rids for hard links.
+- ``sizes``       file size -> rid (dupsort) of every encoded record: a new file of a stored size may be a byte
+                  copy of one, so the daemon has a worker read it with that record's digest before decoding it
+                  (`of_size`). Meta ``sizes_seq`` is the batch it was current at; a store written without it is
+                  indexed at open in one pass over the records (none is decoded).
 - ``emb``         rid -> float16 embedding bytes.
 - ``h:<name>``    rid -> u64 per hash method: a column read in one pass when the index is rebuilt.
 - ``links``       rid -> (other rid, method code, score) (dupsort, both directions): the match graph the
@@ -78,6 +82,7 @@ _DBS = (
     ("paths", False),
     ("digests", True),
     ("inodes", True),
+    ("sizes", True),
     ("emb", False),
     ("links", True),
     ("ignored", True),
@@ -85,6 +90,7 @@ _DBS = (
 )  # (name, dupsort)
 _LINK = struct.Struct(">QBf")  # other rid, method code, score (distance or similarity)
 _DEVINO = struct.Struct(">QQ")
+_SIZE = struct.Struct(">Q")
 
 
 #: Every transaction is opened without `buffers`: lmdb hands back bytes, not memoryviews.
@@ -314,6 +320,7 @@ class Store:
                 raise _damaged(store_dir, problems)
             store._check_versions(encoder_version, drop_embeddings)
             store._retrying(store._index_companions)
+            store._retrying(store._index_sizes)
             store._clean_mark = state / _CLEAN_MARK
             store.state_dir = state
         except _RECORD_ERRORS as e:
@@ -377,6 +384,25 @@ class Store:
         if seq:
             log.info("indexed %d sidecars and motion files by their images' names", indexed)
         self._put_meta(txn, "companions_seq", seq)
+
+    def _index_sizes(self, txn: Txn) -> None:
+        """Rebuild ``sizes`` unless it is current (its meta ``sizes_seq`` is the batch sequence): a store written
+        before it existed, or by such a dedupd since. One pass over the records."""
+        seq = self._meta(txn, "seq", 0)
+        if self._meta(txn, "sizes_seq") == seq:
+            return
+        db = self._dbs["sizes"]
+        txn.drop(db, delete=False)
+        indexed = 0
+        with txn.cursor(self._dbs["files"]) as cur:
+            for key, raw in cur:
+                rec = _unpack_record(raw)[0]
+                if rec.encoding is not None:
+                    txn.put(_SIZE.pack(rec.key.size), key, db=db)
+                    indexed += 1
+        if seq:
+            log.info("indexed %d encoded records by their file size", indexed)
+        self._put_meta(txn, "sizes_seq", seq)
 
     def _drop_embeddings(self, txn: Txn) -> None:
         log.warning("dropping all embeddings and duplicate links (model changed): they are recomputed")
@@ -546,6 +572,7 @@ class Store:
         seq = self._meta(txn, "seq", 0) + 1
         self._put_meta(txn, "seq", seq)
         self._put_meta(txn, "companions_seq", seq)
+        self._put_meta(txn, "sizes_seq", seq)
         self._put_meta(txn, "next_rid", next_rid)
         self._put_meta(txn, "counts", counts)
         ignored = sorted({(min(r, o), max(r, o)) for r in added for o in self._ignored_of(txn, r)})
@@ -577,6 +604,7 @@ class Store:
             txn.put(_companion_key(rec.key.path), key, db=self._dbs["companions"])
         if enc is not None:
             txn.put(enc.digest, key, db=self._dbs["digests"])
+            txn.put(_SIZE.pack(rec.key.size), key, db=self._dbs["sizes"])
             for name, value in enc.hashes.items():
                 txn.put(key, int(value).to_bytes(8, "little"), db=self._hash_dbs[name])
         kind = "encoded" if enc is not None else f"skipped:{rec.skip}"
@@ -594,6 +622,7 @@ class Store:
             txn.delete(key, db=self._dbs["emb"])
         if rec.encoding is not None:
             txn.delete(rec.encoding.digest, key, db=self._dbs["digests"])
+            txn.delete(_SIZE.pack(rec.key.size), key, db=self._dbs["sizes"])
             for name in rec.encoding.hashes:
                 txn.delete(key, db=self._hash_dbs[name])
         links = self._dbs["links"]
@@ -628,6 +657,9 @@ class Store:
         rec, has_emb = _unpack_record(_required(txn, rkey, self._dbs["files"]))
         txn.delete(_DEVINO.pack(rec.key.dev, rec.key.inode), rkey, db=self._dbs["inodes"])
         txn.put(_DEVINO.pack(key.dev, key.inode), rkey, db=self._dbs["inodes"])
+        if rec.encoding is not None and rec.key.size != key.size:  # never for the same bytes; kept exact anyway
+            txn.delete(_SIZE.pack(rec.key.size), rkey, db=self._dbs["sizes"])
+            txn.put(_SIZE.pack(key.size), rkey, db=self._dbs["sizes"])
         rec = replace(rec, key=key)
         txn.put(rkey, _pack_record(rec, has_emb), db=self._dbs["files"])
         return rec
@@ -848,6 +880,16 @@ class Store:
                 return []
             return [int.from_bytes(v, "big") for v in cur.iternext_dup()]
 
+    def of_size(self, size: int, limit: int = 8) -> list[FileRecord]:
+        """Up to `limit` encoded records of files of `size` bytes, the newest first, with their embeddings."""
+        with self._lock, self._read() as txn, txn.cursor(self._dbs["sizes"]) as cur:
+            if not cur.set_key(_SIZE.pack(size)) or not cur.last_dup():
+                return []
+            keys = [cur.value()]
+            while len(keys) < limit and cur.prev_dup():
+                keys.append(cur.value())
+            return [self._record(txn, key, True) for key in keys]
+
     def exact_groups(self) -> list[list[int]]:
         """Records sharing a content digest, as rid lists (two or more each), in one pass."""
         with self._lock, self._read() as txn, txn.cursor(self._dbs["digests"]) as cur:
@@ -968,6 +1010,7 @@ class Store:
         self._put_meta(txn, "next_rid", next_rid)
         self._put_meta(txn, "counts", counts)
         self._put_meta(txn, "companions_seq", self._meta(txn, "seq", 0))
+        self._put_meta(txn, "sizes_seq", self._meta(txn, "seq", 0))
         return replaced
 
     def _restore_ignored(self, pairs: Iterable[tuple[int, int]]) -> int:
@@ -1011,6 +1054,7 @@ class Store:
             expect["emb"].add((key, b""))
         if rec.encoding is not None:
             expect["digests"].add((rec.encoding.digest, key))
+            expect["sizes"].add((_SIZE.pack(rec.key.size), key))
             for name, value in rec.encoding.hashes.items():
                 column = self._hash_dbs.get(name)
                 if column is None or txn.get(key, db=column) != _hash_value(value):
@@ -1024,7 +1068,7 @@ class Store:
         with self._read() as txn:
             db = self._dbs
             expect: dict[str, set[tuple[bytes, bytes]]] = {
-                n: set() for n in ("paths", "digests", "inodes", "emb", "companions")}
+                n: set() for n in ("paths", "digests", "inodes", "emb", "companions", "sizes")}
             expect_hash: dict[str, set[bytes]] = {n: set() for n in self._hash_dbs}
             tally: dict[str, int] = {}
             for key, raw in txn.cursor(db["files"]):
@@ -1035,9 +1079,11 @@ class Store:
             counted = {kind: n for kind, n in self._meta(txn, "counts", {}).items() if n}
             if counted != tally:  # what status reports as indexed and skipped
                 problems.append(f"counts: the store says {counted}, its records are {tally}")
-            # a store written before ``companions`` (or since by a dedupd without it) has it rebuilt at open
-            current = self._meta(txn, "companions_seq") == self._meta(txn, "seq", 0)
-            for name in ("paths", "digests", "inodes", "companions")[: 4 if current else 3]:
+            # a store written before ``companions`` or ``sizes`` (or since by a dedupd without them) has them
+            # rebuilt at open
+            seq = self._meta(txn, "seq", 0)
+            rebuilt = [name for name in ("companions", "sizes") if self._meta(txn, f"{name}_seq") == seq]
+            for name in ("paths", "digests", "inodes", *rebuilt):
                 actual = set(txn.cursor(db[name]))
                 if actual != expect[name]:
                     problems.append(f"{name}: {len(actual - expect[name])} stray, {len(expect[name] - actual)} missing")

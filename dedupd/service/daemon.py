@@ -477,6 +477,7 @@ class Daemon:
                 "duplicate_files": stats["grouped_files"],
                 "reports": counters.reports,
                 "same_content": counters.same_content,
+                "reused": counters.reused,
                 "skipped": self._skip_counts(records, counters.vanished, len(self._too_long)),  # type: ignore[arg-type]
                 # an image's files that are no image (dedupd.companions): counted, never skipped
                 "sidecars": records.get(f"skipped:{SkipReason.SIDECAR.value}", 0),

@@ -6,6 +6,11 @@ Owns what happens between a watcher event and a committed, reported record:
   (size, mtime_ns); repeated events for one file collapse into one entry, so they cause one decode;
 * unchanged files (dev, inode, size, mtime_ns equal to the store's) are never decoded again, broken
   ones included (their skip reason is stored with their key);
+* byte copies are read, not decoded: a new file of the size of a stored record is submitted with that
+  record's digest, and when its bytes have it the record's encoding is reused under the new path (an exact
+  duplicate, reported like any other). A file of the size of one still in flight that was submitted without
+  a digest (the first of its size) waits until that one is committed, so a copy within one burst is read, not
+  decoded, too (as `dedupd scan` does);
 * moves and directory renames re-key records without decoding, also when they happened while the
   daemon was down (same inode, size and mtime under a vanished path);
 * the reconcile scan (startup, `rescan`, lost events) compares the disk with the store;
@@ -40,7 +45,7 @@ from dedupd.errors import QUIET_REASONS, Skipped, SkipReason, StoreError
 from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import DEFAULT_MAX_FILE_SIZE, EncodedFile
 from dedupd.pathnames import is_under
-from dedupd.records import Change, ChangeKind, FileKey, FileRecord, Match, Move, Removal, Restat
+from dedupd.records import Change, ChangeKind, Encoding, FileKey, FileRecord, Match, Move, Removal, Restat, thumb_pixels
 from dedupd.service.reports import ReportWriter
 
 log = logging.getLogger(__name__)
@@ -132,6 +137,7 @@ class Counters:
     reencoded_after_change: int = 0
     reports_lost: int = 0  # reports that could not be written (a full disk)
     same_content: int = 0  # files read again whose bytes had not changed (no decode, no report)
+    reused: int = 0  # new files with the bytes of a stored record: read, its encoding reused (no decode)
 
 
 class Pipeline:
@@ -168,6 +174,7 @@ class Pipeline:
         self._settling: dict[str, _Settling] = {}
         self._in_flight: dict[str, FileKey] = {}  # submitted to the pool, not yet committed
         self._dirty: set[str] = set()  # changed again while in flight: settle once more afterwards
+        self._first_of_size: dict[int, str] = {}  # size -> the path in flight submitted without a digest
         self._offline: set[str] = set()
         self._last_change_at = 0.0
         self._recently_vanished: dict[str, None] = {}  # insertion-ordered, bounded: counts each path once
@@ -477,12 +484,20 @@ class Pipeline:
                 self._commit_skip(key, companion, "belongs to the image of its basename")
                 continue
             known = self._take_expected(key)
-            with self._state_lock:
-                self._in_flight[path] = key
             if known is not None:  # an undo brought it back as it was: committed without a decode
+                with self._state_lock:
+                    self._in_flight[path] = key
                 self._put(self._commit_queue, known)
                 continue
-            self._pool.submit(key, path, self._known_digest(key))  # blocks while the pool is full: back-pressure
+            digest = self._known_digest(key) or self._copy_digest(key)
+            with self._state_lock:
+                first = self._first_of_size.setdefault(key.size, path) if digest is None else path
+                if first == path:
+                    self._in_flight[path] = key
+                else:  # may be a copy of that file: asked again once it is committed
+                    self._settling[path] = _Settling(key, entry.stable_since, True)
+                    continue
+            self._pool.submit(key, path, digest)  # blocks while the pool is full: back-pressure
 
     def _known_digest(self, key: FileKey) -> bytes | None:
         """The stored digest of a file whose size is unchanged: if its bytes still have it (a touch, the same
@@ -491,6 +506,28 @@ class Pipeline:
         if stored is None or stored.encoding is None or stored.key.size != key.size:
             return None
         return stored.encoding.digest
+
+    def _copy_digest(self, key: FileKey) -> bytes | None:
+        """The digest of another stored file of this size whose encoding can be reused: if the new file's bytes
+        have it, the worker only reads it and the new record takes that encoding (`_on_encoded`)."""
+        for stored in self._catalog.store.of_size(key.size):
+            if stored.key.path != key.path and stored.encoding is not None and self._reusable(stored.encoding):
+                return stored.encoding.digest
+        return None
+
+    def _reusable(self, encoding: Encoding) -> bool:
+        """Whether a stored encoding is what decoding its bytes again gives: written with the current thumbnail
+        layout (and so with the capture fields), and with an embedding when the CNN is on."""
+        return thumb_pixels(encoding.thumb) is not None and (self._encoder is None or encoding.embedding is not None)
+
+    def _stored_encoding(self, digest: bytes) -> Encoding | None:
+        """A reusable stored encoding of these bytes (with its embedding when the CNN is on), or None."""
+        store = self._catalog.store
+        for rid in store.rids_for_digest(digest):  # the first one, unless a record of the old layout leads
+            stored = store.records([rid], embedding=True).get(rid)
+            if stored is not None and stored.encoding is not None and self._reusable(stored.encoding):
+                return stored.encoding if self._encoder is not None else replace(stored.encoding, embedding=None)
+        return None
 
     def _unchanged_in_store(self, key: FileKey) -> bool:
         stored = self._catalog.store.get(key.path)
@@ -546,9 +583,20 @@ class Pipeline:
     # ------------------------------------------------------------------ encode results
     def _on_encoded(self, key: FileKey, outcome: Outcome) -> None:
         """Pool callback (pool thread): route a result to the CNN queue or straight to commit."""
-        if isinstance(outcome, SameContent):  # only its stat identity changed (a touch): no decode, no report
-            self.counters.same_content += 1
-            self._put(self._commit_queue, Restat(key))
+        if isinstance(outcome, SameContent):
+            own = self._catalog.store.get(key.path)
+            if own is not None and own.encoding is not None and own.encoding.digest == outcome.digest:
+                self.counters.same_content += 1  # only its stat identity changed (a touch): no decode, no report
+                self._put(self._commit_queue, Restat(key))
+                return
+            encoding = self._stored_encoding(outcome.digest)
+            if encoding is None:  # the record it copies is gone since it was submitted: decode it after all
+                with self._state_lock:
+                    self._in_flight.pop(key.path, None)
+                    self._settling[key.path] = _Settling(key, time.monotonic(), True)
+                return
+            self.counters.reused += 1  # a byte copy of a stored file: its record, under this path's stat identity
+            self._put(self._commit_queue, FileRecord(key, encoding=encoding))
             return
         self.counters.decodes += 1
         if isinstance(outcome, Skipped):
@@ -612,9 +660,11 @@ class Pipeline:
             self._before_commit([item.key.path for item in batch if isinstance(item, FileRecord)])
         changes: list[Any] = []
         settled_again: list[str] = []
+        done: list[FileKey] = []
         for item in batch:
             if isinstance(item, FileRecord | Restat):
                 current = self._current_key(item.key.path)
+                done.append(item.key)
                 with self._state_lock:
                     self._in_flight.pop(item.key.path, None)
                     self.counters.committed += 1
@@ -635,6 +685,10 @@ class Pipeline:
                 self.counters.removals += 1
             changes.append(item)
         applied = self._apply(changes) if changes else None
+        with self._state_lock:  # committed: a file of the same size waiting for one of these can be submitted
+            for key in done:
+                if self._first_of_size.get(key.size) == key.path:
+                    del self._first_of_size[key.size]
         if applied is not None:
             written = self._report(applied.matches)
             if self._on_batch is not None:

@@ -15,6 +15,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from dedupd.imaging.cnn import resolve_model
+from dedupd.imaging.encode import encode_path
+from dedupd.store import Store
+
 pytestmark = pytest.mark.e2e
 
 
@@ -71,6 +75,7 @@ def test_camera_import_reports_exactly_the_duplicates(tmp_path: Path, daemon_fac
     assert reported == expected
     status = daemon.status()
     assert status["counts"]["indexed"] == 220 and status["counts"]["duplicates"] == 40
+    assert status["counts"]["decodes"] == 205 and status["counts"]["reused"] == 15  # byte copies: read, not decoded
     assert daemon.stop() == 0
     # The one-shot scan decides with the same rule: the same files give the same groups.
     scan = subprocess.run([sys.executable, "-m", "dedupd", "scan", str(library), "--recursive", "--json"],
@@ -79,6 +84,62 @@ def test_camera_import_reports_exactly_the_duplicates(tmp_path: Path, daemon_fac
 
 
 @pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed (apt-get install rsync)")
+def test_byte_copies_in_a_burst_are_read_not_decoded_and_stored_as_a_decode_gives_them(
+        tmp_path: Path, daemon_factory, photos, photo_bytes) -> None:
+    """Copies of a stored file and of files of the same burst (each written right after its original) are
+    reported as exact duplicates without a decode; a file of the same size with other bytes is decoded; each
+    copy's record is what decoding it gives; `dedupd scan` finds the same groups."""
+    library = tmp_path / "Pictures"
+    library.mkdir()
+    with Image.open(photos[0]) as photo:
+        photo = photo.convert("RGB")
+    photo.save(library / "a.jpg", quality=90, comment=b"aaaa")
+    daemon = daemon_factory([library])
+    daemon.wait_idle()
+    burst = library / "card"
+    burst.mkdir()
+    expected = [{str(library / "a.jpg"), str(burst / "copy_a.jpg"), str(burst / "e.jpg")}]
+    for i in range(1, 21):
+        (burst / f"p{i:02d}.jpg").write_bytes(photo_bytes[i])
+        if i % 4 == 0:
+            shutil.copyfile(burst / f"p{i:02d}.jpg", burst / f"p{i:02d}_copy.jpg")
+            expected.append({str(burst / f"p{i:02d}.jpg"), str(burst / f"p{i:02d}_copy.jpg")})
+    shutil.copyfile(library / "a.jpg", burst / "copy_a.jpg")
+    photo.save(burst / "e.jpg", quality=90, comment=b"eeee")  # a's size and pixels, other bytes: decoded
+    assert (burst / "e.jpg").stat().st_size == (library / "a.jpg").stat().st_size
+    daemon.wait_idle()
+    counts = daemon.status()["counts"]
+    assert (counts["indexed"], counts["decodes"], counts["reused"]) == (28, 22, 6)
+    groups = daemon.ctl_json("duplicates")["groups"]
+    assert sorted(sorted(m["path"] for m in g) for g in groups) == sorted(sorted(g) for g in expected)
+    # reported by whichever of the two came second (the watcher may see a copy before its original)
+    exact = {frozenset((r["file"], m["path"])) for r in daemon.reports() for m in r["matches"]
+             if m["method"] == "exact"}
+    assert exact == {frozenset((str(burst / "copy_a.jpg"), str(library / "a.jpg")))} | {
+        frozenset((str(burst / f"p{i:02d}_copy.jpg"), str(burst / f"p{i:02d}.jpg"))) for i in (4, 8, 12, 16, 20)}
+    assert daemon.stop() == 0
+    spec = resolve_model(None)
+    with Store.open(tmp_path / "state") as store:  # whichever of a pair was read, not decoded: both as decoded
+        for pair in exact:
+            records = [store.get(path, embedding=True) for path in sorted(pair)]
+            for path, record in zip(sorted(pair), records, strict=True):
+                assert record is not None and record.encoding is not None
+                st = os.stat(path)
+                assert (record.key.dev, record.key.inode, record.key.size, record.key.mtime_ns) == (
+                    st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                decoded = encode_path(path, cnn_spec=spec).encoding  # as the daemon's workers decode
+                ours = record.encoding
+                assert (ours.digest, ours.width, ours.height, dict(ours.hashes), ours.capture, ours.thumb) == (
+                    decoded.digest, decoded.width, decoded.height, dict(decoded.hashes), decoded.capture,
+                    decoded.thumb)
+            first, second = (record.encoding.embedding for record in records if record and record.encoding)
+            assert first is not None and second is not None and (first == second).all()
+    scan = subprocess.run([sys.executable, "-m", "dedupd", "scan", str(library), "--recursive", "--json"],
+                          capture_output=True, text=True, check=True)
+    scanned = json.loads(scan.stdout)["groups"]
+    assert sorted(sorted(m["path"] for m in g) for g in scanned) == sorted(sorted(g) for g in expected)
+
+
 def test_slow_writer_mkdir_burst_rsync_and_renames(tmp_path: Path, daemon_factory, photo_bytes) -> None:
     root = tmp_path / "photos"
     root.mkdir()

@@ -8,20 +8,21 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from dedupd.catalog import Catalog, IndexConfig
 from dedupd.encodepool import EncodePool
 from dedupd.imaging.cnn import Encoder
-from dedupd.imaging.encode import content_digest
-from dedupd.records import Change, ChangeKind, Match
+from dedupd.imaging.encode import content_digest, encode_path
+from dedupd.records import Change, ChangeKind, FileRecord, Match
 from dedupd.search.matcher import MatcherSettings
-from dedupd.service.pipeline import Pipeline, PipelineSettings
+from dedupd.service.pipeline import Pipeline, PipelineSettings, file_key
 from dedupd.service.reports import ReportWriter
 from dedupd.watch import RootSpec, scan
 
@@ -119,10 +120,10 @@ def test_new_files_are_encoded_once_and_a_copy_is_reported(rig: Rig, photo_bytes
     shutil.copy(rig.root / "p2.jpg", copy)
     rig.change(ChangeKind.CREATED, copy)
     rig.change(ChangeKind.MODIFIED, copy)
-    rig.change(ChangeKind.CLOSED, copy)  # three events for one file: one decode
+    rig.change(ChangeKind.CLOSED, copy)  # three events for one file: read once, not decoded (a byte copy)
     near = rig.write(rig.root / "near.jpg", q60(photo_bytes[3]))
     rig.idle()
-    assert rig.pipeline.counters.decodes == 6
+    assert rig.pipeline.counters.decodes == 5 and rig.pipeline.counters.reused == 1
     found = rig.batches.duplicates()
     assert [(m.path, m.method) for m in found[str(copy)]] == [(str(rig.root / "p2.jpg"), "exact")]
     assert [m.path for m in found[str(near)]] == [str(rig.root / "p3.jpg")]
@@ -188,7 +189,8 @@ def test_rescan_reconciles_what_happened_without_events(rig: Rig, photo_bytes: l
     rig.idle()
     assert rig.record(gone) is None and rig.record(kept) is not None
     assert rig.record(rig.root / "sub" / "new.jpg") is not None
-    assert rig.pipeline.counters.decodes == 4  # kept.jpg was not decoded again
+    assert rig.pipeline.counters.decodes == 3  # kept.jpg was not decoded again, dup.jpg (its bytes) not at all
+    assert rig.pipeline.counters.reused == 1
     assert [m.path for m in rig.batches.duplicates()[str(rig.root / "sub" / "dup.jpg")]] == [str(kept)]
     assert rig.pipeline.scan_state()["running"] is False
 
@@ -236,3 +238,92 @@ def test_a_file_rewritten_while_it_is_decoded_is_stored_with_its_final_content(r
     assert record.encoding.digest == content_digest(photo_bytes[1])
     assert (record.key.size, record.key.mtime_ns) == (len(photo_bytes[1]), 1_700_000_000_000_000_000)
     assert rig.pipeline.counters.decodes == 2
+
+
+def _wait_for(marker: Path) -> None:
+    deadline = time.monotonic() + IDLE_S
+    while not marker.exists():
+        assert time.monotonic() < deadline, f"no worker took {marker.name}"
+        time.sleep(0.02)
+
+
+def test_a_byte_copy_is_read_not_decoded_and_its_record_is_what_a_decode_gives(
+        rig: Rig, encoder: Encoder, photos: list[Path]) -> None:
+    with Image.open(photos[0]) as photo:
+        photo = photo.convert("RGB")
+    original, copy, other = rig.root / "a.jpg", rig.root / "b.jpg", rig.root / "e.jpg"
+    photo.save(original, quality=90, comment=b"aaaa")
+    rig.change(ChangeKind.CLOSED, original)
+    rig.idle()
+    shutil.copyfile(original, copy)
+    photo.save(other, quality=90, comment=b"eeee")  # the same size, other bytes: must be decoded
+    assert other.stat().st_size == original.stat().st_size
+    rig.change(ChangeKind.CLOSED, copy)
+    rig.change(ChangeKind.CLOSED, other)
+    rig.idle()
+    assert rig.pipeline.counters.decodes == 2 and rig.pipeline.counters.reused == 1  # a.jpg and e.jpg
+    stored = rig.catalog.store.get(str(copy), embedding=True)
+    st = copy.stat()
+    assert (stored.key.dev, stored.key.inode, stored.key.size, stored.key.mtime_ns) == (
+        st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    decoded = encode_path(copy, cnn_spec=encoder.spec)  # what decoding the copy gives
+    ours, theirs = stored.encoding, decoded.encoding
+    assert (ours.digest, ours.width, ours.height, dict(ours.hashes), ours.capture, ours.thumb) == (
+        theirs.digest, theirs.width, theirs.height, dict(theirs.hashes), theirs.capture, theirs.thumb)
+    vector = encoder.embed_prepared([decoded.cnn_input])[0]
+    assert np.allclose(ours.embedding, vector.astype(np.float16), atol=2e-3)  # the store keeps float16
+    found = rig.batches.duplicates()
+    assert (str(original), "exact") in [(m.path, m.method) for m in found[str(copy)]]
+    assert rig.record(other).encoding.digest == content_digest(other.read_bytes())
+    assert (str(original), "exact") not in [(m.path, m.method) for m in found[str(other)]]
+    assert [m.method for m in rig.catalog.matches(str(copy)) if m.path == str(original)] == ["exact"]
+
+
+def test_a_copy_of_a_file_still_in_flight_waits_for_it_and_is_not_decoded(rig: Rig, tmp_path: Path,
+                                                                          photo_bytes: list[bytes]) -> None:
+    original = rig.write(rig.root / "gate_original.jpg", photo_bytes[0])
+    _wait_for(tmp_path / "gate_original.jpg.started")  # a worker holds the original: not committed yet
+    copy = rig.write(rig.root / "copy.jpg", photo_bytes[0])  # submitted without a digest, it would be decoded
+    rig.write(rig.root / "other.jpg", photo_bytes[1])
+    assert not rig.pipeline.wait_idle(2)
+    (tmp_path / "gate_original.jpg.release").touch()
+    rig.idle()
+    assert rig.pipeline.counters.decodes == 2 and rig.pipeline.counters.reused == 1  # original.jpg and other.jpg
+    assert [(m.path, m.method) for m in rig.batches.duplicates()[str(copy)]] == [(str(original), "exact")]
+    assert rig.record(copy).encoding == rig.record(original).encoding
+
+
+def test_a_copy_whose_original_went_away_before_it_was_read_is_decoded(rig: Rig, tmp_path: Path,
+                                                                       photo_bytes: list[bytes]) -> None:
+    original = rig.write(rig.root / "o.jpg", photo_bytes[0])
+    rig.idle()
+    copy = rig.write(rig.root / "gate_copy.jpg", photo_bytes[0])  # submitted with o.jpg's digest
+    _wait_for(tmp_path / "gate_copy.jpg.started")
+    original.unlink()
+    rig.change(ChangeKind.DELETED, original)
+    deadline = time.monotonic() + IDLE_S
+    while rig.record(original) is not None:
+        assert time.monotonic() < deadline, "the removal was not committed"
+        time.sleep(0.05)
+    (tmp_path / "gate_copy.jpg.release").touch()
+    rig.idle()
+    assert rig.pipeline.counters.decodes == 2 and rig.pipeline.counters.reused == 0
+    assert rig.record(copy).encoding.digest == content_digest(photo_bytes[0])
+    assert rig.catalog.groups() == [] and rig.report_files() == []
+
+
+def test_a_stored_record_of_the_older_layout_is_not_reused(rig: Rig, encoder: Encoder,
+                                                           photo_bytes: list[bytes]) -> None:
+    """A record without the thumbnail (written before it existed) is not what a decode gives now: a copy of its
+    file is decoded."""
+    old = rig.root / "old.jpg"
+    old.write_bytes(photo_bytes[0])
+    decoded = encode_path(old, cnn_spec=encoder.spec)
+    vector = encoder.embed_prepared([decoded.cnn_input])[0]
+    rig.catalog.apply([FileRecord(file_key(str(old), old.stat()),
+                                  encoding=replace(decoded.encoding, thumb=None, capture=None, embedding=vector))])
+    copy = rig.write(rig.root / "copy.jpg", photo_bytes[0])
+    rig.idle()
+    assert rig.pipeline.counters.decodes == 1 and rig.pipeline.counters.reused == 0
+    assert rig.record(copy).encoding.thumb == decoded.encoding.thumb
+    assert [(m.path, m.method) for m in rig.batches.duplicates()[str(copy)]] == [(str(old), "exact")]

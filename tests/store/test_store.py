@@ -11,7 +11,7 @@ import pytest
 
 from dedupd.errors import SkipReason, StoreError, StoreVersionMismatch
 from dedupd.mounts import filesystem_type
-from dedupd.records import Encoding, FileKey, FileRecord, Link, Move, Removal
+from dedupd.records import Encoding, FileKey, FileRecord, Link, Move, Removal, Restat
 from dedupd.store import Store, refuse_network_filesystem
 
 
@@ -283,4 +283,44 @@ def test_a_store_of_the_previous_version_gets_its_companions_indexed_at_open_wit
             assert len(doomed) == 1 and txn.delete(*doomed[0], db=store._dbs["companions"])
     with Store.open(tmp_path) as store:
         assert _companions(store, "/c/IMG_1.jpg") == {"/c/IMG_1.jpg": ["/c/IMG_1.jpg.xmp", "/c/IMG_1.xmp"]}
+        assert store.check() == []
+
+
+def test_records_are_found_by_file_size_newest_first_through_every_change(tmp_path: Path) -> None:
+    """`of_size`: the encoded records of a size (skips are not), kept through replace, restat, move and removal."""
+    with Store.open(tmp_path) as store:
+        store.commit([record("/p/a.jpg", 1, size=500), record("/p/b.jpg", 2, size=500), record("/p/c.jpg", 3),
+                      FileRecord(FileKey("/p/bad.jpg", 7, 5, 500, 4), skip=SkipReason.TRUNCATED)])
+
+        def paths(size: int) -> list[str]:
+            return [rec.key.path for rec in store.of_size(size)]
+
+        assert paths(500) == ["/p/b.jpg", "/p/a.jpg"] and paths(100) == ["/p/c.jpg"] and paths(7) == []
+        assert [rec.key.path for rec in store.of_size(500, limit=1)] == ["/p/b.jpg"]
+        store.commit([record("/p/a.jpg", 4, size=900)])  # a.jpg rewritten at another size: a new record
+        assert paths(500) == ["/p/b.jpg"] and paths(900) == ["/p/a.jpg"]
+        store.commit([Restat(FileKey("/p/b.jpg", 7, 77, 500, 5))])  # a touch: same size, same record
+        store.commit([Move("/p", "/q"), Removal("/q/c.jpg")])
+        assert paths(500) == ["/q/b.jpg"] and paths(900) == ["/q/a.jpg"] and paths(100) == []
+        assert store.check() == []
+
+
+def test_a_store_without_the_size_index_gets_it_at_open(tmp_path: Path) -> None:
+    import msgpack
+
+    with Store.open(tmp_path) as store:
+        store.commit([record("/c/a.jpg", 1, size=300), record("/c/b.jpg", 2, size=300)])
+        with store._env.begin(write=True) as txn:  # as the previous version left it: no such DB, no marker
+            txn.drop(store._dbs["sizes"], delete=True)
+            txn.delete(b"sizes_seq", db=store._dbs["meta"])
+    with Store.open(tmp_path, verify_all=True) as store:  # an unclean open checks everything first
+        assert [rec.key.path for rec in store.of_size(300)] == ["/c/b.jpg", "/c/a.jpg"]
+        assert store.check() == []
+        store.commit([record("/c/d.jpg", 3, size=300)])
+        with store._env.begin(write=True) as txn:  # as a dedupd without the index leaves that batch
+            txn.put(b"sizes_seq", msgpack.packb(store.seq() - 1), db=store._dbs["meta"])
+            assert txn.delete((300).to_bytes(8, "big"), (3).to_bytes(8, "big"), db=store._dbs["sizes"])
+        assert store.check() == []  # an index not current is not checked: it is rebuilt at the next open
+    with Store.open(tmp_path) as store:
+        assert [rec.key.path for rec in store.of_size(300)] == ["/c/d.jpg", "/c/b.jpg", "/c/a.jpg"]
         assert store.check() == []
