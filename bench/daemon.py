@@ -226,6 +226,7 @@ class DaemonRun:
     reports: int
     indexed: int
     decodes: int
+    reused: int
     pending: int
     duplicate_groups: int
     duplicate_files: int
@@ -330,6 +331,7 @@ def run_daemon(home: Path, sources: list[Path], idle_window_s: float) -> DaemonR
         reports=len(mtimes),
         indexed=counts["indexed"],
         decodes=counts["decodes"],
+        reused=counts.get("reused", 0),  # byte copies read, not decoded (absent from a daemon before them)
         pending=counts["pending"],
         duplicate_groups=counts["duplicates"],
         duplicate_files=counts["duplicate_files"],
@@ -441,7 +443,7 @@ def main() -> None:
         ("VmHWM of main process MiB", fmt(daemon.hwm_mib), fmt(scan.hwm_mib)),
         ("RSS of tree before the import MiB", fmt(daemon.rss_at_start_mib), ""),
         ("processes in tree (peak)", str(daemon.peak_processes), str(scan.peak_processes)),
-        ("indexed / decodes", f"{daemon.indexed} / {daemon.decodes}", ""),
+        ("indexed / decodes / byte copies reused", f"{daemon.indexed} / {daemon.decodes} / {daemon.reused}", ""),
         ("report files", str(daemon.reports), ""),
         ("duplicate groups / files", f"{daemon.duplicate_groups} / {daemon.duplicate_files}",
          f"{scan.groups} / {scan.files_in_groups}"),
