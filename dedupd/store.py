@@ -1412,8 +1412,10 @@ def _corroborated(txn: Txn, dbs: dict[str, Any], key: bytes, raw: bytes) -> bool
     record: False when one readable copy disagrees (a flipped byte in the record), None when none can be read.
     Why: LMDB has no checksums, and a record that decodes may still hold a flipped path or hash."""
     try:
-        rec, _ = _unpack_record(raw)
+        rec, has_emb = _unpack_record(raw)
     except _RECORD_ERRORS:
+        return False
+    if not isinstance(has_emb, bool):  # a record cut by a truncated page still decodes, its zeros as integers
         return False
     checks: list[tuple[str, Callable[[], bool]]] = [
         ("paths", lambda: txn.get(_path_key(rec.key.path), db=dbs["paths"]) == key),
