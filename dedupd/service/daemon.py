@@ -244,7 +244,9 @@ class Daemon:
             self._update_state()
             self.duplicate_log.flush()
             committed = self.pipeline.counters.committed
-            if self.state == "running" and committed != self._trimmed_at and self._ranking_pace.due():
+            # not while files are still coming (an import): a review page asked for meanwhile ranks on demand
+            if (self.state == "running" and committed != self._trimmed_at and self.pipeline.pending_files() == 0
+                    and self._ranking_pace.due()):
                 started = time.monotonic()
                 self._trimmed_at = committed  # fallen idle after work: give memory back
                 # and rank the groups as the review page orders them, so a page it asks for is a slice
