@@ -3,18 +3,24 @@
 N x 512 L2-normalised vectors kept as float16 (random directions; 5 % of them near copies of another
 row at cosine 0.55-0.99, so the rule's operating point has pairs to find); queries are 200 stored rows
 and near copies of them. With `--real FILE.npy` (real embeddings of the bench photographs) those rows
-replace the last synthetic ones and each of them is a query. For each candidate index:
+replace the last synthetic ones and each of them is a query; `--real` may also be `bench/archive.py real`'s
+cache (real.pkl): the ukbench-transformed rows are then the real rows, and `--rows photo` draws the
+synthetic rows from the Gaussian fitted to the camera corpus's embeddings (archive.py's `photo_like`)
+instead of uniformly random directions. For each candidate index:
 build time, size in memory, 200 single-vector threshold queries at `--threshold` (default: the
 matcher's `cnn_min_similarity` minus the catalog's search margin) timed wall-clock (p50 / p99), and
 recall: the share of the exact scan's pairs at the rule's threshold the index finds. The exact scan
 is `dedupd.search.vectors.EmbeddingIndex` (numkong float16 dot products), timed on the same queries.
 
-Candidates: usearch HNSW with i8 and f16 vectors (threshold search = top-k grown until the k-th hit
-falls below the threshold; usearch's `radius` argument is not applied in 2.26), faiss HNSW with 8-bit
-scalar-quantised vectors (`IndexHNSWSQ`, its `range_search`) and faiss IVF-flat on float16 rows
-(`IndexIVFScalarQuantizer` QT_fp16, nprobe 16, `range_search`).
+Candidates: dedupd's own index (`codes`: `dedupd.search.ann.AnnIndex`, sign codes in k-means cells, its
+search effort the share of the cells probed, `--shares`, its own slack), usearch HNSW with i8 and f16
+vectors (threshold search = top-k grown until the k-th hit falls below the threshold; usearch's `radius`
+argument is not applied in 2.26), faiss HNSW with 8-bit scalar-quantised vectors
+(`IndexHNSWSQ`, its `range_search`) and faiss IVF-flat on float16 rows (`IndexIVFScalarQuantizer` QT_fp16,
+nprobe 16, `range_search`). usearch and faiss come with the `bench` extra.
 
-    .venv/bin/python bench/ann.py --n 100000 [--libs usearch-i8,faiss-hnsw-sq8] [--real emb.npy]
+    .venv/bin/python bench/ann.py --n 100000 [--libs codes,usearch-i8,faiss-hnsw-sq8] [--real emb.npy]
+    .venv/bin/python bench/ann.py --n 1000000 --rows photo --real ~/.cache/dedupd-bench/archive/real.pkl
 
 The last line of output is one JSON object with the figures.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import pickle
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +45,7 @@ QUERIES = 200
 RULE = MatcherSettings().cnn_min_similarity
 MARGIN = 0.01
 type Search = Callable[[np.ndarray, float], np.ndarray]
-type Tune = Callable[[int], None]  # sets the search effort (HNSW ef, IVF nprobe)
+type Tune = Callable[[float], None]  # sets the search effort (HNSW ef, IVF nprobe, share of cells)
 
 
 def rss_mib() -> float:
@@ -52,6 +59,31 @@ def unit(rows: np.ndarray) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
+def photo_like(fit: np.ndarray) -> Draw:
+    """Unit rows drawn from the Gaussian with the mean and covariance of the real embeddings `fit` (each row
+    is the mean plus a random Gaussian mix of their deviations, normalised): photo-like directions, not real
+    photographs. Against the 2,389 bench photographs this gives pairwise cosines of 0.02 median, 0.25 at the
+    99th percentile and none of 40M pairs at the rule's 0.62 (real distinct photos: 0.01 / 0.17)."""
+    mean, deviations = fit.mean(0), (fit - fit.mean(0)) / np.sqrt(len(fit) - 1)
+
+    def draw(rng: np.random.Generator, count: int) -> np.ndarray:
+        return unit(mean + rng.standard_normal((count, len(fit))).astype(np.float32) @ deviations)
+
+    return draw
+
+
+def load_real(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(real query rows, camera rows to fit photo-like rows to or None) from a .npy or archive.py's real.pkl."""
+    if path.suffix == ".npy":
+        return unit(np.load(path).astype(np.float32)), None
+    records = pickle.loads(path.read_bytes())["records"]
+
+    def stacked(corpus: str) -> np.ndarray:
+        return unit(np.stack([np.asarray(r.encoding.embedding, np.float32) for r in records[corpus]]))
+
+    return stacked("ukbench-transformed"), stacked("camera-import")
+
+
 def near_copies(rng: np.random.Generator, base: np.ndarray, sims: np.ndarray) -> np.ndarray:
     """Unit vectors at cosine `sims` from the unit rows `base`."""
     noise = unit(rng.standard_normal(base.shape).astype(np.float32))
@@ -59,13 +91,21 @@ def near_copies(rng: np.random.Generator, base: np.ndarray, sims: np.ndarray) ->
     return sims[:, None] * base + np.sqrt(1 - sims[:, None] ** 2) * noise
 
 
-def make_rows(n: int, seed: int) -> np.ndarray:
-    """(n, DIM) float16 unit rows, built in blocks to bound memory."""
+type Draw = Callable[[np.random.Generator, int], np.ndarray]  # (rng, count) -> unit rows
+
+
+def isotropic(rng: np.random.Generator, count: int) -> np.ndarray:
+    """Uniformly random unit directions: no structure for an index to follow (the hard case)."""
+    return unit(rng.standard_normal((count, DIM)).astype(np.float32))
+
+
+def make_rows(n: int, seed: int, draw: Draw = isotropic) -> np.ndarray:
+    """(n, DIM) float16 unit rows drawn by `draw`, built in blocks to bound memory."""
     rng = np.random.default_rng(seed)
     rows = np.empty((n, DIM), np.float16)
     block = 100_000
     for first in range(0, n, block):
-        chunk = unit(rng.standard_normal((min(block, n - first), DIM)).astype(np.float32))
+        chunk = draw(rng, min(block, n - first))
         copies = rng.random(len(chunk)) < 0.05
         sources = rng.integers(0, len(chunk), int(copies.sum()))
         chunk[copies] = near_copies(rng, chunk[sources], rng.uniform(0.55, 0.99, len(sources)).astype(np.float32))
@@ -96,6 +136,21 @@ def grown_top_k(top: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
     return search
 
 
+def build_codes(rows: np.ndarray) -> tuple[Search, int, Tune]:
+    from dedupd.search.ann import AnnIndex
+
+    index = AnnIndex.build(np.arange(len(rows)), rows)
+
+    def search(query: np.ndarray, threshold: float) -> np.ndarray:
+        return index.search_many(query, threshold)[0]
+
+    def tune(effort: float) -> None:  # effort: the percentage of cells probed
+        index.probe_share = effort / 100
+
+    search(rows[0].astype(np.float32), RULE)  # lays the rows out by cell (the index does it at its first query)
+    return search, index.nbytes, tune
+
+
 def build_usearch(rows: np.ndarray, dtype: str) -> tuple[Search, int, Tune]:
     from usearch.index import Index
 
@@ -108,8 +163,8 @@ def build_usearch(rows: np.ndarray, dtype: str) -> tuple[Search, int, Tune]:
         found = index.search(query, k)
         return found.keys.astype(np.int64), 1.0 - found.distances.astype(np.float64)
 
-    def tune(effort: int) -> None:
-        index.expansion_search = effort
+    def tune(effort: float) -> None:
+        index.expansion_search = int(effort)
 
     return grown_top_k(top, len(rows)), index.memory_usage, tune
 
@@ -136,16 +191,17 @@ def build_faiss(rows: np.ndarray, kind: str) -> tuple[Search, int, Tune]:
         lims, _, labels = index.range_search(query.reshape(1, DIM), threshold)
         return labels[lims[0] : lims[1]].astype(np.int64)
 
-    def tune(effort: int) -> None:
+    def tune(effort: float) -> None:
         if kind == "hnsw-sq8":
-            index.hnsw.efSearch = effort
+            index.hnsw.efSearch = int(effort)
         else:
-            index.nprobe = max(1, effort // 4)
+            index.nprobe = max(1, int(effort) // 4)
 
     return search, faiss.serialize_index(index).nbytes, tune
 
 
 BUILDERS: dict[str, Callable[[np.ndarray], tuple[Search, int, Tune]]] = {
+    "codes": build_codes,
     "usearch-i8": lambda rows: build_usearch(rows, "i8"),
     "usearch-f16": lambda rows: build_usearch(rows, "f16"),
     "faiss-hnsw-sq8": lambda rows: build_faiss(rows, "hnsw-sq8"),
@@ -161,16 +217,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--libs", default=",".join(BUILDERS))
-    parser.add_argument("--real", type=Path, help=".npy of real embeddings (rows)")
+    parser.add_argument("--real", type=Path, help=".npy of real embeddings (rows), or bench/archive.py's real.pkl")
+    parser.add_argument("--rows", choices=("random", "photo"), default="random",
+                        help="synthetic rows: uniformly random, or photo-like (needs --real real.pkl)")  # fmt: skip
     parser.add_argument("--threshold", type=float, default=RULE - MARGIN)
     parser.add_argument("--slack", type=float, default=0.05, help="the index is searched this far below --threshold")
     parser.add_argument("--efforts", default="64,256", help="search efforts: HNSW ef (IVF: nprobe = effort / 4)")
+    parser.add_argument("--shares", default="12.5,25", help="codes: percentages of the cells probed")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    rows = make_rows(args.n, args.seed)
+    real, fit = load_real(args.real) if args.real else (None, None)
+    if args.rows == "photo" and fit is None:
+        parser.error("--rows photo needs --real real.pkl (the camera corpus's embeddings to fit)")
+    rows = make_rows(args.n, args.seed, photo_like(fit) if fit is not None and args.rows == "photo" else isotropic)
     queries = query_rows(rows, args.seed)
-    if args.real:  # the real rows replace the last synthetic ones; every real row is a query
-        real = unit(np.load(args.real).astype(np.float32))
+    if real is not None:  # the real rows replace the last synthetic ones; every real row is a query
         rows[len(rows) - len(real) :] = real
         queries = real
     exact = EmbeddingIndex.from_arrays(np.arange(args.n), rows)
@@ -191,12 +252,12 @@ def main() -> None:
         build = time.perf_counter() - start
         figures: dict[str, object] = {"build_s": round(build, 1), "index_mib": round(nbytes / 2**20, 1),
                                       "rss_growth_mib": round(rss_mib() - before, 1)}  # fmt: skip
-        for effort in map(int, args.efforts.split(",")):
+        for effort in map(float, (args.shares if name == "codes" else args.efforts).split(",")):
             tune(effort)
             times, found = [], 0
             for q, want in zip(queries, truth, strict=True):
                 start = time.perf_counter()
-                keys = search(q, args.threshold - args.slack)
+                keys = search(q, args.threshold if name == "codes" else args.threshold - args.slack)  # codes: own slack
                 times.append(time.perf_counter() - start)
                 found += len(want & set(keys.tolist()))
             figures[f"effort {effort}"] = {"query_ms": percentiles(times),

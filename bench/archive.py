@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/archive.py real                  # encode the bench photographs once (cached)
     .venv/bin/python bench/archive.py build [--n N] [--rows photo|random]   # the N-record library (1,000,000)
-    .venv/bin/python bench/archive.py query [--efforts 128,256]  # p50/p99, recall vs the exact scan, per ef
+    .venv/bin/python bench/archive.py query [--shares 12.5,25]  # p50/p99, recall vs the exact scan, per share
     .venv/bin/python bench/archive.py parquet [--rows-to-import 5000]  # `dedupd import` into it vs empty
     .venv/bin/python bench/archive.py import                # live import of 1,000 photos into it vs into an
                                                             # empty one (bench/daemon.py's run), then a restart
@@ -28,8 +28,8 @@ synthetic rows and near copies of them) and every real ukbench row as a query, t
 search (`search.embeddings.EmbeddingSearch.search_many` at `cnn_min_similarity` - 0.01, as the catalog
 asks) with the candidates judged on the stored float16 rows; recall is the share of the exact scan's
 pairs (every stored row with cosine >= `cnn_min_similarity`, a query's own record aside) found. The exact
-scan (`vectors.EmbeddingIndex` over the same rows) is timed on the same queries. `--efforts` repeats the
-ANN queries at each HNSW `expansion_search`.
+scan (`vectors.EmbeddingIndex` over the same rows) is timed on the same queries. `--shares` repeats the
+ANN queries at each share of the index's cells probed (percent).
 
 `parquet`: see `parquet_import`.
 
@@ -63,7 +63,7 @@ from pathlib import Path
 import numpy as np
 
 from dedupd.bulk import importer, parquet
-from dedupd.catalog import Catalog, link_rule
+from dedupd.catalog import ANN_FILE, Catalog, link_rule
 from dedupd.config import default_settings
 from dedupd.imaging.cnn import Encoder
 from dedupd.imaging.encode import encode_path
@@ -74,6 +74,7 @@ from dedupd.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))
 import daemon as daemon_bench  # noqa: E402  (bench/daemon.py: the live-import run)
+from ann import isotropic, photo_like, unit  # noqa: E402  (bench/ann.py: the synthetic rows)
 
 CACHE = Path.home() / ".cache" / "dedupd-bench" / "archive"
 CORPORA = Path.home() / ".cache" / "dedupd-bench" / "corpora"
@@ -135,28 +136,6 @@ def load_real() -> tuple[str, dict[str, list[FileRecord]]]:
 
 
 # ---------------------------------------------------------------------------------------------------- build
-def unit(rows: np.ndarray) -> np.ndarray:
-    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
-
-
-def photo_like(fit: np.ndarray) -> Callable[[np.random.Generator, int], np.ndarray]:
-    """Unit rows drawn from the Gaussian with the mean and covariance of the real embeddings `fit` (each row
-    is the mean plus a random Gaussian mix of their deviations, normalised): photo-like directions, not real
-    photographs. Against the 2,389 bench photographs this gives pairwise cosines of 0.02 median, 0.25 at the
-    99th percentile and none of 40M pairs at the rule's 0.62 (real distinct photos: 0.01 / 0.17)."""
-    mean, deviations = fit.mean(0), (fit - fit.mean(0)) / np.sqrt(len(fit) - 1)
-
-    def draw(rng: np.random.Generator, count: int) -> np.ndarray:
-        return unit(mean + rng.standard_normal((count, len(fit))).astype(np.float32) @ deviations)
-
-    return draw
-
-
-def isotropic(rng: np.random.Generator, count: int) -> np.ndarray:
-    """Uniformly random unit directions: no structure for the graph to follow (the hard case)."""
-    return unit(rng.standard_normal((count, DIM)).astype(np.float32))
-
-
 def synthetic_block(rng: np.random.Generator, count: int, draw: Callable[[np.random.Generator, int], np.ndarray]
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """(float16 unit rows, source position of each near copy or -1, hashes (count, 5))."""
@@ -221,7 +200,7 @@ def build(n: int, state: Path, kind: str) -> dict[str, object]:
         catalog.apply(library_real[first : first + 500])
     catalog.close()
     store_mib = sum(f.stat().st_size for f in (state / "store").iterdir()) / 2**20
-    ann_file = state / "embeddings.usearch"
+    ann_file = state / ANN_FILE
     ann_mib = ann_file.stat().st_size / 2**20 if ann_file.exists() else 0.0
     return {"n": n, "rows": kind, "synthetic": synthetic, "real": len(library_real), "links": len(links),
             "write_s": round(written),
@@ -238,7 +217,7 @@ def judged(catalog: Catalog, query: np.ndarray, candidates: np.ndarray) -> set[i
     return set(candidates[found & (sims >= THRESHOLD)].tolist())
 
 
-def query(state: Path, efforts: list[int]) -> dict[str, object]:
+def query(state: Path, shares: list[float]) -> dict[str, object]:
     model, real = load_real()
     start = time.perf_counter()
     catalog = Catalog.open(state, CONFIG, encoder_version=ENCODER_VERSION, model_id=model, dim=DIM)
@@ -270,8 +249,8 @@ def query(state: Path, efforts: list[int]) -> dict[str, object]:
         truth_pairs = sum(map(len, truths))
         figures: dict[str, object] = {"queries": len(queries), "scan_ms": percentiles_ms(scan_times),
                                       "exact_pairs": truth_pairs}  # fmt: skip
-        for effort in efforts or [ann.expansion_search]:
-            ann.expansion_search = effort
+        for share in shares or [ann.probe_share * 100]:
+            ann.probe_share = share / 100
             ann_times, found_pairs, candidates = [], 0, 0
             for q, self_rid, want in zip(queries, selves, truths, strict=True):
                 t = time.perf_counter()
@@ -279,10 +258,10 @@ def query(state: Path, efforts: list[int]) -> dict[str, object]:
                 ann_times.append(time.perf_counter() - t)
                 found_pairs += len(want & (judged(catalog, q, got) - {self_rid}))
                 candidates += len(got)
-            figures[f"ef {effort}"] = {"ann_ms": percentiles_ms(ann_times),
+            figures[f"probe {share:g} %"] = {"ann_ms": percentiles_ms(ann_times),
                                        "recall": round(found_pairs / max(1, truth_pairs), 4),
                                        "candidates_per_query": round(candidates / len(queries), 1)}  # fmt: skip
-            print(name, effort, figures[f"ef {effort}"], flush=True)
+            print(name, share, figures[f"probe {share:g} %"], flush=True)
         result[name] = figures
         print(name, figures, flush=True)
     catalog.close()
@@ -412,8 +391,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--rows", choices=("photo", "random"), default="photo",
                         help="build: synthetic rows photo-like (fitted to the camera corpus) or isotropic random")
-    parser.add_argument("--efforts", default="", help="query: HNSW expansion_search values to sweep (default: "
-                        "the shipped one)")
+    parser.add_argument("--shares", default="", help="query: percentages of the index's cells to probe, swept "
+                        "(default: the shipped one)")
     parser.add_argument("--rows-to-import", type=int, default=5_000, help="parquet: rows in the shard")
     parser.add_argument("--state", type=Path, default=LIBRARY, help="the library's state directory")
     parser.add_argument("--workdir", type=Path, default=None, help="parent of the import runs' directories")
@@ -424,7 +403,7 @@ def main() -> None:
     elif args.step == "build":
         result = build(args.n, args.state, args.rows)
     elif args.step == "query":
-        result = query(args.state, [int(e) for e in args.efforts.split(",") if e])
+        result = query(args.state, [float(e) for e in args.shares.split(",") if e])
     elif args.step == "parquet":
         result = parquet_import(args.state, args.rows_to_import, args.workdir)
     else:

@@ -59,6 +59,7 @@ from dedupd.imaging.hashing import oriented_variants
 from dedupd.memory import release_free_memory
 from dedupd.pathnames import is_under
 from dedupd.records import Commit, Encoding, FileRecord, Link, Match, StoreChange
+from dedupd.search.ann import AnnIndex
 from dedupd.search.embeddings import ANN_MIN_ROWS, EmbeddingSearch
 from dedupd.search.groups import grouped, partition
 from dedupd.search.keep import Candidate, choose
@@ -99,7 +100,9 @@ _RELINK_BLOCK = 4096  # records searched at once by a relink
 #: different capture of one scene; it never joins a duplicate group and keeps its two files apart.
 SIMILAR_PREFIX = "similar:"
 #: The saved ANN index of the embeddings, in the state directory beside the store (`search.embeddings`).
-ANN_FILE = "embeddings.usearch"
+ANN_FILE = "embeddings.ann"
+#: The index file of builds before the sign codes (a usearch graph): deleted at open.
+LEGACY_ANN_FILE = "embeddings.usearch"
 
 type _RawLink = tuple[int, int, str, float]  # rid a, rid b, method, score
 type _Ranked = tuple[int, str, int, "KeepPlan | None"]  # bytes to free, first file shown, group index, plan
@@ -470,6 +473,8 @@ class Catalog:
         (and an ANN build in the background for a large library)."""
         state = self._store.state_dir
         path = None if state is None else state / ANN_FILE
+        if state is not None:
+            AnnIndex.discard(state / LEGACY_ANN_FILE)
         return EmbeddingSearch.open(self._store.dim or 0, self._store, path, self._ann_min_rows)
 
     def _relink(self, index: _LiveIndex) -> bool:

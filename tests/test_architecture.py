@@ -56,7 +56,6 @@ OWNERS: Mapping[str, tuple[str, ...]] = {
     "lmdb": ("dedupd.store",),
     "watchdog": ("dedupd.watch",),
     "jeepney": ("dedupd.service.notify",),
-    "usearch": ("dedupd.search.ann",),
     "cv2": ("dedupd.search.verify",),
     "pyarrow": ("dedupd.bulk",),
     "ray": ("dedupd.bulk.backfill",),
@@ -82,7 +81,7 @@ SHARED = frozenset({"numpy", "xxhash", "tqdm"})
 
 #: What `dedupctl` must not load when it starts (it runs for every shell completion and every request).
 HEAVY = frozenset({"numpy", "PIL", "onnxruntime", "lmdb", "watchdog", "jeepney", "scipy", "pywt", "pydantic",
-                   "usearch", "pyarrow", "ray", "msgpack", "xxhash", "torch", "rawpy", "cv2"})
+                   "pyarrow", "ray", "msgpack", "xxhash", "torch", "rawpy", "cv2"})
 LIGHT_ENTRY = "dedupd.cli.dedupctl"
 
 

@@ -9,9 +9,10 @@ The approximate index is saved beside the store (`path`) with the store's embedd
 open when the stamps match. When they do not (a crash, an older build, a library that just grew past the
 threshold) the exact scan serves while a background thread builds the index from a snapshot of the
 matrix; changes made meanwhile are journaled and replayed, then the index replaces the scan and is
-saved. Opening is therefore never slower than the exact scan's load. When removals leave more than a
-quarter of the graph dead (usearch frees nothing on removal) the index is rebuilt the same way from the
-store, the old one answering meanwhile.
+saved. Opening is therefore never slower than the exact scan's load. When more than a quarter of the
+index's rows were removed since it laid its rows out (their codes still take memory and scan time), or
+the library has doubled since its cells were fitted, the index is rebuilt the same way from the store,
+the old one answering meanwhile.
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ class EmbeddingSearch:
                 self._journal.append((keys, rows))
             elif self._ann is None and self._count >= self._min_rows:
                 self._start_build()
+            elif self._ann is not None and len(self._ann) > 2 * self._ann.fitted_rows:
+                self._start_build()  # cells fitted to a library half this size
 
     def delete(self, key: int) -> bool:
         with self._lock:
@@ -173,7 +176,7 @@ class EmbeddingSearch:
         try:
             keys, rows = snapshot()
             log.info("building the embedding index (%d rows) in the background", len(keys))
-            index = AnnIndex(self.dim)
+            index = AnnIndex.train(rows, len(rows))
             for first in range(0, len(keys), _BUILD_BLOCK):
                 if self._closing.is_set():
                     return

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dedupd.catalog import ANN_FILE, Catalog, IndexConfig
+from dedupd.catalog import ANN_FILE, LEGACY_ANN_FILE, Catalog, IndexConfig
 from dedupd.records import Encoding, FileKey, FileRecord, Removal
-from dedupd.search.ann import EXPANSION_SEARCH, AnnIndex
+from dedupd.search.ann import AnnIndex
 from dedupd.search.embeddings import EmbeddingSearch
 from dedupd.search.matcher import MatcherSettings
 from dedupd.store import Store
@@ -56,7 +56,10 @@ def test_ann_index_gives_the_exact_scans_pairs_is_saved_and_loaded(tmp_path: Pat
         assert not vectors(exact).approximate
     assert len(expected) > 50
 
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / LEGACY_ANN_FILE).write_bytes(b"an older build's index")
     catalog = Catalog.open(tmp_path / "ann", RULE, **STORE, ann_min_rows=150)  # type: ignore[arg-type]
+    assert not (tmp_path / "ann" / LEGACY_ANN_FILE).exists()
     catalog.apply(records[:200])  # past the threshold: built in the background, the scan serving meanwhile
     assert vectors(catalog).wait_built(BUILD_DEADLINE)
     assert vectors(catalog).approximate
@@ -70,7 +73,7 @@ def test_ann_index_gives_the_exact_scans_pairs_is_saved_and_loaded(tmp_path: Pat
     with Catalog.open(tmp_path / "ann", RULE, **STORE, ann_min_rows=150) as again:  # type: ignore[arg-type]
         assert vectors(again).approximate and not vectors(again).building  # loaded, not rebuilt
         loaded = vectors(again)._ann
-        assert loaded is not None and loaded.expansion_search == EXPANSION_SEARCH  # not saved: set again
+        assert loaded is not None and len(loaded) == len(records)
         near_copy = records[1].key.path
         assert again.matches(near_copy) == exact_matches(tmp_path, records, near_copy)
 
