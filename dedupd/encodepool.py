@@ -82,6 +82,11 @@ MAX_START_BACKOFF_S = 30.0
 #: A worker still on one file this long after `timeout_s` kills itself (SIGALRM), pool or no pool.
 SELF_DESTRUCT_GRACE_S = 2
 
+#: A worker that gets no next file this long after its last gives its freed heap back (`release_free_memory`).
+#: Not after every file: a trim hands the decode buffers to the kernel and the next file faults them in again
+#: (ukbench-transformed, one process: +15-25% CPU a file, almost all of it system time; BENCHMARKS.md "Tiers").
+IDLE_TRIM_S = 1.0
+
 #: How long an idle worker that was hung up on may take to exit before it is SIGKILLed.
 STOP_GRACE_S = 5.0
 
@@ -144,7 +149,7 @@ def _worker_main(
             signal.alarm(0)
             conn.send(outcome)
             del outcome  # its tensors must not outlive the file while the worker waits for the next
-            if not conn.poll():  # no next file yet: an idle worker gives the decode buffers back
+            if not conn.poll(IDLE_TRIM_S):  # no next file for a while: an idle worker gives the decode buffers back
                 release_free_memory()
     except (EOFError, BrokenPipeError):
         return  # the pool closed its end (or died): nothing left to do
