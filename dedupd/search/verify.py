@@ -46,6 +46,11 @@ import numpy as np
 
 COPY, SIBLING = "copy", "sibling"
 
+# OpenCV's own thread pool off: its callers already verify pairs in threads of their own (`dedupd scan`), and
+# splitting 128 px work across threads only added CPU (ukbench's 3,025 pairs in one thread: 14.0-16.2 CPU s
+# instead of 16.1-17.2, the same verdicts; BENCHMARKS.md "Tiers").
+cv2.setNumThreads(1)
+
 
 @dataclass(frozen=True, slots=True)
 class VerifySettings:
