@@ -107,42 +107,50 @@ class ScanResult:
         named: dict[tuple[str, str], list[str]] = {}
         for companion in self.companions:
             named.setdefault(basename_key(str(companion)), []).append(str(companion))
-        for group in self.duplicate_groups():
+        index_of = {str(f.path): i for i, f in enumerate(self.files)}
+        duplicate_groups = self.duplicate_groups()
+        for group, inside in zip(duplicate_groups, self._pairs_inside(duplicate_groups, DUPLICATE), strict=True):
             ordered, why = choose([self._candidate(index, sets) for index in group])
-            members = self._members([self._index[c.path] for c in ordered], DUPLICATE, sets, named)
+            members = self._members([index_of[c.path] for c in ordered], inside, sets, named)
             for member in members[:len(keepers(ordered))]:
                 member["keep"] = why
             groups.append(members)
         document: dict[str, Any] = {"groups": sorted(groups, key=lambda members: members[0]["path"])}
         if similar:
-            document["similar"] = [self._members(group, SIMILAR, named=named) for group in self.similar_groups()]
+            similar_groups = self.similar_groups()
+            document["similar"] = [self._members(group, inside, named=named) for group, inside
+                                   in zip(similar_groups, self._pairs_inside(similar_groups, SIMILAR), strict=True)]
         document["skipped"] = [{"path": str(path), "reason": reason.value, "detail": detail}
                                for path, reason, detail in self.skipped]  # fmt: skip
         document["companions"] = {kind.value: sum(1 for k in self.companions.values() if k == kind)
                                   for kind in (SkipReason.SIDECAR, SkipReason.MOTION)}  # fmt: skip
         return document
 
-    @property
-    def _index(self) -> dict[str, int]:
-        return {str(f.path): i for i, f in enumerate(self.files)}
+    def _pairs_inside(self, groups: list[list[int]], tier: str) -> list[list[PairMatch]]:
+        """For each of `groups` (disjoint), its pairs of `tier` with both files inside it, in pair order."""
+        group_of = {member: k for k, group in enumerate(groups) for member in group}
+        inside: list[list[PairMatch]] = [[] for _ in groups]
+        for pair in self.pairs:
+            if pair.tier == tier and (k := group_of.get(pair.first)) is not None and group_of.get(pair.second) == k:
+                inside[k].append(pair)
+        return inside
 
     def _candidate(self, index: int, sets: dict[int, int]) -> Candidate:
         f = self.files[index]
         capture_set = str(self.files[sets[index]].path) if index in sets else None
         return Candidate(str(f.path), f.pixels, f.mtime_ns, f.capture, capture_set)
 
-    def _members(self, group: list[int], tier: str, sets: dict[int, int] | None = None,
+    def _members(self, group: list[int], inside: list[PairMatch], sets: dict[int, int] | None = None,
                  named: Mapping[tuple[str, str], list[str]] | None = None) -> list[dict[str, Any]]:
-        """Each member with its strongest pair of that tier inside the group; a capture set's file that matched
-        nothing itself is shown with its set (method `capture_set`, matched: the set's first other file). With
-        `named` (the companions by basename), a member's sidecars and motion file (`companions`)."""
-        inside = set(group)
+        """Each member with its strongest of the pairs `inside` the group (`_pairs_inside`: of the group's tier);
+        a capture set's file that matched nothing itself is shown with its set (method `capture_set`, matched: the
+        set's first other file). With `named` (the companions by basename), a member's sidecars and motion file
+        (`companions`)."""
         best: dict[int, PairMatch] = {}
-        for pair in self.pairs:
-            if pair.tier == tier and pair.first in inside and pair.second in inside:
-                for member in (pair.first, pair.second):
-                    if member not in best or stronger(pair, best[member]):
-                        best[member] = pair
+        for pair in inside:
+            for member in (pair.first, pair.second):
+                if member not in best or stronger(pair, best[member]):
+                    best[member] = pair
         shown = []
         for index in group:
             if index in best:
