@@ -175,8 +175,9 @@ class CnnSettings(_Section):
     max_wait_ms: int = Field(default=50, ge=0, le=60_000, strict=True)
     #: Tried in order; CPU always remains as the last resort.
     providers: Annotated[tuple[str, ...], AfterValidator(_provider_names)] = ("cuda", "cpu")
-    #: ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose.
-    intra_op_threads: int = Field(default=0, ge=0, le=1024, strict=True)
+    #: ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose. 1 by default: while files come in, the encode
+    #: workers keep every core busy, and a second thread only costs CPU (BENCHMARKS.md "Daemon (live import)").
+    intra_op_threads: int = Field(default=1, ge=0, le=1024, strict=True)
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
