@@ -46,8 +46,8 @@ FIRST_BITS = 256
 CODE_SIGMAS = 3.1
 #: Share of the cells a query reads (the nearest centroids first) and their number (sqrt(rows) up to
 #: MAX_CELLS): at 1M photo-like rows with real photographs as queries, 256 cells probed at 25 % found 99.4 %
-#: of the exact pairs (1,000 cells: 98.5 %; 64 cells: 98.8 %) for ~0.38x a flat scan's time (BENCHMARKS.md
-#: "Archive"). A query's cost grows with the library: a quarter of the codes.
+#: of the exact pairs (1,000 cells: 98.5 %; 64 cells: 98.8 %) for ~0.38x a flat scan's time with 256-bit
+#: codes, 99.7 % with these (BENCHMARKS.md "Archive"). A query's cost grows with the library: a quarter of the codes.
 PROBE_SHARE = 0.25
 MAX_CELLS = 256
 KMEANS_SAMPLE = 256  # training rows per cell
