@@ -9,7 +9,6 @@ daemon, no store: the daemon runs the same encoder, the same `decide`, `tiers` a
 """
 
 import contextlib
-import itertools
 import logging
 import os
 import queue
@@ -322,21 +321,41 @@ def _encoded_stream(
         feeder.join()
 
 
-def _tiers_in_threads(methods: list[str], first: list[Side], second: list[Side], threads: int) -> list[tuple[str, str]]:
-    """`tiers` of the pairs, their list cut into `threads` runs each decided in a thread of its own: the encode
-    workers are done by then and OpenCV's keypoints, RANSAC and warps run without the GIL (camera-import, load
-    11: 0.78-0.87x the wall of one thread for 1.04-1.08x its CPU). A pair's verdict does not depend on the
-    other pairs, so the verdicts are the same as one `tiers` call's."""
-    bounds = [len(methods) * share // threads for share in range(threads + 1)]
-    runs = [slice(start, end) for start, end in itertools.pairwise(bounds) if end > start]
+def deal_by_component(pairs: list[tuple[int, int]], threads: int) -> list[list[int]]:
+    """The indices of `pairs` dealt into at most `threads` runs, each connected component of files (pairs that
+    share a file, transitively) whole in one run, largest first to the run with fewest pairs: a thumbnail's
+    keypoints are then computed in one thread only. Runs in pair order; empty runs left out."""
+    component = {node: k for k, group in enumerate(partition(pairs)) for node in group}
+    members: dict[int, list[int]] = {}
+    for index, (first, _) in enumerate(pairs):
+        members.setdefault(component[first], []).append(index)
+    runs: list[list[int]] = [[] for _ in range(max(1, threads))]
+    for indices in sorted(members.values(), key=len, reverse=True):
+        min(runs, key=len).extend(indices)
+    return [sorted(run) for run in runs if run]
+
+
+def _tiers_in_threads(
+    pairs: list[tuple[int, int]], methods: list[str], first: list[Side], second: list[Side], threads: int
+) -> list[tuple[str, str]]:
+    """`tiers` of the pairs (file indices `pairs`), dealt into `threads` runs by connected component
+    (`deal_by_component`), each decided in a thread of its own: the encode workers are done by then and
+    OpenCV's keypoints, RANSAC and warps run without the GIL (camera-import, load 11: 0.78-0.87x the wall of
+    one thread). A run's thread has its own keypoint cache, so files shared by two runs would be worked twice
+    (cut in list order, ukbench's 3,025 pairs shared 880 of their 1,362 files between two runs). A pair's
+    verdict does not depend on the other pairs, so the verdicts are the same as one `tiers` call's."""
+    runs = deal_by_component(pairs, threads)
     if len(runs) <= 1:
         return tiers(methods, first, second)
 
-    def decide(run: slice) -> list[tuple[str, str]]:
-        return tiers(methods[run], first[run], second[run])
+    def decide(run: list[int]) -> list[tuple[str, str]]:
+        return tiers([methods[k] for k in run], [first[k] for k in run], [second[k] for k in run])
 
+    verdicts: dict[int, tuple[str, str]] = {}
     with ThreadPoolExecutor(len(runs), thread_name_prefix="dedupd-scan-tiers") as pool:
-        return [verdict for part in pool.map(decide, runs) for verdict in part]
+        for run, part in zip(runs, pool.map(decide, runs), strict=True):
+            verdicts.update(zip(run, part, strict=True))
+    return [verdicts[k] for k in range(len(methods))]
 
 
 def scan_directory(
@@ -416,7 +435,8 @@ def scan_directory(
     embeddings = embedder.finish(count)[order] if embedder else None
     pairs = list(all_pairs(digest_ids, variant_matrix, embeddings, settings))
     sides = [(f.capture, f.thumb) for f in result.files]
-    decided = _tiers_in_threads([p.method for p in pairs], [sides[p.first] for p in pairs],
-                                [sides[p.second] for p in pairs], max(1, workers))  # fmt: skip
+    decided = _tiers_in_threads([(p.first, p.second) for p in pairs], [p.method for p in pairs],
+                                [sides[p.first] for p in pairs], [sides[p.second] for p in pairs],
+                                max(1, workers))  # fmt: skip
     result.pairs = [replace(p, tier=t, evidence=why) for p, (t, why) in zip(pairs, decided, strict=True)]
     return result
