@@ -363,46 +363,48 @@ class Store:
         self._put_meta(txn, "model", self.model_id)
         self._put_meta(txn, "dim", self.dim)
 
-    def _index_companions(self, txn: Txn) -> None:
-        """Rebuild ``companions`` unless it is current (its meta ``companions_seq`` is the batch sequence): a store
-        written before it existed, or by such a dedupd since. One pass over the ``paths`` keys; only records of
-        companion-like names (and of paths too long for their key) are read, none is decoded."""
+    def _reindex(self, txn: Txn, name: str, entries: Callable[[], Iterator[tuple[bytes, bytes]]], what: str) -> None:
+        """Rebuild the index database `name` from `entries` (key, value) unless it is current (its meta
+        ``<name>_seq`` is the batch sequence): a store written before it existed, or by such a dedupd since."""
         seq = self._meta(txn, "seq", 0)
-        if self._meta(txn, "companions_seq") == seq:
+        if self._meta(txn, f"{name}_seq") == seq:
             return
-        db = self._dbs["companions"]
+        db = self._dbs[name]
         txn.drop(db, delete=False)
         indexed = 0
-        with txn.cursor(self._dbs["paths"]) as cur:
-            for key, rid in cur:
-                if len(key) < _MAX_KEY and not named_like_companion(os.fsdecode(key)):
-                    continue
-                rec = _unpack_record(_required(txn, rid, self._dbs["files"]))[0]
-                if _is_companion(rec):
-                    txn.put(_companion_key(rec.key.path), rid, db=db)
-                    indexed += 1
+        for key, value in entries():
+            txn.put(key, value, db=db)
+            indexed += 1
         if seq:
-            log.info("indexed %d sidecars and motion files by their images' names", indexed)
-        self._put_meta(txn, "companions_seq", seq)
+            log.info("indexed %d %s", indexed, what)
+        self._put_meta(txn, f"{name}_seq", seq)
+
+    def _index_companions(self, txn: Txn) -> None:
+        """``companions`` (`_reindex`): one pass over the ``paths`` keys; only records of companion-like names
+        (and of paths too long for their key) are read, none is decoded."""
+
+        def entries() -> Iterator[tuple[bytes, bytes]]:
+            with txn.cursor(self._dbs["paths"]) as cur:
+                for key, rid in cur:
+                    if len(key) < _MAX_KEY and not named_like_companion(os.fsdecode(key)):
+                        continue
+                    rec = _unpack_record(_required(txn, rid, self._dbs["files"]))[0]
+                    if _is_companion(rec):
+                        yield _companion_key(rec.key.path), rid
+
+        self._reindex(txn, "companions", entries, "sidecars and motion files by their images' names")
 
     def _index_sizes(self, txn: Txn) -> None:
-        """Rebuild ``sizes`` unless it is current (its meta ``sizes_seq`` is the batch sequence): a store written
-        before it existed, or by such a dedupd since. One pass over the records."""
-        seq = self._meta(txn, "seq", 0)
-        if self._meta(txn, "sizes_seq") == seq:
-            return
-        db = self._dbs["sizes"]
-        txn.drop(db, delete=False)
-        indexed = 0
-        with txn.cursor(self._dbs["files"]) as cur:
-            for key, raw in cur:
-                rec = _unpack_record(raw)[0]
-                if rec.encoding is not None:
-                    txn.put(_SIZE.pack(rec.key.size), key, db=db)
-                    indexed += 1
-        if seq:
-            log.info("indexed %d encoded records by their file size", indexed)
-        self._put_meta(txn, "sizes_seq", seq)
+        """``sizes`` (`_reindex`): one pass over the records, none decoded."""
+
+        def entries() -> Iterator[tuple[bytes, bytes]]:
+            with txn.cursor(self._dbs["files"]) as cur:
+                for key, raw in cur:
+                    rec = _unpack_record(raw)[0]
+                    if rec.encoding is not None:
+                        yield _SIZE.pack(rec.key.size), key
+
+        self._reindex(txn, "sizes", entries, "encoded records by their file size")
 
     def _drop_embeddings(self, txn: Txn) -> None:
         log.warning("dropping all embeddings and duplicate links (model changed): they are recomputed")
