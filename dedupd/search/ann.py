@@ -161,13 +161,13 @@ class AnnIndex:
         ranked = queries @ self._centroids.T
         probes = min(self.cells, max(1, math.ceil(self.probe_share * self.cells)))
         sizes = np.diff(self._starts)
+        tail = np.arange(self._sorted, self._size)  # rows added since the layout: every query reads them
         out = []
         for code, sims in zip(codes, ranked, strict=True):
             cells = np.argpartition(-sims, probes - 1)[:probes] if probes < self.cells else np.arange(self.cells)
             runs = sizes[cells]
             firsts = self._starts[cells] - (np.cumsum(runs) - runs)
             probed = np.arange(int(runs.sum())) + np.repeat(firsts, runs)
-            tail = np.arange(self._sorted, self._size)
             found = self._near(code, np.concatenate([probed, tail]), radii)
             out.append(self._keys[found[self._alive[found]]])
         return out
