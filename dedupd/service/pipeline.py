@@ -175,6 +175,7 @@ class Pipeline:
         self._in_flight: dict[str, FileKey] = {}  # submitted to the pool, not yet committed
         self._dirty: set[str] = set()  # changed again while in flight: settle once more afterwards
         self._first_of_size: dict[int, str] = {}  # size -> the path in flight submitted without a digest
+        self._submitting = 0  # settled files being checked and handed on (`_submit_settled`)
         self._offline: set[str] = set()
         self._last_change_at = 0.0
         self._recently_vanished: dict[str, None] = {}  # insertion-ordered, bounded: counts each path once
@@ -359,7 +360,7 @@ class Pipeline:
         with self._state_lock:
             while True:
                 quiet = time.monotonic() - max(self._last_change_at, started) >= EVENT_QUIET_S
-                busy = (self._changes.unfinished_tasks or self._in_flight or self._scan_running
+                busy = (self._changes.unfinished_tasks or self._in_flight or self._submitting or self._scan_running
                         or (settle_pending and (self._settling or not quiet)) or self._scans.unfinished_tasks
                         or self._commit_queue.unfinished_tasks)
                 if not busy:
@@ -466,38 +467,43 @@ class Pipeline:
                 with self._state_lock:
                     self._settling[path] = _Settling(key, time.monotonic(), False)
                 continue
-            with self._state_lock:
+            with self._state_lock:  # off `_settling` and not yet in flight or queued: `_submitting` keeps it busy
                 self._settling.pop(path, None)
-            if self._unchanged_in_store(key):
-                continue
-            if key.size < max(1, self._settings.min_file_size):
-                self._commit_skip(key, SkipReason.TOO_SMALL, f"{key.size} bytes")
-                continue
-            if key.size > self._settings.max_file_size:  # never read: a worker would hold it all
-                self._commit_skip(key, SkipReason.TOO_LARGE, f"{key.size} bytes; max_file_size is "
-                                  f"{self._settings.max_file_size}")
-                continue
-            if self._moved_while_away(key):
-                continue
-            companion = companion_kind(path)
-            if companion is not None:  # a sidecar or a Live Photo's motion file: its image's, never decoded
-                self._commit_skip(key, companion, "belongs to the image of its basename")
-                continue
-            known = self._take_expected(key)
-            if known is not None:  # an undo brought it back as it was: committed without a decode
-                with self._state_lock:
-                    self._in_flight[path] = key
-                self._put(self._commit_queue, known)
-                continue
-            digest = self._known_digest(key) or self._copy_digest(key)
-            with self._state_lock:
-                first = self._first_of_size.setdefault(key.size, path) if digest is None else path
-                if first == path:
-                    self._in_flight[path] = key
-                else:  # may be a copy of that file: asked again once it is committed
-                    self._settling[path] = _Settling(key, entry.stable_since, True)
+                self._submitting += 1
+            try:
+                if self._unchanged_in_store(key):
                     continue
-            self._pool.submit(key, path, digest)  # blocks while the pool is full: back-pressure
+                if key.size < max(1, self._settings.min_file_size):
+                    self._commit_skip(key, SkipReason.TOO_SMALL, f"{key.size} bytes")
+                    continue
+                if key.size > self._settings.max_file_size:  # never read: a worker would hold it all
+                    self._commit_skip(key, SkipReason.TOO_LARGE, f"{key.size} bytes; max_file_size is "
+                                      f"{self._settings.max_file_size}")
+                    continue
+                if self._moved_while_away(key):
+                    continue
+                companion = companion_kind(path)
+                if companion is not None:  # a sidecar or a Live Photo's motion file: its image's, never decoded
+                    self._commit_skip(key, companion, "belongs to the image of its basename")
+                    continue
+                known = self._take_expected(key)
+                if known is not None:  # an undo brought it back as it was: committed without a decode
+                    with self._state_lock:
+                        self._in_flight[path] = key
+                    self._put(self._commit_queue, known)
+                    continue
+                digest = self._known_digest(key) or self._copy_digest(key)
+                with self._state_lock:
+                    first = self._first_of_size.setdefault(key.size, path) if digest is None else path
+                    if first == path:
+                        self._in_flight[path] = key
+                    else:  # may be a copy of that file: asked again once it is committed
+                        self._settling[path] = _Settling(key, entry.stable_since, True)
+                        continue
+                self._pool.submit(key, path, digest)  # blocks while the pool is full: back-pressure
+            finally:
+                with self._state_lock:
+                    self._submitting -= 1
 
     def _known_digest(self, key: FileKey) -> bytes | None:
         """The stored digest of a file whose size is unchanged: if its bytes still have it (a touch, the same
