@@ -80,6 +80,7 @@ from dedupd.search.matcher import (
 )
 from dedupd.search.mih import MultiIndexHash
 from dedupd.search.sets import capture_sets
+from dedupd.search.verify import KeypointCache
 from dedupd.store import DEFAULT_MAP_SIZE, Store
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,9 @@ NEAR_METHODS = (EXACT, *IMAGEDEDUP_HASHES, ORIENTED_HASH, CNN)
 _SEARCH_MARGIN = 0.01
 _PAIR_BLOCK = 8192  # pairs judged at once: bounds the gathered embedding rows (2 x 8 MiB at 512-d)
 _RELINK_BLOCK = 4096  # records searched at once by a relink
+#: The keypoints of stored thumbnails the live index keeps across commit batches (`search.verify.KeypointCache`),
+#: so a stored file's are computed once, not again for every later file of its group: ~10 KB a thumbnail.
+KEYPOINT_BUDGET = 32 << 20
 #: A similar-tier link is stored with this prefix before the rule's method ("similar:cnn"): the pair is a
 #: different capture of one scene; it never joins a duplicate group and keeps its two files apart.
 SIMILAR_PREFIX = "similar:"
@@ -226,6 +230,7 @@ class _LiveIndex:
         self.dct = dct
         self.vectors = vectors if settings.cnn_enabled else None
         self._store = store
+        self._keypoints = KeypointCache(KEYPOINT_BUDGET)
 
     @property
     def hash_threshold(self) -> int:
@@ -342,7 +347,7 @@ class _LiveIndex:
         codes, distances, similarities = self.judge(a, b, ia, ib, exact)
         accepted = np.flatnonzero(codes)
         methods = [_DECISIONS[codes[k] - 1] for k in accepted.tolist()]
-        decided = tiers(methods, self.sides(a, ia[accepted]), self.sides(b, ib[accepted]))
+        decided = tiers(methods, self.sides(a, ia[accepted]), self.sides(b, ib[accepted]), self._keypoints)
         links = []
         for k, method, (tier_, _) in zip(accepted.tolist(), methods, decided, strict=True):
             score = similarities[k] if method == CNN else distances[k]

@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from dedupd.records import Capture, thumb_pixels
-from dedupd.search.verify import COPY, Verification, Verifier
+from dedupd.search.verify import COPY, KeypointCache, Verification, Verifier
 
 #: How many (row, column) cells one chunk of the all-pairs scan may hold: bounds memory at ~64 MiB.
 PAIR_CHUNK_CELLS = 1 << 22
@@ -165,29 +165,21 @@ type Side = tuple[Capture | None, bytes | None]  # what the tiers read of one fi
 
 
 def tiers(
-    methods: Sequence[str], first: Sequence[Side], second: Sequence[Side]
+    methods: Sequence[str], first: Sequence[Side], second: Sequence[Side], cache: KeypointCache | None = None
 ) -> list[tuple[str, str]]:
     """(tier, evidence) of each pair (first[k], second[k]) the rule accepted by `methods[k]`.
 
     Every pair but byte copies is verified on its thumbnails (`search.verify`) where metadata is
-    silent and both files have one; each distinct thumbnail's keypoints are computed once."""
-    exact = [method == "exact" for method in methods]
-    verifier = Verifier()
-    pixels: dict[bytes, np.ndarray | None] = {}
-
-    def image(thumb: bytes | None) -> np.ndarray | None:
-        if not thumb:
-            return None
-        if thumb not in pixels:
-            pixels[thumb] = thumb_pixels(thumb)
-        return pixels[thumb]
-
+    silent and both files have one; each distinct thumbnail's keypoints are computed once per `cache`
+    (None: once per call; the daemon's catalog keeps one across its commit batches)."""
+    verifier = Verifier(cache=cache)
     out = []
-    for same, a, b in zip(exact, first, second, strict=True):
+    for method, a, b in zip(methods, first, second, strict=True):
+        same = method == "exact"
         verdict = (None, "") if same else capture_verdict(a[0], b[0])
         check = None
         if not same and verdict[0] is None:
-            check = _verify(verifier, image(a[1]), image(b[1]))
+            check = _verify(verifier, thumb_pixels(a[1]), thumb_pixels(b[1]))
         out.append(tier(same, verdict, check))
     return out
 

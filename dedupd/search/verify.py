@@ -35,10 +35,14 @@ What 128 px cannot show: frames of a scene where nothing moved by a thumbnail pi
 "Tiers": such frames differ by a mean of 4-12 grey levels at full size, copies by at most 2).
 
 Measured on the bench corpora and the captures fixture (BENCHMARKS.md "Tiers"). Pure arithmetic
-on arrays (OpenCV's feature and warp routines; this module is its one user); the keypoints are
-computed once per thumbnail per `Verifier`, the mirror image's only when needed.
+on arrays (OpenCV's feature and warp routines; this module is its one user). The keypoints of a
+thumbnail (of its mirror image only when needed) are computed once per `KeypointCache`: a `Verifier`
+has a cache of its own unless given one to share, as the daemon's catalog does across its commit
+batches (a bounded one: least recently used thumbnails dropped beyond a byte budget).
 """
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import cv2
@@ -114,45 +118,89 @@ def _strongest(features: _Keypoints, count: int | None) -> _Keypoints:
     return features if count is None else (points[:count], None if descriptors is None else descriptors[:count])
 
 
-class Verifier:
-    """Verifies pairs of thumbnails, computing each thumbnail's keypoints once (`verify` many pairs)."""
+_ENTRY_OVERHEAD = 256  # bytes an entry costs beyond its arrays (key, tuple, dict slot): an estimate
 
-    def __init__(self, settings: VerifySettings | None = None) -> None:
+
+class KeypointCache:
+    """Keypoints of thumbnails and of their mirror images, by the thumbnail's content (its shape and pixels,
+    digested), so a changed file's new thumbnail never meets the old one's keypoints and two files with one
+    thumbnail share them. Beyond `budget` bytes (None: unbounded) the least recently used are dropped."""
+
+    def __init__(self, budget: int | None = None) -> None:
+        self.budget = budget
+        self.nbytes = 0
+        self.computed = 0  # keypoint sets computed (not found)
+        self._entries: OrderedDict[tuple[bytes, bool], _Keypoints] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @staticmethod
+    def key(image: np.ndarray) -> bytes:
+        """The identity of a thumbnail's content."""
+        digest = hashlib.blake2b(repr(image.shape).encode(), digest_size=16)
+        digest.update(np.ascontiguousarray(image).data)
+        return digest.digest()
+
+    def features(self, orb: "cv2.ORB", key: bytes, image: np.ndarray, mirrored: bool) -> _Keypoints:
+        """The keypoints of `image` (mirrored: of its mirror image), whose `key` the caller computed."""
+        entry = (key, mirrored)
+        found = self._entries.get(entry)
+        if found is not None:
+            self._entries.move_to_end(entry)
+            return found
+        found = _keypoints(orb, np.ascontiguousarray(image[:, ::-1]) if mirrored else image)
+        self.computed += 1
+        self._entries[entry] = found
+        self.nbytes += _size(found)
+        while self.budget is not None and self.nbytes > self.budget and len(self._entries) > 1:
+            self.nbytes -= _size(self._entries.popitem(last=False)[1])
+        return found
+
+
+def _size(features: _Keypoints) -> int:
+    points, descriptors = features
+    return points.nbytes + (0 if descriptors is None else descriptors.nbytes) + _ENTRY_OVERHEAD
+
+
+class Verifier:
+    """Verifies pairs of thumbnails, computing each thumbnail's keypoints once per `cache` (`verify` many pairs;
+    None: a cache of this verifier's own, unbounded)."""
+
+    def __init__(self, settings: VerifySettings | None = None, cache: KeypointCache | None = None) -> None:
         self.settings = settings or VerifySettings()
         self._orb = cv2.ORB.create(nfeatures=_FEATURES, fastThreshold=10, patchSize=_PATCH, edgeThreshold=_PATCH)
         self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
-        self._cache: dict[tuple[int, bool], _Keypoints] = {}
+        self._cache = KeypointCache() if cache is None else cache
 
-    def _features(self, image: np.ndarray, mirrored: bool = False) -> _Keypoints:
-        """Keypoints of the thumbnail or of its mirror image, cached by the array's identity."""
-        key = (id(image), mirrored)
-        if key not in self._cache:
-            self._cache[key] = _keypoints(self._orb, np.ascontiguousarray(image[:, ::-1]) if mirrored else image)
-        return self._cache[key]
+    def _features(self, image: np.ndarray, key: bytes, mirrored: bool = False) -> _Keypoints:
+        """Keypoints of the thumbnail (content `key`) or of its mirror image (`KeypointCache`)."""
+        return self._cache.features(self._orb, key, image, mirrored)
 
     def verify(self, a: np.ndarray, b: np.ndarray) -> Verification | None:
         """The verdict on two (h, w) uint8 thumbnails, None when either has too few keypoints to tell (a flat,
-        blurred or tiny picture: no evidence either way); keep the arrays alive while verifying (cache by id).
+        blurred or tiny picture: no evidence either way).
 
         First on each side's `_QUICK` strongest keypoints alone (a copy's strongest corners are the same
         corners: most pairs settle there, at a fraction of the matching); unless that shows a clear copy (its
         change at most `_CLEAR` of the limit), again on all of them, whose verdict stands."""
-        if min(len(self._features(a)[0]), len(self._features(b)[0])) < _MIN_KEYPOINTS:
+        keys = KeypointCache.key(a), KeypointCache.key(b)
+        if min(len(self._features(a, keys[0])[0]), len(self._features(b, keys[1])[0])) < _MIN_KEYPOINTS:
             return _in_place(a, b, self.settings)
-        quick = self._verdict(a, b, _QUICK)
+        quick = self._verdict(a, b, keys, _QUICK)
         if quick.verdict == COPY and quick.change <= _CLEAR * _limit(quick, self.settings):
             return quick
-        return self._verdict(a, b, None)
+        return self._verdict(a, b, keys, None)
 
-    def _verdict(self, a: np.ndarray, b: np.ndarray, strongest: int | None) -> Verification:
-        """The verdict from the `strongest` keypoints of each side (None: all of them)."""
-        points_a, descriptors_a = _strongest(self._features(a), strongest)
+    def _verdict(self, a: np.ndarray, b: np.ndarray, keys: tuple[bytes, bytes], strongest: int | None) -> Verification:
+        """The verdict from the `strongest` keypoints of each side (None: all of them); `keys`: their contents'."""
+        points_a, descriptors_a = _strongest(self._features(a, keys[0]), strongest)
         best: tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool] | None = None
         most = 0
         for mirrored in (False, True):
             if mirrored and best is not None and best[0] >= max(_CLEAR_INLIERS, best[1] // 2):
                 break  # the unmirrored transform explains most matches: no mirror can do better (saves half the work)
-            points_b, descriptors_b = _strongest(self._features(b, mirrored), strongest)
+            points_b, descriptors_b = _strongest(self._features(b, keys[1], mirrored), strongest)
             if descriptors_a is None or descriptors_b is None or len(descriptors_a) < 2 or len(descriptors_b) < 2:
                 continue
             good = [m for m in self._matcher.match(descriptors_a, descriptors_b) if m.distance <= _MAX_DISTANCE]

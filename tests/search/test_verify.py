@@ -12,7 +12,7 @@ from PIL import Image
 from dedupd.imaging.encode import THUMB_LONG_SIDE, encode_bytes
 from dedupd.records import Capture, pack_thumb, thumb_pixels
 from dedupd.search.matcher import DUPLICATE, SIMILAR, evidence_of, tiers
-from dedupd.search.verify import COPY, SIBLING, Verifier
+from dedupd.search.verify import COPY, SIBLING, KeypointCache, Verifier
 
 DATA = Path(skimage.__file__).parent / "data"
 
@@ -84,6 +84,48 @@ def test_a_changed_scene_is_two_captures(photo) -> None:
     a, b = thumb_pixels(_thumb(photo)), thumb_pixels(_thumb(changed))
     assert a is not None and b is not None
     assert Verifier().verify(a, b).verdict == SIBLING
+
+
+def test_a_kept_cache_computes_each_thumbnail_once_across_calls(photo) -> None:
+    """The daemon decides the tiers once per commit batch with the catalog's one cache: files arriving one by one
+    cost the keypoints of one call over all their pairs, with the same verdicts; a thumbnail read again (a new
+    array, the same pixels) is found, a changed file's new thumbnail is computed."""
+    copies = _copies(photo)
+    arrival = [_thumb(photo), _thumb(photo, 70), _thumb(copies["mirror"]), _thumb(copies["brighter"])]
+    kept, whole = KeypointCache(), KeypointCache()
+    one_by_one = []
+    for i, new in enumerate(arrival[1:], 1):
+        one_by_one += tiers(["phash"] * i, [(None, t) for t in arrival[:i]], [(None, new)] * i, kept)
+    pairs = [(a, new) for i, new in enumerate(arrival) for a in arrival[:i]]
+    assert one_by_one == tiers(["phash"] * len(pairs), [(None, a) for a, _ in pairs], [(None, b) for _, b in pairs],
+                               whole)  # fmt: skip
+    assert kept.computed == whole.computed >= len(arrival) and len(kept) == kept.computed
+    assert all(tier == DUPLICATE for tier, _ in one_by_one)
+    again = Verifier(cache=kept).verify(thumb_pixels(arrival[0]), thumb_pixels(_thumb(photo, 70)))
+    assert kept.computed == whole.computed and again == Verifier().verify(
+        thumb_pixels(arrival[0]), thumb_pixels(arrival[1]))  # fmt: skip
+    changed = photo.copy()
+    changed.paste((0, 0, 255), (10, 10, 60, 60))
+    Verifier(cache=kept).verify(thumb_pixels(arrival[0]), thumb_pixels(_thumb(changed)))
+    assert kept.computed > whole.computed
+
+
+def test_a_bounded_cache_drops_the_least_recently_used(photo) -> None:
+    """Within its byte budget the cache keeps the thumbnails used last: a budget for two of three thumbnails,
+    three clear copies of one photo (each pair settled on the unmirrored keypoints)."""
+    copies = _copies(photo)
+    a, b, c = (thumb_pixels(_thumb(image, 70)) for image in (photo, copies["q70 half"], copies["brighter"]))
+    assert a is not None and b is not None and c is not None
+    sizes = []
+    for x in (a, b, c):
+        alone = KeypointCache()
+        Verifier(cache=alone).verify(x, x)
+        sizes.append(alone.nbytes)
+    cache = KeypointCache(sum(sizes) - min(sizes))
+    verifier = Verifier(cache=cache)
+    for pair, computed in (((a, b), 2), ((a, c), 3), ((a, c), 3), ((a, b), 4)):  # b dropped for c, then a again
+        assert verifier.verify(*pair).verdict == COPY
+        assert cache.computed == computed and len(cache) == 2 and cache.nbytes <= cache.budget
 
 
 def test_tiers_use_the_verification_where_metadata_is_silent(photo) -> None:
