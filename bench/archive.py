@@ -6,6 +6,8 @@
     .venv/bin/python bench/archive.py parquet [--rows-to-import 5000]  # `dedupd import` into it vs empty
     .venv/bin/python bench/archive.py import                # live import of 1,000 photos into it vs into an
                                                             # empty one (bench/daemon.py's run), then a restart
+    .venv/bin/python bench/archive.py restart               # the daemon started twice on a copy of it: the
+                                                            # restart's READY time, decodes and RSS
 
 `real`: every file of the ukbench-transformed and camera-import corpora encoded as the daemon encodes it
 (`imaging.encode.encode_path`, the default CNN model on CPU), cached with its stat identity in
@@ -37,9 +39,15 @@ ANN queries at each share of the index's cells probed (percent).
 `import`: the library is copied to a work directory, then `bench/daemon.py`'s daemon run imports the first
 1,000 files of the camera corpus into a watched root, once on the copy and once on an empty state; then
 the daemon is started again on the copy (1M + 1,000 records) and timed to READY=1, with its decode count
-(must stay 0) and RSS after the start-up scan: VmRSS and RssAnon (VmRSS counts the pages of the
-memory-mapped store the process has touched, which are the kernel's page cache; RssAnon is the process's
-own memory).
+(must stay 0) and RSS after the start-up scan, once at `wait-idle` and again SETTLE_S later (the daemon's
+loop ranks the groups for the review page when it falls idle): VmRSS = RssAnon (the process's own memory)
++ RssFile (mapped files: the libraries, and the pages of the memory-mapped store it has read and not yet
+dropped, which are the kernel's page cache).
+
+`restart`: the library is copied to a work directory and the daemon started on the copy twice, watching
+the ukbench-transformed corpus (whose 1,362 photographs are library records): the first start checks the
+copied store in full (a new inode: `Store.open`) and re-indexes any of those photographs whose stat identity
+changed since `build`; the second is the restart measured as in `import` (READY, decodes, RSS).
 
 The last line of output is one JSON object with the figures.
 """
@@ -88,6 +96,8 @@ MARGIN = 0.01  # the catalog's search margin below cnn_min_similarity
 SETTINGS = default_settings()
 CONFIG = index_config(SETTINGS)
 THRESHOLD = CONFIG.matcher.cnn_min_similarity
+RSS_KEYS = ("VmRSS", "RssAnon", "RssFile")
+SETTLE_S = 20.0  # after wait-idle, before the second RSS reading
 
 
 def rss_mib(pid: int | str = "self") -> float:
@@ -280,6 +290,7 @@ def query(state: Path, shares: list[float]) -> dict[str, object]:
 def restart(home: Path) -> dict[str, object]:
     """Start the daemon on home's state again: READY time, decodes, RSS after the start-up scan."""
     notify_path = home / "notify-restart.sock"
+    notify_path.unlink(missing_ok=True)  # a previous restart's
     notify = daemon_bench.NotifyListener(notify_path)
     config, sock = home / "dedupd.toml", home / "run" / "control.sock"
     env = {**os.environ, "NOTIFY_SOCKET": str(notify_path)}
@@ -296,16 +307,35 @@ def restart(home: Path) -> dict[str, object]:
         daemon_bench.dedupctl(sock, "wait-idle", "--timeout", "600", timeout=630)
         idle_s = time.monotonic() - started
         counts = daemon_bench.dedupctl(sock, "status")["counts"]
-        rss_idle = rss_mib(process.pid)
-        anon_idle = daemon_bench.status_kib(process.pid, "RssAnon") / 1024  # VmRSS less the mapped store's pages
+        rss_idle = {f"{key}_mib": round(daemon_bench.status_kib(process.pid, key) / 1024, 1) for key in RSS_KEYS}
+        time.sleep(SETTLE_S)
+        rss_settled = {f"{key}_mib": round(daemon_bench.status_kib(process.pid, key) / 1024, 1) for key in RSS_KEYS}
         hwm = daemon_bench.status_kib(process.pid, "VmHWM") / 1024
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=300)
         notify.close()
     return {"ready_s": round(ready_s, 2), "idle_s": round(idle_s, 2), "decodes": counts["decodes"],
-            "indexed": counts["indexed"], "rss_ready_mib": rss_ready, "rss_idle_mib": rss_idle,
-            "rss_anon_idle_mib": round(anon_idle, 1), "hwm_mib": round(hwm, 1)}  # fmt: skip
+            "indexed": counts["indexed"], "rss_ready_mib": rss_ready, "at_idle": rss_idle,
+            f"{SETTLE_S:g}_s_later": rss_settled, "hwm_mib": round(hwm, 1)}  # fmt: skip
+
+
+def restart_twice(state: Path, workdir: Path | None) -> dict[str, object]:
+    """`restart`: the daemon on a copy of the library watching the ukbench corpus, started twice (see above)."""
+    home = Path(tempfile.mkdtemp(prefix="archive-restart-", dir=workdir))
+    try:
+        start = time.perf_counter()
+        shutil.copytree(state, home / "state")
+        print(f"library copied in {time.perf_counter() - start:.0f} s", flush=True)
+        daemon_bench.write_config(home, CORPORA / "ukbench-transformed")
+        result: dict[str, object] = {"load_before": daemon_bench.load1()}
+        for name in ("first_start", "restart"):
+            result[name] = restart(home)
+            print(name, result[name], flush=True)
+        result["load_after"] = daemon_bench.load1()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return result
 
 
 def ratio(result: dict[str, object], figure: str) -> float:
@@ -395,7 +425,7 @@ def parquet_import(state: Path, rows: int, workdir: Path | None) -> dict[str, ob
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=("real", "build", "query", "import", "parquet"))
+    parser.add_argument("step", choices=("real", "build", "query", "import", "restart", "parquet"))
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--rows", choices=("photo", "random"), default="photo",
                         help="build: synthetic rows photo-like (fitted to the camera corpus) or isotropic random")
@@ -414,6 +444,8 @@ def main() -> None:
         result = query(args.state, [float(e) for e in args.shares.split(",") if e])
     elif args.step == "parquet":
         result = parquet_import(args.state, args.rows_to_import, args.workdir)
+    elif args.step == "restart":
+        result = restart_twice(args.state, args.workdir)
     else:
         result = live_import(args.state, args.workdir)
     print(json.dumps(result))

@@ -469,7 +469,6 @@ class Catalog:
         self._copies = _copies_of(self._store.exact_groups()) - {r for pair in self._ignored for r in pair}
         self._relink(index)
         self._regroup()
-        self._store.unmap()
         release_free_memory()
         return index
 
@@ -825,7 +824,6 @@ class Catalog:
         """The in-memory column of an imagededup-style hash, read from the store on first use."""
         if name not in self._columns:
             self._columns[name] = MultiIndexHash.from_arrays(*self._store.hash_column(name), tables=False)
-            self._store.unmap()
             release_free_memory()
         return self._columns[name]
 

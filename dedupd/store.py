@@ -33,7 +33,11 @@ A record id (rid) is never reused: replacing a path's record allocates a new rid
 (keyed by rid, appended in rid order) never sees a key change value. A move keeps the rid.
 
 Concurrency: one Store per process; all transactions go through an internal lock, so the writer (the
-catalog, one thread) and readers in other threads never race a map resize. Encode worker processes must
+catalog, one thread) and readers in other threads never race a map resize.
+
+Memory: the file is memory-mapped, and every page read stays mapped (in the process's RSS) until the store
+drops its mappings, which it does itself once UNMAP_READS records and keys were read since the last time;
+the pages stay in the page cache. Encode worker processes must
 never open or inherit the environment: start them with the ``spawn``/``forkserver`` context.
 """
 
@@ -61,6 +65,7 @@ import xxhash
 from dedupd import lockfile
 from dedupd.companions import Companion, attached, basename_key, named_like_companion
 from dedupd.errors import SkipReason, StoreDamaged, StoreError, StoreLocked, StoreVersionMismatch
+from dedupd.memory import file_mappings, unmap_file_pages
 from dedupd.mounts import MOUNTINFO, NETWORK_FILESYSTEMS, filesystem_type, read_mountinfo
 from dedupd.pathnames import is_under
 from dedupd.records import Capture, Commit, Encoding, FileKey, FileRecord, Link, Move, Removal, Restat, StoreChange
@@ -73,6 +78,11 @@ MAX_READERS = 1024
 _MAX_DBS = 64
 _MAX_KEY = 511
 _PAGE = 1024  # records per read transaction when iterating, so no read txn lives long
+#: The store drops its mapped pages (`Store.unmap`) after each operation that brings the records and keys read
+#: since the last drop to this many: each read can map 64 KiB of cached pages around it (the kernel's
+#: fault-around), so at most ~128 MiB of the file stays in the process's RSS (BENCHMARKS.md "Archive": one
+#: pass over the 80,000 linked records of a 1M library mapped all of its 2.4 GiB).
+UNMAP_READS = 2_048
 #: The lock file in the state dir: one process at a time owns a store (see `lockfile`).
 LOCK_NAME = "dedupd.lock"
 
@@ -247,7 +257,6 @@ class Store:
     """Durable records, secondary keys, embeddings and links in one LMDB environment (see module doc)."""
 
     def __init__(self, open_env: Callable[[], lmdb.Environment], model_id: str | None, dim: int | None) -> None:
-        self._open_env = open_env
         self._env = env = open_env()
         self._lock = threading.RLock()
         self._state_lock: int | None = None  # the state dir's lock file, held while open (see `open`)
@@ -255,6 +264,9 @@ class Store:
         self.model_id = model_id
         self.dim = dim
         self.state_dir: Path | None = None  # set by `open`: where files kept beside the store go
+        self._data_file = Path(env.path()) / "data.mdb"
+        self._reads = 0  # records and keys read since the mapped pages were last dropped (`_count_reads`)
+        self._mapping: tuple[int, list[tuple[int, int]]] | None = None  # (map size, data.mdb's mapping) for `unmap`
         self.stale_readers_cleared = env.reader_check()
         if self.stale_readers_cleared:
             log.info("cleared %d stale LMDB reader slots", self.stale_readers_cleared)
@@ -378,6 +390,7 @@ class Store:
         if seq:
             log.info("indexed %d %s", indexed, what)
         self._put_meta(txn, f"{name}_seq", seq)
+        self._count_reads(indexed)
 
     def _index_companions(self, txn: Txn) -> None:
         """``companions`` (`_reindex`): one pass over the ``paths`` keys; only records of companion-like names
@@ -419,6 +432,7 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
+            self._mapping = None
             self._env.close()
             if self._clean_mark is not None:
                 _mark_clean(self._clean_mark)
@@ -428,19 +442,28 @@ class Store:
                 self._state_lock = None
 
     def unmap(self) -> None:
-        """Drop every page this process has mapped (they stay in the page cache), by reopening.
+        """Drop every page of the file this process has mapped (`memory.unmap_file_pages`: they stay in the
+        page cache, and a later read maps one again without I/O). Safe beside open transactions: the map is
+        read-only (no ``writemap``), so no data is lost, only page-table entries. The map's address is looked
+        up once per map size: LMDB maps the file again only when the size changes (`set_mapsize`).
 
-        Why: a bulk read such as the index rebuild maps most of the file (the kernel maps neighbouring
-        cached pages on each fault, and every DB's pages are interleaved), which would otherwise stay in
-        the daemon's RSS although it never reads them again.
+        Why: a bulk read (the index rebuild, a pass over the records, the records of every link) maps most
+        of the file (the kernel maps neighbouring cached pages on each fault, and every DB's pages are
+        interleaved), which would otherwise stay in the daemon's RSS although it never reads them again.
         """
         with self._lock:
-            self._env.close()
-            self._env = self._open_env()
-            with self._env.begin(write=True) as txn:
-                self._dbs = {name: self._env.open_db(name.encode(), txn=txn, dupsort=dup, dupfixed=dup)
-                             for name, dup in _DBS}  # fmt: skip
-                self._hash_dbs = {n: self._env.open_db(f"h:{n}".encode(), txn=txn) for n in self._hash_dbs}
+            size = self.map_size  # LMDB maps exactly this much, and maps anew only when it changes
+            if self._mapping is None or self._mapping[0] != size:
+                self._mapping = size, [m for m in file_mappings(self._data_file) if m[1] == size]
+            unmap_file_pages(self._mapping[1])
+            self._reads = 0
+
+    def _count_reads(self, count: int) -> None:
+        """Note `count` records or keys read; past UNMAP_READS since the last drop, drop the mapped pages."""
+        with self._lock:
+            self._reads += count
+            if self._reads >= UNMAP_READS:
+                self.unmap()
 
     def __enter__(self) -> Store:
         return self
@@ -463,6 +486,7 @@ class Store:
             self._env.reader_check()
         except lmdb.MapResizedError:
             self._env.set_mapsize(0)
+            self._mapping = None  # mapped anew (`unmap`)
         return self._env.begin(write=write)
 
     def _meta(self, txn: Txn, name: str, default: Any = None) -> Any:
@@ -497,7 +521,9 @@ class Store:
         """
         with self._lock:
             self._ensure_hash_dbs(changes)
-            return self._retrying(lambda txn: self._commit(txn, changes, link))
+            commit = self._retrying(lambda txn: self._commit(txn, changes, link))
+            self._count_reads(len(changes))
+            return commit
 
     def _retrying[T](self, work: Callable[[Txn], T]) -> T:
         """Run `work` in one write txn; on MapFullError grow the map and run it again from scratch."""
@@ -509,6 +535,7 @@ class Store:
                 new_size = self.map_size * 2
                 log.info("LMDB map full; growing to %d MiB and retrying the transaction", new_size >> 20)
                 self._env.set_mapsize(new_size)
+                self._mapping = None  # mapped anew (`unmap`)
 
     def _ensure_hash_dbs(self, changes: Sequence[StoreChange]) -> None:
         """Create DBs for new hash names in their own txn, kept only once it committed (a DB opened in
@@ -716,6 +743,7 @@ class Store:
 
         with self._lock:
             self._retrying(replace)
+            self._count_reads(len(links))
 
     def link_rule(self) -> dict[str, Any] | None:
         """The rule the stored links were computed with; None before any `replace_links`."""
@@ -729,6 +757,7 @@ class Store:
             with txn.cursor(self._dbs["links"]) as cur:
                 raw = b"".join(k + v for k, v in cur)
         rows = np.frombuffer(raw, dtype=[("a", ">u8"), ("b", ">u8"), ("code", "u1"), ("score", ">f4")])
+        self._count_reads(len(rows))
         rows = rows[rows["a"] < rows["b"]]
         return (
             rows["a"].astype(np.int64), rows["b"].astype(np.int64), methods,
@@ -740,9 +769,9 @@ class Store:
         with self._lock, self._read() as txn:
             methods = self._meta(txn, "methods", [])
             with txn.cursor(self._dbs["links"]) as cur:
-                if not cur.set_key(_rid_key(rid)):
-                    return []
-                return [(other, methods[code], score) for other, code, score in map(_LINK.unpack, cur.iternext_dup())]
+                packed = list(cur.iternext_dup()) if cur.set_key(_rid_key(rid)) else []
+        self._count_reads(1 + len(packed))
+        return [(other, methods[code], score) for other, code, score in map(_LINK.unpack, packed)]
 
     # ------------------------------------------------------------------ ignored pairs
     def _ignored_of(self, txn: Txn, rid: int) -> list[int]:
@@ -805,7 +834,9 @@ class Store:
     def ignored(self) -> list[tuple[int, int]]:
         """Every ignored pair once, as (a, b) with a < b."""
         with self._lock, self._read() as txn, txn.cursor(self._dbs["ignored"]) as cur:
-            return [(a, b) for a, b in ((int.from_bytes(k, "big"), int.from_bytes(v, "big")) for k, v in cur) if a < b]
+            pairs = [(int.from_bytes(k, "big"), int.from_bytes(v, "big")) for k, v in cur]
+        self._count_reads(len(pairs))
+        return [(a, b) for a, b in pairs if a < b]
 
     # ------------------------------------------------------------------ reads
     def get(self, path: str, *, embedding: bool = False) -> FileRecord | None:
@@ -817,20 +848,22 @@ class Store:
         """(rid, record) for `path`, or None."""
         with self._lock, self._read() as txn:
             key = txn.get(_path_key(path), db=self._dbs["paths"])
-            if key is None:
-                return None
-            rec = self._record(txn, key, embedding)
-        return (int.from_bytes(key, "big"), rec) if rec.key.path == path else None
+            rec = None if key is None else self._record(txn, key, embedding)
+        self._count_reads(1)
+        return None if key is None or rec is None or rec.key.path != path else (int.from_bytes(key, "big"), rec)
 
     def records(self, rids: Iterable[int], *, embedding: bool = False) -> dict[int, FileRecord]:
         """Records of the given rids (missing ones are left out)."""
+        read = 0
         with self._lock, self._read() as txn:
             out = {}
             for rid in rids:
+                read += 1
                 raw = txn.get(_rid_key(rid), db=self._dbs["files"])
                 if raw is not None:
                     out[rid] = self._record(txn, _rid_key(rid), embedding, raw)
-            return out
+        self._count_reads(read)
+        return out
 
     def _record(self, txn: Txn, key: bytes, embedding: bool, raw: bytes | None = None) -> FileRecord:
         rec, has_emb = _unpack_record(raw if raw is not None else _required(txn, key, self._dbs["files"]))
@@ -854,6 +887,7 @@ class Store:
                     page.append((int.from_bytes(key, "big"), _unpack_record(raw)[0]))
                     if len(page) == _PAGE:
                         break
+            self._count_reads(len(page))
             for rid, rec in page:
                 if under is None or is_under(rec.key.path, under):
                     yield rid, rec
@@ -866,31 +900,35 @@ class Store:
         name); a path without any is left out."""
         out: dict[str, list[Companion]] = {}
         db, files = self._dbs["companions"], self._dbs["files"]
+        read = 0
         with self._lock, self._read() as txn, txn.cursor(db) as cur:
             for path in paths:
+                read += 1
                 if named_like_companion(path) or not cur.set_key(_companion_key(path)):
                     continue
                 names = [os.fsdecode(msgpack.unpackb(_required(txn, rid, files))[0]) for rid in cur.iternext_dup()]
+                read += len(names)
                 if found := attached(path, names):
                     out[path] = found
+        self._count_reads(read)
         return out
 
     def rids_for_digest(self, digest: bytes) -> list[int]:
         """Records whose content digest is `digest` (exact duplicates)."""
         with self._lock, self._read() as txn, txn.cursor(self._dbs["digests"]) as cur:
-            if not cur.set_key(digest):
-                return []
-            return [int.from_bytes(v, "big") for v in cur.iternext_dup()]
+            rids = [int.from_bytes(v, "big") for v in cur.iternext_dup()] if cur.set_key(digest) else []
+        self._count_reads(1 + len(rids))
+        return rids
 
     def of_size(self, size: int, limit: int = 8) -> list[FileRecord]:
         """Up to `limit` encoded records of files of `size` bytes, the newest first, with their embeddings."""
         with self._lock, self._read() as txn, txn.cursor(self._dbs["sizes"]) as cur:
-            if not cur.set_key(_SIZE.pack(size)) or not cur.last_dup():
-                return []
-            keys = [cur.value()]
-            while len(keys) < limit and cur.prev_dup():
+            keys = [cur.value()] if cur.set_key(_SIZE.pack(size)) and cur.last_dup() else []
+            while keys and len(keys) < limit and cur.prev_dup():
                 keys.append(cur.value())
-            return [self._record(txn, key, True) for key in keys]
+            found = [self._record(txn, key, True) for key in keys]
+        self._count_reads(1 + len(keys))
+        return found
 
     def exact_groups(self) -> list[list[int]]:
         """Records sharing a content digest, as rid lists (two or more each), in one pass."""
@@ -898,6 +936,7 @@ class Store:
             by_digest: dict[bytes, list[int]] = {}
             for digest, rid in cur:
                 by_digest.setdefault(digest, []).append(int.from_bytes(rid, "big"))
+        self._count_reads(len(by_digest))
         return [rids for rids in by_digest.values() if len(rids) > 1]
 
     def paths_for_digest(self, digest: bytes) -> list[str]:
@@ -907,22 +946,25 @@ class Store:
     def paths_for_inode(self, dev: int, inode: int) -> list[str]:
         """Paths recorded for (dev, inode): one, or several for hard links."""
         with self._lock, self._read() as txn, txn.cursor(self._dbs["inodes"]) as cur:
-            if not cur.set_key(_DEVINO.pack(dev, inode)):
-                return []
-            keys = list(cur.iternext_dup())
-            return sorted(_unpack_record(_required(txn, k, self._dbs["files"]))[0].key.path for k in keys)
+            keys = list(cur.iternext_dup()) if cur.set_key(_DEVINO.pack(dev, inode)) else []
+            paths = sorted(_unpack_record(_required(txn, k, self._dbs["files"]))[0].key.path for k in keys)
+        self._count_reads(1 + len(keys))
+        return paths
 
     def paths(self, rids: Iterable[int]) -> dict[int, str]:
         """Path of each given rid that still exists (decodes only the path: groups list many)."""
         files = self._dbs["files"]
         with self._lock, self._read() as txn:
-            raws = ((rid, txn.get(rid.to_bytes(8, "big"), db=files)) for rid in rids)
-            return {rid: os.fsdecode(msgpack.unpackb(raw)[0]) for rid, raw in raws if raw is not None}
+            raws = [(rid, txn.get(rid.to_bytes(8, "big"), db=files)) for rid in rids]
+        self._count_reads(len(raws))
+        return {rid: os.fsdecode(msgpack.unpackb(raw)[0]) for rid, raw in raws if raw is not None}
 
     def rids_under(self, path: str) -> dict[int, str]:
         """rid -> path of the record at `path` and of every record below it (a prefix scan)."""
         with self._lock, self._read() as txn:
-            return dict(self._rids_under(txn, path))
+            found = dict(self._rids_under(txn, path))
+        self._count_reads(1 + len(found))
+        return found
 
     def hash_names(self) -> list[str]:
         return sorted(self._hash_dbs)
@@ -934,6 +976,7 @@ class Store:
         with self._lock, self._read() as txn, txn.cursor(self._hash_dbs[name]) as cur:
             raw = b"".join(k + v for k, v in cur)
         rows = np.frombuffer(raw, dtype=[("rid", ">u8"), ("hash", "<u8")])
+        self._count_reads(len(rows))
         return rows["rid"].astype(np.int64), rows["hash"].astype(np.uint64)
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
@@ -942,6 +985,7 @@ class Store:
         with self._lock, self._read() as txn, txn.cursor(self._dbs["emb"]) as cur:
             raw = b"".join(k + v for k, v in cur)
         rows = np.frombuffer(raw, dtype=[("rid", ">u8"), ("vec", "<f2", (dim,))])
+        self._count_reads(len(rows))
         return rows["rid"].astype(np.int64), rows["vec"].copy()
 
     def embeddings_of(self, rids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -954,6 +998,7 @@ class Store:
                 raw = txn.get(_rid_key(rid), db=self._dbs["emb"])
                 if raw is not None:
                     rows[i], found[i] = np.frombuffer(raw, np.float16), True
+        self._count_reads(len(rids))
         return rows, found
 
     def embedding_stamp(self) -> dict[str, object]:
@@ -1040,6 +1085,8 @@ class Store:
                 return self._check()
             except (lmdb.Error, *_RECORD_ERRORS) as e:  # a damaged page, or meta data that does not decode
                 return [f"cannot read the store: {type(e).__name__}: {e}"]
+            finally:
+                self.unmap()  # it read every page
 
     def _expect(self, txn: Txn, key: bytes, raw: bytes, expect: dict[str, set[tuple[bytes, bytes]]],
                 expect_hash: dict[str, set[bytes]], tally: dict[str, int]) -> list[str]:

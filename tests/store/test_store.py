@@ -1,4 +1,4 @@
-"""Store: records and secondary keys, moves and removals, versions, filesystems, map growth."""
+"""Store: records and secondary keys, moves and removals, versions, filesystems, map growth, mapped pages."""
 
 import multiprocessing
 import os
@@ -12,7 +12,7 @@ import pytest
 from dedupd.errors import SkipReason, StoreError, StoreVersionMismatch
 from dedupd.mounts import filesystem_type
 from dedupd.records import Encoding, FileKey, FileRecord, Link, Move, Removal, Restat
-from dedupd.store import Store, refuse_network_filesystem
+from dedupd.store import UNMAP_READS, Store, refuse_network_filesystem
 
 
 def record(path: str, n: int, *, emb: np.ndarray | None = None, size: int = 100) -> FileRecord:
@@ -324,3 +324,40 @@ def test_a_store_without_the_size_index_gets_it_at_open(tmp_path: Path) -> None:
     with Store.open(tmp_path) as store:
         assert [rec.key.path for rec in store.of_size(300)] == ["/c/d.jpg", "/c/b.jpg", "/c/a.jpg"]
         assert store.check() == []
+
+
+def mapped_kib(data_file: Path) -> int:
+    """This process's resident pages of `data_file`'s mappings, from /proc/self/smaps."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split(maxsplit=1)[0]
+        if not head.endswith(":"):  # a mapping's header line: address range, perms, offset, dev, inode, path
+            inside = line.endswith(str(data_file))
+        elif inside and head == "Rss:":
+            total += int(line.split()[1])
+    return total
+
+
+def test_reads_do_not_leave_the_store_file_mapped(tmp_path: Path) -> None:
+    n, dim = 3_000, 512  # ~5 MiB of records and embeddings; more records than UNMAP_READS
+    assert n > UNMAP_READS
+    data = tmp_path / "store" / "data.mdb"
+    vectors = np.random.default_rng(3).standard_normal((n, dim)).astype(np.float16)
+    with Store.open(tmp_path, model_id="m", dim=dim, map_size=1 << 20) as store:  # grows (a new map) as it fills
+        for start in range(0, n, 500):
+            store.commit([record(f"/p/{i}.jpg", i + 1, emb=vectors[i]) for i in range(start, start + 500)])
+        assert store.map_size > 1 << 20
+        rids = [rid for rid, _ in store.iter_records()]
+        store.unmap()
+        assert mapped_kib(data) == 0
+        few = store.records(rids[:20], embedding=True)  # a few reads: their pages stay mapped
+        assert mapped_kib(data) > 0 and len(few) == 20
+        every = store.records(rids, embedding=True)  # a bulk read ends with the pages dropped, not lost
+        assert mapped_kib(data) == 0
+        assert np.array_equal(np.stack([every[r].encoding.embedding for r in rids]), vectors)  # type: ignore[union-attr]
+        keys, rows = store.embeddings()
+        assert mapped_kib(data) == 0 and np.array_equal(rows, vectors)
+        assert store.check() == [] and mapped_kib(data) == 0
+        for rid in rids:  # one by one: the pages of the reads since the last drop (< UNMAP_READS) stay mapped
+            store.records([rid], embedding=True)
+        assert 0 < mapped_kib(data) < data.stat().st_size // 1024 // 2
