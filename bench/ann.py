@@ -16,8 +16,14 @@ Candidates: dedupd's own index (`codes`: `dedupd.search.ann.AnnIndex`, sign code
 search effort the share of the cells probed, `--shares`, its own slack), usearch HNSW with i8 and f16
 vectors (threshold search = top-k grown until the k-th hit falls below the threshold; usearch's `radius`
 argument is not applied in 2.26), faiss HNSW with 8-bit scalar-quantised vectors
-(`IndexHNSWSQ`, its `range_search`) and faiss IVF-flat on float16 rows (`IndexIVFScalarQuantizer` QT_fp16,
-nprobe 16, `range_search`). usearch and faiss come with the `bench` extra.
+(`IndexHNSWSQ`, its `range_search`), faiss IVF-flat on float16 rows (`IndexIVFScalarQuantizer` QT_fp16,
+nprobe 16, `range_search`), and `faiss-binary-ivf`: faiss's form of dedupd's design, `IndexBinaryIVF` over
+the same 512-bit sign codes (the signs of the same random projections), as many cells as dedupd's index,
+trained by faiss (binary k-means), `range_search` at the same Hamming radius on all 512 bits, the same share of
+cells probed (`--shares`), on one thread as dedupd's numpy. usearch and faiss come with the `bench` extra.
+Besides p50 / p99 wall-clock, each setting gives the candidates a query returns (what the caller reads from
+the store and judges on the float16 rows) and the CPU time of the whole query loop per query. A library
+named twice in `--libs` is built and measured twice (paired runs: A B A B).
 
     .venv/bin/python bench/ann.py --n 100000 [--libs codes,usearch-i8,faiss-hnsw-sq8] [--real emb.npy]
     .venv/bin/python bench/ann.py --n 1000000 --rows photo --real ~/.cache/dedupd-bench/archive/real.pkl
@@ -200,13 +206,43 @@ def build_faiss(rows: np.ndarray, kind: str) -> tuple[Search, int, Tune]:
     return search, faiss.serialize_index(index).nbytes, tune
 
 
+def build_faiss_binary_ivf(rows: np.ndarray) -> tuple[Search, int, Tune]:
+    import faiss
+
+    from dedupd.search.ann import BITS, AnnIndex, radius
+
+    faiss.omp_set_num_threads(1)  # one query at a time on one thread, as dedupd's index
+    shaped = AnnIndex.train(rows, len(rows))  # dedupd's projections and cell count for this many rows
+    projection = shaped._projection
+
+    def codes(block: np.ndarray) -> np.ndarray:
+        return np.packbits(np.asarray(block, np.float32).reshape(-1, DIM) @ projection > 0, axis=1)
+
+    index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(BITS), BITS, shaped.cells)
+    sample = np.random.default_rng(0).choice(len(rows), min(len(rows), 256 * shaped.cells), replace=False)
+    index.train(codes(rows[np.sort(sample)]))
+    for first in range(0, len(rows), 50_000):
+        index.add(codes(rows[first : first + 50_000]))
+
+    def search(query: np.ndarray, threshold: float) -> np.ndarray:
+        lims, _, labels = index.range_search(codes(query), radius(threshold, BITS) + 1)  # faiss: distance < radius
+        return labels[lims[0] : lims[1]].astype(np.int64)
+
+    def tune(effort: float) -> None:  # effort: the percentage of cells probed
+        index.nprobe = max(1, int(np.ceil(effort / 100 * shaped.cells)))
+
+    return search, faiss.serialize_index_binary(index).nbytes, tune
+
+
 BUILDERS: dict[str, Callable[[np.ndarray], tuple[Search, int, Tune]]] = {
     "codes": build_codes,
     "usearch-i8": lambda rows: build_usearch(rows, "i8"),
     "usearch-f16": lambda rows: build_usearch(rows, "f16"),
     "faiss-hnsw-sq8": lambda rows: build_faiss(rows, "hnsw-sq8"),
     "faiss-ivf-fp16": lambda rows: build_faiss(rows, "ivf-fp16"),
+    "faiss-binary-ivf": build_faiss_binary_ivf,
 }
+OWN_SLACK = ("codes", "faiss-binary-ivf")  # searched at --threshold: their Hamming radius has its own slack
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -252,18 +288,26 @@ def main() -> None:
         build = time.perf_counter() - start
         figures: dict[str, object] = {"build_s": round(build, 1), "index_mib": round(nbytes / 2**20, 1),
                                       "rss_growth_mib": round(rss_mib() - before, 1)}  # fmt: skip
-        for effort in map(float, (args.shares if name == "codes" else args.efforts).split(",")):
+        for effort in map(float, (args.shares if name in OWN_SLACK else args.efforts).split(",")):
             tune(effort)
-            times, found = [], 0
+            times, found, candidates = [], 0, 0
+            threshold = args.threshold if name in OWN_SLACK else args.threshold - args.slack
+            cpu = time.process_time()
             for q, want in zip(queries, truth, strict=True):
                 start = time.perf_counter()
-                keys = search(q, args.threshold if name == "codes" else args.threshold - args.slack)  # codes: own slack
+                keys = search(q, threshold)
                 times.append(time.perf_counter() - start)
                 found += len(want & set(keys.tolist()))
+                candidates += len(keys)
+            cpu = time.process_time() - cpu
             figures[f"effort {effort}"] = {"query_ms": percentiles(times),
-                                           "recall": round(found / max(1, sum(map(len, truth))), 4)}  # fmt: skip
-        print(name, figures, flush=True)
-        result[name] = figures
+                                           "cpu_ms_per_query": round(cpu * 1e3 / len(queries), 2),
+                                           "recall": round(found / max(1, sum(map(len, truth))), 4),
+                                           "candidates_per_query": round(candidates / len(queries), 1)}  # fmt: skip
+        run = sum(1 for key in result if key.split(" ")[0] == name) + 1
+        label = name if run == 1 else f"{name} ({run})"
+        print(label, figures, flush=True)
+        result[label] = figures
         del search
     print(json.dumps(result))
 

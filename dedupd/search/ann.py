@@ -156,7 +156,7 @@ class AnnIndex:
         queries = np.asarray(queries, np.float32).reshape(-1, self.dim)
         if self._size - self._sorted > max(1024, self._sorted * TAIL_SHARE):
             self._lay_out()
-        radii = _radius(min_similarity, FIRST_BITS), _radius(min_similarity, BITS)
+        radii = radius(min_similarity, FIRST_BITS), radius(min_similarity, BITS)
         codes = self._codes(queries)
         ranked = queries @ self._centroids.T
         probes = min(self.cells, max(1, math.ceil(self.probe_share * self.cells)))
@@ -278,7 +278,7 @@ class AnnIndex:
         path.unlink(missing_ok=True)
 
 
-def _radius(min_similarity: float, bits: int) -> int:
+def radius(min_similarity: float, bits: int) -> int:
     """The Hamming radius on `bits` bits of a threshold query: the expected distance at `min_similarity`
     plus CODE_SIGMAS."""
     share = math.acos(max(-1.0, min(1.0, min_similarity))) / math.pi
