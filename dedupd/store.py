@@ -854,15 +854,13 @@ class Store:
 
     def records(self, rids: Iterable[int], *, embedding: bool = False) -> dict[int, FileRecord]:
         """Records of the given rids (missing ones are left out)."""
-        read = 0
         with self._lock, self._read() as txn:
             out = {}
             for rid in rids:
-                read += 1
+                self._count_reads(1)  # scattered reads: dropped as they go, not only at the end
                 raw = txn.get(_rid_key(rid), db=self._dbs["files"])
                 if raw is not None:
                     out[rid] = self._record(txn, _rid_key(rid), embedding, raw)
-        self._count_reads(read)
         return out
 
     def _record(self, txn: Txn, key: bytes, embedding: bool, raw: bytes | None = None) -> FileRecord:
@@ -954,10 +952,14 @@ class Store:
     def paths(self, rids: Iterable[int]) -> dict[int, str]:
         """Path of each given rid that still exists (decodes only the path: groups list many)."""
         files = self._dbs["files"]
+        out = {}
         with self._lock, self._read() as txn:
-            raws = [(rid, txn.get(rid.to_bytes(8, "big"), db=files)) for rid in rids]
-        self._count_reads(len(raws))
-        return {rid: os.fsdecode(msgpack.unpackb(raw)[0]) for rid, raw in raws if raw is not None}
+            for rid in rids:
+                self._count_reads(1)  # scattered reads: dropped as they go
+                raw = txn.get(rid.to_bytes(8, "big"), db=files)
+                if raw is not None:
+                    out[rid] = os.fsdecode(msgpack.unpackb(raw)[0])
+        return out
 
     def rids_under(self, path: str) -> dict[int, str]:
         """rid -> path of the record at `path` and of every record below it (a prefix scan)."""
