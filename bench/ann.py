@@ -20,7 +20,9 @@ argument is not applied in 2.26), faiss HNSW with 8-bit scalar-quantised vectors
 nprobe 16, `range_search`), and `faiss-binary-ivf`: faiss's form of dedupd's design, `IndexBinaryIVF` over
 the same 512-bit sign codes (the signs of the same random projections), as many cells as dedupd's index,
 trained by faiss (binary k-means), `range_search` at the same Hamming radius on all 512 bits, the same share of
-cells probed (`--shares`), on one thread as dedupd's numpy. usearch and faiss come with the `bench` extra.
+cells probed (`--shares`), on one thread as dedupd's numpy; `faiss-binary-ivf-cells` the same with dedupd's
+cells instead (its spherical k-means centroids assign the rows, `add_core`, and rank the cells a query probes,
+`range_search_preassigned`): faiss's lists and Hamming scan alone. usearch and faiss come with the `bench` extra.
 Besides p50 / p99 wall-clock, each setting gives the candidates a query returns (what the caller reads from
 the store and judges on the float16 rows) and the CPU time of the whole query loop per query. A library
 named twice in `--libs` is built and measured twice (paired runs: A B A B).
@@ -206,26 +208,41 @@ def build_faiss(rows: np.ndarray, kind: str) -> tuple[Search, int, Tune]:
     return search, faiss.serialize_index(index).nbytes, tune
 
 
-def build_faiss_binary_ivf(rows: np.ndarray) -> tuple[Search, int, Tune]:
+def build_faiss_binary_ivf(rows: np.ndarray, own_cells: bool) -> tuple[Search, int, Tune]:
     import faiss
 
     from dedupd.search.ann import BITS, AnnIndex, radius
 
     faiss.omp_set_num_threads(1)  # one query at a time on one thread, as dedupd's index
-    shaped = AnnIndex.train(rows, len(rows))  # dedupd's projections and cell count for this many rows
-    projection = shaped._projection
+    shaped = AnnIndex.train(rows, len(rows))  # dedupd's projections, cell count and (own_cells) centroids
+    projection, centroids = shaped._projection, shaped._centroids
 
     def codes(block: np.ndarray) -> np.ndarray:
         return np.packbits(np.asarray(block, np.float32).reshape(-1, DIM) @ projection > 0, axis=1)
 
     index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(BITS), BITS, shaped.cells)
-    sample = np.random.default_rng(0).choice(len(rows), min(len(rows), 256 * shaped.cells), replace=False)
-    index.train(codes(rows[np.sort(sample)]))
+    if own_cells:
+        index.is_trained = True  # the lists only: dedupd's centroids assign and probe, faiss's quantizer is unused
+    else:
+        sample = np.random.default_rng(0).choice(len(rows), min(len(rows), 256 * shaped.cells), replace=False)
+        index.train(codes(rows[np.sort(sample)]))
     for first in range(0, len(rows), 50_000):
-        index.add(codes(rows[first : first + 50_000]))
+        block = rows[first : first + 50_000].astype(np.float32)
+        if own_cells:
+            cells = np.ascontiguousarray(np.argmax(block @ centroids.T, axis=1), np.int64)
+            index.add_core(len(block), faiss.swig_ptr(codes(block)), None, faiss.swig_ptr(cells))
+        else:
+            index.add(codes(block))
 
     def search(query: np.ndarray, threshold: float) -> np.ndarray:
-        lims, _, labels = index.range_search(codes(query), radius(threshold, BITS) + 1)  # faiss: distance < radius
+        code, at = codes(query), radius(threshold, BITS) + 1  # faiss: distance < radius
+        if own_cells:
+            sims = np.asarray(query, np.float32).reshape(-1) @ centroids.T
+            probed = np.argpartition(-sims, index.nprobe - 1)[: index.nprobe] if index.nprobe < len(sims) else None
+            lims, _, labels = index.range_search_preassigned(code, at, (np.arange(len(sims)) if probed is None
+                                                                        else probed)[None], None)  # fmt: skip
+        else:
+            lims, _, labels = index.range_search(code, at)
         return labels[lims[0] : lims[1]].astype(np.int64)
 
     def tune(effort: float) -> None:  # effort: the percentage of cells probed
@@ -240,9 +257,11 @@ BUILDERS: dict[str, Callable[[np.ndarray], tuple[Search, int, Tune]]] = {
     "usearch-f16": lambda rows: build_usearch(rows, "f16"),
     "faiss-hnsw-sq8": lambda rows: build_faiss(rows, "hnsw-sq8"),
     "faiss-ivf-fp16": lambda rows: build_faiss(rows, "ivf-fp16"),
-    "faiss-binary-ivf": build_faiss_binary_ivf,
+    "faiss-binary-ivf": lambda rows: build_faiss_binary_ivf(rows, own_cells=False),
+    "faiss-binary-ivf-cells": lambda rows: build_faiss_binary_ivf(rows, own_cells=True),
 }
-OWN_SLACK = ("codes", "faiss-binary-ivf")  # searched at --threshold: their Hamming radius has its own slack
+#: Searched at --threshold: their Hamming radius has its own slack.
+OWN_SLACK = ("codes", "faiss-binary-ivf", "faiss-binary-ivf-cells")
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
