@@ -205,8 +205,8 @@ class Verifier:
                 continue
             good = [m for m in self._matcher.match(descriptors_a, descriptors_b) if m.distance <= _MAX_DISTANCE]
             most = max(most, len(good))
-            if len(good) < max(3, self.settings.min_inliers):
-                continue
+            if len(good) < max(3, self.settings.min_inliers) or (best is not None and len(good) <= best[0]):
+                continue  # too few to fit, or to beat the unmirrored transform (its inliers: no RANSAC needed)
             src = points_a[[m.queryIdx for m in good]]
             dst = points_b[[m.trainIdx for m in good]]
             transform, mask = cv2.estimateAffine2D(src, dst, ransacReprojThreshold=1.5, maxIters=2000,
