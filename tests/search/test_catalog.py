@@ -1,14 +1,18 @@
 """Catalog: store + live index in step under the fused duplicate rule; queries, ignore, relinking."""
 
+import io
 import logging
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+import skimage
+from PIL import Image
 
 from dedupd.catalog import Catalog, IndexConfig
 from dedupd.errors import SkipReason, StoreError, StoreVersionMismatch
+from dedupd.imaging.encode import encode_bytes
 from dedupd.imaging.hashing import bits_to_int, dihedral_variants, int_to_bits, oriented_variants
 from dedupd.records import Encoding, FileKey, FileRecord, Match, Move, Removal
 from dedupd.records import StoreChange as Change
@@ -336,3 +340,25 @@ def test_encodings_without_the_oriented_hash_are_refused(tmp_path: Path) -> None
         store.commit([old])
     with pytest.raises(StoreVersionMismatch, match="older encoder"):
         Catalog.open(tmp_path / "old", HASH_ONLY)
+
+
+def test_the_live_index_computes_a_stored_thumbnails_keypoints_once(tmp_path: Path) -> None:
+    """The daemon commits an import in batches of one or two files: the live index keeps one keypoint cache
+    (`search.verify.KeypointCache`) across its batches, so a stored file's keypoints are computed once, not
+    again for every later copy of it. Real photographs: a photo, its re-encodes and its mirror image, one a batch."""
+    photo = Image.open(Path(skimage.__file__).parent / "data" / "chelsea.png").convert("RGB")
+    images = [photo, photo, photo, photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    files = []
+    for k, (image, quality) in enumerate(zip(images, (95, 80, 65, 90), strict=True)):
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=quality)
+        files.append(FileRecord(FileKey(f"/p/{k}.jpg", 1, k + 1, len(out.getvalue()), 0),
+                                encode_bytes(out.getvalue()).encoding))  # fmt: skip
+    with Catalog.open(tmp_path, IndexConfig(MatcherSettings().without_cnn())) as catalog:
+        for record in files:
+            catalog.apply([record])
+        cache = catalog._index._keypoints
+        groups = catalog.groups()
+        assert [len(g.paths) for g in groups] == [len(files)]  # every copy verified into one duplicate group
+        assert len(files) <= cache.computed <= 2 * len(files)  # each thumbnail and at most its mirror image
+        assert len(cache) == cache.computed  # none computed twice
