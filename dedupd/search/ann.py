@@ -16,8 +16,8 @@ Why not a graph (usearch HNSW, the previous design): at 1M rows on this project'
 in ~35 minutes; a flat scan of the codes costs ~8 ms at 1M here. See BENCHMARKS.md "Archive".
 
 Layout: the codes are column-major (one uint64 array per 64 bits) and sorted by cell, so a probed cell is a
-contiguous run of each column; rows added since are a tail scanned whole, laid into their cells (which also
-drops removed rows) once it passes TAIL_SHARE of the rest, at the next query or save.
+contiguous run of each column, read as a slice; rows added since are a tail scanned whole, laid into their
+cells (which also drops removed rows) once it passes TAIL_SHARE of the rest, at the next query or save.
 
 The saved file is stamped: a JSON sidecar holds the caller's stamp (the store's state when the index was
 saved) and the file's size; `load` returns None unless both match, so a stale or torn file is rebuilt.
@@ -160,24 +160,31 @@ class AnnIndex:
         codes = self._codes(queries)
         ranked = queries @ self._centroids.T
         probes = min(self.cells, max(1, math.ceil(self.probe_share * self.cells)))
-        sizes = np.diff(self._starts)
-        tail = np.arange(self._sorted, self._size)  # rows added since the layout: every query reads them
         out = []
         for code, sims in zip(codes, ranked, strict=True):
             cells = np.argpartition(-sims, probes - 1)[:probes] if probes < self.cells else np.arange(self.cells)
-            runs = sizes[cells]
-            firsts = self._starts[cells] - (np.cumsum(runs) - runs)
-            probed = np.arange(int(runs.sum())) + np.repeat(firsts, runs)
-            found = self._near(code, np.concatenate([probed, tail]), radii)
+            found = self._near(code, np.sort(cells), radii)
             out.append(self._keys[found[self._alive[found]]])
         return out
 
-    def _near(self, code: np.ndarray, at: np.ndarray, radii: tuple[int, int]) -> np.ndarray:
-        """The positions `at` whose code is within radii[0] of `code` on the first FIRST_BITS, radii[1] on all."""
+    def _near(self, code: np.ndarray, cells: np.ndarray, radii: tuple[int, int]) -> np.ndarray:
+        """The positions in `cells` (sorted) and in the tail whose code is within radii[0] of `code` on the first
+        FIRST_BITS, radii[1] on all. The first stage reads each probed cell's run of a column as a slice (one
+        copy of contiguous words, not a gather by position: 0.67-0.69x the CPU of the gather at 1M)."""
+        starts, ends = self._starts[cells], self._starts[cells + 1]
+        if self._size > self._sorted:  # rows added since the layout: every query reads them
+            starts, ends = np.append(starts, self._sorted), np.append(ends, self._size)
+        spans = list(zip(starts.tolist(), ends.tolist(), strict=True))
+        lengths = ends - starts
+        offsets = np.cumsum(lengths) - lengths  # where each span begins among the rows read
         first = FIRST_BITS // 64
-        distances = self._distances(code[:first], at, self._words[:first])
-        close = distances <= radii[0]
-        at, distances = at[close], distances[close] + self._distances(code[first:], at[close], self._words[first:])
+        distances = np.zeros(int(lengths.sum()), np.uint16)
+        for column, word in zip(self._words[:first], code[:first], strict=True):
+            distances += np.bitwise_count(np.concatenate([column[a:b] for a, b in spans]) ^ word)
+        close = np.flatnonzero(distances <= radii[0])
+        span = np.searchsorted(offsets, close, side="right") - 1
+        at = starts[span] + (close - offsets[span])
+        distances = distances[close] + self._distances(code[first:], at, self._words[first:])
         return at[distances <= radii[1]]
 
     @staticmethod
