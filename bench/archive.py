@@ -4,8 +4,8 @@
     .venv/bin/python bench/archive.py build [--n N] [--rows photo|random]   # the N-record library (1,000,000)
     .venv/bin/python bench/archive.py query [--shares 12.5,25]  # p50/p99, recall vs the exact scan, per share
     .venv/bin/python bench/archive.py parquet [--rows-to-import 5000]  # `dedupd import` into it vs empty
-    .venv/bin/python bench/archive.py import                # live import of 1,000 photos into it vs into an
-                                                            # empty one (bench/daemon.py's run), then a restart
+    .venv/bin/python bench/archive.py import                # live import of 1,000 photos into it vs into its
+                                                            # real rows alone and into an empty state, a restart
     .venv/bin/python bench/archive.py restart               # the daemon started twice on a copy of it: the
                                                             # restart's READY time, decodes and RSS
 
@@ -36,9 +36,18 @@ ANN queries at each share of the index's cells probed (percent).
 
 `parquet`: see `parquet_import`.
 
-`import`: the library is copied to a work directory, then `bench/daemon.py`'s daemon run imports the first
-1,000 files of the camera corpus into a watched root, once on the copy and once on an empty state; then
-the daemon is started again on the copy (1M + 1,000 records) and timed to READY=1, with its decode count
+`import`: `bench/daemon.py`'s daemon run imports the first 1,000 files of the camera corpus into a watched
+root, three times: into an empty state; into the same real rows the library holds (a state built as the
+library is, `build` with no synthetic rows: the 1,362 ukbench-transformed records through `Catalog.apply`);
+into a copy of the library. The camera and ukbench corpora are made from the same source photographs, so
+~6 real rows of the library are duplicates of every imported photo: into the library, and into the
+real-rows state, every photo is linked, verified against the stored thumbnails and reported, which into an
+empty state most are not. So the headline ratio is the library over the real-rows state (the only
+difference is the synthetic records: what the import pays for the library's size); the ratio over the
+empty state is printed beside it (what the import pays for size and for the duplicates together).
+`--rounds R` repeats the three runs (empty, real rows, library: A B C A B C); `--states real,library` runs
+only those. After the first library run the daemon is started again on that copy (1M + 1,000 records) and
+timed to READY=1, with its decode count
 (must stay 0) and RSS after the start-up scan, once at `wait-idle` and again SETTLE_S later (the daemon's
 loop ranks the groups for the review page when it falls idle): VmRSS = RssAnon (the process's own memory)
 + RssFile (mapped files: the libraries, and the pages of the memory-mapped store it has read and not yet
@@ -181,7 +190,7 @@ def build(n: int, state: Path, kind: str) -> dict[str, object]:
     else:
         draw = isotropic
     library_real = real["ukbench-transformed"]
-    synthetic = n - len(library_real)
+    synthetic = max(0, n - len(library_real))  # n below the real rows: those alone
     if state.exists():
         shutil.rmtree(state)
     rng = np.random.default_rng(11)
@@ -214,8 +223,8 @@ def build(n: int, state: Path, kind: str) -> dict[str, object]:
     store_mib = sum(f.stat().st_size for f in (state / "store").iterdir()) / 2**20
     ann_file = state / ANN_FILE
     ann_mib = ann_file.stat().st_size / 2**20 if ann_file.exists() else 0.0
-    return {"n": n, "rows": kind, "synthetic": synthetic, "real": len(library_real), "links": len(links),
-            "write_s": round(written),
+    return {"n": synthetic + len(library_real), "rows": kind, "synthetic": synthetic, "real": len(library_real),
+            "links": len(links), "write_s": round(written),
             "catalog_open_s": round(opened, 1), "ann_build_s": round(built), "store_mib": round(store_mib),
             "ann_file_mib": round(ann_mib)}  # fmt: skip
 
@@ -343,32 +352,46 @@ def restart_twice(state: Path, workdir: Path | None) -> dict[str, object]:
     return result
 
 
-def ratio(result: dict[str, object], figure: str) -> float:
-    """The import into the library over the import into the empty store, on one figure."""
-    empty, library = result["empty"], result["library"]
-    assert isinstance(empty, dict) and isinstance(library, dict)
-    return round(library[figure] / empty[figure], 2)
+def ratio(library: dict[str, object], base: dict[str, object], figure: str) -> float:
+    """The import into the library over an import into another state, on one figure."""
+    return round(float(library[figure]) / float(base[figure]), 2)  # type: ignore[arg-type]
 
 
-def live_import(state: Path, workdir: Path | None) -> dict[str, object]:
+IMPORT_STATES = ("empty", "real", "library")  # the order of one round
+
+
+def live_import(state: Path, workdir: Path | None, rounds: int, states: list[str]) -> dict[str, object]:
     files = sorted(p for p in (CORPORA / "camera-import").iterdir() if p.is_file())[:1000]
-    result: dict[str, object] = {"files": len(files)}
-    for name in ("empty", "library"):
-        home = Path(tempfile.mkdtemp(prefix=f"archive-{name}-", dir=workdir))
-        try:
-            if name == "library":
+    runs: dict[str, list[dict[str, object]]] = {name: [] for name in states}
+    result: dict[str, object] = {"files": len(files), "runs": runs}
+    for round_no in range(rounds):
+        for name in states:
+            home = Path(tempfile.mkdtemp(prefix=f"archive-{name}-", dir=workdir))
+            try:
                 start = time.perf_counter()
-                shutil.copytree(state, home / "state")
-                print(f"library copied in {time.perf_counter() - start:.0f} s", flush=True)
-            run = daemon_bench.run_daemon(home, files, idle_window_s=5.0)
-            result[name] = asdict(run)
-            print(name, result[name], flush=True)
-            if name == "library":
-                result["restart"] = restart(home)
-                print("restart", result["restart"], flush=True)
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
-    result["import_ratio"] = ratio(result, "idle_s")
+                if name == "library":
+                    shutil.copytree(state, home / "state")
+                    print(f"library copied in {time.perf_counter() - start:.0f} s", flush=True)
+                elif name == "real":  # the library's real rows, built as the library is, without the synthetic
+                    built = build(0, home / "state", "photo")
+                    print(f"real-rows state built in {time.perf_counter() - start:.0f} s: {built}", flush=True)
+                run = asdict(daemon_bench.run_daemon(home, files, idle_window_s=5.0))
+                runs[name].append(run)
+                print(f"round {round_no + 1}", name, run, flush=True)
+                if name == "library" and round_no == 0:
+                    result["restart"] = restart(home)
+                    print("restart", result["restart"], flush=True)
+            finally:
+                shutil.rmtree(home, ignore_errors=True)
+    for base in ("real", "empty"):
+        if base not in runs or "library" not in runs:
+            continue
+        result[f"ratio_vs_{base}"] = {
+            figure: [ratio(lib, other, figure) for lib, other in zip(runs["library"], runs[base], strict=True)]
+            for figure in ("idle_s", "import_cpu_s", "import_main_cpu_s")
+        }
+    print("library over real rows:", result.get("ratio_vs_real"), "over empty:", result.get("ratio_vs_empty"),
+          flush=True)  # fmt: skip
     return result
 
 
@@ -424,7 +447,8 @@ def parquet_import(state: Path, rows: int, workdir: Path | None) -> dict[str, ob
             shutil.rmtree(target, ignore_errors=True)
     finally:
         shutil.rmtree(top, ignore_errors=True)
-    result["import_ratio"] = ratio(result, "import_s")
+    assert isinstance(result["library"], dict) and isinstance(result["empty"], dict)
+    result["import_ratio"] = ratio(result["library"], result["empty"], "import_s")
     return result
 
 
@@ -439,6 +463,8 @@ def main() -> None:
     parser.add_argument("--rows-to-import", type=int, default=5_000, help="parquet: rows in the shard")
     parser.add_argument("--state", type=Path, default=LIBRARY, help="the library's state directory")
     parser.add_argument("--workdir", type=Path, default=None, help="parent of the import runs' directories")
+    parser.add_argument("--rounds", type=int, default=1, help="import: rounds of the three runs")
+    parser.add_argument("--states", default=",".join(IMPORT_STATES), help="import: the runs of a round, in order")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.step == "real":
@@ -452,7 +478,10 @@ def main() -> None:
     elif args.step == "restart":
         result = restart_twice(args.state, args.workdir)
     else:
-        result = live_import(args.state, args.workdir)
+        states = args.states.split(",")
+        if not set(states) <= set(IMPORT_STATES):
+            parser.error(f"--states: some of {', '.join(IMPORT_STATES)}")
+        result = live_import(args.state, args.workdir, args.rounds, states)
     print(json.dumps(result))
 
 
