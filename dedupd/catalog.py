@@ -61,7 +61,7 @@ from dedupd.pathnames import is_under
 from dedupd.records import Commit, Encoding, FileRecord, Link, Match, StoreChange
 from dedupd.search.ann import AnnIndex
 from dedupd.search.embeddings import ANN_MIN_ROWS, EmbeddingSearch
-from dedupd.search.groups import grouped, partition
+from dedupd.search.groups import components, grouped, partition
 from dedupd.search.keep import Candidate, choose
 from dedupd.search.keep import keepers as keep_whole  # `keepers` names a plan's kept paths below
 from dedupd.search.matcher import (
@@ -404,6 +404,7 @@ class Catalog:
         self._ignored: set[tuple[int, int]] = set()
         self._copies: set[int] = set()  # byte copies: records whose digest a smaller rid also has
         self._groups: list[list[int]] | None = None  # duplicate groups, computed on demand from the links
+        self._stale: set[int] = set()  # ends of the links added since _groups was computed
         #: group_page's ranking of a tier's groups (by its arguments), until the next commit or regrouping.
         self._ranked: dict[tuple[object, ...], tuple[list[tuple[list[int], list[_RawLink]]], list[_Ranked]]] = {}
         self._check_cnn(config.matcher)
@@ -499,21 +500,34 @@ class Catalog:
 
     def _regroup(self) -> None:
         self._groups = None
+        self._stale.clear()
         self._ranked.clear()
 
     def _partition(self, only: str | None = None, tier: str = DUPLICATE) -> list[list[int]]:
         """Groups of one tier from the stored links (`search.groups.partition`, the scan's grouping):
         duplicate links strongest first (ties by path), similar links keeping their files apart; with
-        `only`, that method's links alone. Similar groups are plain unions of similar links."""
-        if only is None and tier == DUPLICATE and self._groups is not None:
+        `only`, that method's links alone. Similar groups are plain unions of similar links.
+
+        The duplicate groups are kept between batches: after a batch that only added links, only the
+        components its links touch (`_region`) are grouped again, the other groups stay as they were."""
+        cached = only is None and tier == DUPLICATE
+        if cached and self._groups is not None and not self._stale:
             return self._groups
         a, b, methods, codes, scores = self._store.links()
         similar = np.array([m.startswith(SIMILAR_PREFIX) for m in methods] + [False], bool)[codes]
         chosen = similar if tier == SIMILAR else ~similar
         if only is not None:
             chosen &= codes == (methods.index(only) if only in methods else -1)
+        kept: list[list[int]] = []
+        if cached and self._groups is not None:
+            region = self._region(a[chosen], b[chosen])
+            kept = [g for g in self._groups if g[0] not in region]
+            inside = np.isin(a, np.fromiter(region, np.int64, len(region)))
+            chosen &= inside
+            similar &= inside
         rows = np.flatnonzero(chosen)
         paths = self._store.paths({int(r) for r in np.concatenate([a[rows], b[rows]]).tolist()})
+
         def strength(k: int) -> tuple[tuple[int, float], str, str]:
             x, y = paths.get(int(a[k]), ""), paths.get(int(b[k]), "")
             return evidence_rank(methods[codes[k]].removeprefix(SIMILAR_PREFIX), float(scores[k])), min(x, y), max(x, y)
@@ -527,9 +541,31 @@ class Catalog:
                                sets_of(records))
         else:
             groups = partition((int(a[k]), int(b[k])) for k in order)
-        if only is None and tier == DUPLICATE:
+        if cached:
+            groups = sorted(kept + groups, key=lambda group: group[0]) if kept else groups
             self._groups = groups
+            self._stale.clear()
         return groups
+
+    def _region(self, a: np.ndarray, b: np.ndarray) -> set[int]:
+        """The records whose groups the links added since the last grouping may have changed: the stale
+        records (those links' ends), their connected components in the duplicate links `a`-`b`, and every
+        linked record in the folder of one of them (a capture set, which `partition` joins as one node,
+        is files of one folder: `search.sets`) with its component, until nothing is added. No group
+        crosses its edge, so grouping the links inside it alone gives its groups."""
+        nodes, labels = components(a, b)
+        linked = set(nodes.tolist())
+        region, placed, folders = set(self._stale), set[int](), set[str]()
+        while True:
+            hit = np.isin(nodes, np.fromiter(region, np.int64, len(region)))
+            region.update(nodes[np.isin(labels, labels[hit])].tolist())
+            new = {os.path.dirname(path) for path in self._store.paths(region - placed).values()} - folders
+            placed |= region
+            if not new:
+                return region
+            folders |= new
+            region.update(rid for folder in new for rid, path in self._store.rids_under(folder).items()
+                          if rid in linked and os.path.dirname(path) == folder)  # fmt: skip
 
     def set_matcher(self, settings: MatcherSettings) -> None:
         """Switch to a new rule (a reload): links and groups follow it; nothing changes if it is refused."""
@@ -653,8 +689,10 @@ class Catalog:
             with_rows = [(rid, enc.embedding) for rid, enc in encoded if enc.embedding is not None]
             if index.vectors is not None and with_rows:
                 index.vectors.insert_many(np.array([r for r, _ in with_rows]), np.stack([e for _, e in with_rows]))
-        if links or commit.removed or commit.ignored or commit.moved:
-            self._groups = None
+        if commit.removed or commit.ignored or commit.moved:
+            self._regroup()
+        elif links:  # only added: the groups of these records' components are computed again
+            self._stale.update(r for ln in links for r in (ln.a, ln.b))
 
     def _matches_of_added(self, links: Sequence[Link], added: AbstractSet[int]) -> dict[str, list[Match]]:
         """Each link of an added record reported once, under its newer record (rids grow in batch order).

@@ -15,11 +15,16 @@ node: joined before any link, never kept apart by a cannot-link or identity betw
 is one set alone (a RAW and its JPEG matching each other) is no group.
 Singletons are left out. Union-find with path halving; each group carries the set of nodes it may
 not meet and its distinct identities, so a join is checked in time proportional to the smaller group.
+No group reaches across two connected components of the links (with the units' joins), so a caller may
+partition one component's links alone (`components` labels them): the daemon regroups only the components
+a batch's links touched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+
+import numpy as np
 
 
 def partition(
@@ -81,3 +86,22 @@ def partition(
 def grouped(groups: Sequence[Sequence[int]]) -> int:
     """How many nodes are in some group."""
     return sum(len(group) for group in groups)
+
+
+def components(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(nodes, label of each): the connected components of the undirected graph of edges (a[i], b[i]), nodes
+    sorted, each labelled with the position of one of its component's nodes (equal labels, one component).
+    Each round lowers both ends of every edge to the smaller label, then follows labels to their labels."""
+    nodes, inverse = np.unique(np.concatenate([np.asarray(a, np.int64), np.asarray(b, np.int64)]),
+                               return_inverse=True)  # fmt: skip
+    x, y = inverse[: len(a)], inverse[len(a) :]
+    labels = np.arange(len(nodes))
+    while True:
+        low = np.minimum(labels[x], labels[y])
+        lowered = labels.copy()
+        np.minimum.at(lowered, x, low)
+        np.minimum.at(lowered, y, low)
+        lowered = lowered[lowered]
+        if np.array_equal(lowered, labels):
+            return nodes, labels
+        labels = lowered

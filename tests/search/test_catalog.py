@@ -3,6 +3,7 @@
 import io
 import logging
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from dedupd.catalog import Catalog, IndexConfig
 from dedupd.errors import SkipReason, StoreError, StoreVersionMismatch
 from dedupd.imaging.encode import encode_bytes
 from dedupd.imaging.hashing import bits_to_int, dihedral_variants, int_to_bits, oriented_variants
-from dedupd.records import Encoding, FileKey, FileRecord, Match, Move, Removal
+from dedupd.records import Capture, Encoding, FileKey, FileRecord, Match, Move, Removal
 from dedupd.records import StoreChange as Change
 from dedupd.search.groups import partition
 from dedupd.search.matcher import MatcherSettings, all_pairs, evidence_rank
@@ -362,3 +363,38 @@ def test_the_live_index_computes_a_stored_thumbnails_keypoints_once(tmp_path: Pa
         assert [len(g.paths) for g in groups] == [len(files)]  # every copy verified into one duplicate group
         assert len(files) <= cache.computed <= 2 * len(files)  # each thumbnail and at most its mirror image
         assert len(cache) == cache.computed  # none computed twice
+
+
+def _captured(path: str, dct: int, capture: Capture) -> FileRecord:
+    record = rec(path, dct, digest=abs(hash(path)) % 2**32)
+    assert record.encoding is not None
+    return FileRecord(record.key, replace(record.encoding, capture=capture))
+
+
+def test_groups_kept_across_added_batches_equal_a_fresh_grouping(tmp_path: Path) -> None:
+    """After batches that only add files, the groups (each batch regroups only the components its links
+    touch) are those a catalog opened on the same store computes from every link; capture sets (a RAW and
+    its JPEG, one node even when they arrive apart and match different files) and capture identities that
+    keep groups apart are in play."""
+    rng = random.Random(5)
+    with Catalog.open(tmp_path, HASH_ONLY) as catalog:
+        # the deterministic case first: a RAW matches x, later its JPEG matches y (another component)
+        catalog.apply([rec("/lib/x.jpg", 0b1), _captured("/card/IMG_1.CR2", 0b1, Capture("CR2"))])
+        assert shown(catalog) == {frozenset({"/lib/x.jpg", "/card/IMG_1.CR2"})}
+        catalog.apply([rec("/lib/y.jpg", 0b110000), _captured("/card/IMG_1.JPG", 0b110000, Capture("JPEG"))])
+        expected = {frozenset({"/lib/x.jpg", "/lib/y.jpg", "/card/IMG_1.CR2", "/card/IMG_1.JPG"})}
+        assert shown(catalog) == expected == {frozenset(g.paths) for g in Catalog(catalog.store, HASH_ONLY).groups()}
+        times = [None, "2024:01:01 10:00:00", "2024:01:01 10:00:01"]
+        used: set[str] = set()  # a path added again would replace its record: a removal, a full regrouping
+        for step in range(30):
+            batch: list[Change] = []
+            for _ in range(rng.randint(1, 8)):
+                kind = rng.choice(["CR2", "JPEG"])
+                path = f"/r/{rng.choice('abcd')}/IMG_{rng.randrange(40)}.{'CR2' if kind == 'CR2' else 'JPG'}"
+                if path not in used:
+                    used.add(path)
+                    batch.append(_captured(path, rng.getrandbits(12), Capture(kind, rng.choice(times), serial="s1")))
+            catalog.apply(batch)
+            fresh = {frozenset(g.paths) for g in Catalog(catalog.store, HASH_ONLY).groups()}
+            assert shown(catalog) == fresh, step
+        assert len(fresh) > 5

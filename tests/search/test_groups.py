@@ -1,10 +1,13 @@
 """Duplicate groups: plain components without cannot-links, never a cannot-link pair inside a group."""
 
 import itertools
+import random
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dedupd.search import groups as grouping
 from dedupd.search.groups import partition
 
 
@@ -44,3 +47,16 @@ def test_a_stripped_copy_does_not_pull_a_burst_together() -> None:
     """Frames 0 and 1 are different captures; 2 is a copy of frame 0 that also looks like frame 1."""
     assert partition([(0, 2), (1, 2)], cannot=[(0, 1)]) == [[0, 2]]
     assert partition([(1, 2), (0, 2)], cannot=[(0, 1)]) == [[1, 2]]  # the stronger link, given first, wins
+
+
+def test_components_labels_the_connected_components() -> None:
+    rng = random.Random(3)
+    for _ in range(50):
+        edges = [(rng.randrange(200), rng.randrange(200)) for _ in range(rng.randint(1, 150))]
+        edges += [(i, i + 1) for i in range(300, 300 + rng.randint(0, 60))]  # a long chain
+        rng.shuffle(edges)
+        a, b = (np.array(column, np.int64) for column in zip(*edges, strict=True))
+        nodes, labels = grouping.components(a, b)
+        found = {frozenset(nodes[labels == label].tolist()) for label in set(labels.tolist())}
+        assert {s for s in found if len(s) > 1} == components([e for e in edges if e[0] != e[1]])
+        assert sorted(nodes.tolist()) == sorted({n for edge in edges for n in edge})
