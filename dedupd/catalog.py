@@ -80,7 +80,7 @@ from dedupd.search.matcher import (
 )
 from dedupd.search.mih import MultiIndexHash
 from dedupd.search.sets import capture_sets
-from dedupd.search.verify import KeypointCache
+from dedupd.search.verify import KEYPOINT_BUDGET, KeypointCache
 from dedupd.store import DEFAULT_MAP_SIZE, Store
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,6 @@ NEAR_METHODS = (EXACT, *IMAGEDEDUP_HASHES, ORIENTED_HASH, CNN)
 _SEARCH_MARGIN = 0.01
 _PAIR_BLOCK = 8192  # pairs judged at once: bounds the gathered embedding rows (2 x 8 MiB at 512-d)
 _RELINK_BLOCK = 4096  # records searched at once by a relink
-#: The keypoints of stored thumbnails the live index keeps across commit batches (`search.verify.KeypointCache`),
-#: so a stored file's are computed once, not again for every later file of its group: ~10 KB a thumbnail.
-KEYPOINT_BUDGET = 32 << 20
 #: A similar-tier link is stored with this prefix before the rule's method ("similar:cnn"): the pair is a
 #: different capture of one scene; it never joins a duplicate group and keeps its two files apart.
 SIMILAR_PREFIX = "similar:"
@@ -230,6 +227,8 @@ class _LiveIndex:
         self.dct = dct
         self.vectors = vectors if settings.cnn_enabled else None
         self._store = store
+        # stored thumbnails' keypoints across commit batches: a stored file's are computed once, not again for
+        # every later file of its group
         self._keypoints = KeypointCache(KEYPOINT_BUDGET)
 
     @property

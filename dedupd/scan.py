@@ -44,6 +44,7 @@ from dedupd.search.matcher import (
     tiers,
 )
 from dedupd.search.sets import capture_sets
+from dedupd.search.verify import KEYPOINT_BUDGET, KeypointCache
 from dedupd.watch import RootSpec
 from dedupd.watch import scan as watch_scan
 
@@ -324,7 +325,8 @@ def _encoded_stream(
 def deal_by_component(pairs: list[tuple[int, int]], threads: int) -> list[list[int]]:
     """The indices of `pairs` dealt into at most `threads` runs, each connected component of files (pairs that
     share a file, transitively) whole in one run, largest first to the run with fewest pairs: a thumbnail's
-    keypoints are then computed in one thread only. Runs in pair order; empty runs left out."""
+    keypoints are then computed in one thread only. A run holds its components one after the other (each in pair
+    order), so a bounded keypoint cache keeps what its next pairs need; empty runs left out."""
     component = {node: k for k, group in enumerate(partition(pairs)) for node in group}
     members: dict[int, list[int]] = {}
     for index, (first, _) in enumerate(pairs):
@@ -332,7 +334,7 @@ def deal_by_component(pairs: list[tuple[int, int]], threads: int) -> list[list[i
     runs: list[list[int]] = [[] for _ in range(max(1, threads))]
     for indices in sorted(members.values(), key=len, reverse=True):
         min(runs, key=len).extend(indices)
-    return [sorted(run) for run in runs if run]
+    return [run for run in runs if run]
 
 
 def _tiers_in_threads(
@@ -342,19 +344,23 @@ def _tiers_in_threads(
     (`deal_by_component`), each decided in a thread of its own: the encode workers are done by then and
     OpenCV's keypoints, RANSAC and warps run without the GIL (camera-import, load 11: 0.78-0.87x the wall of
     one thread). A run's thread has its own keypoint cache, so files shared by two runs would be worked twice
-    (cut in list order, ukbench's 3,025 pairs shared 880 of their 1,362 files between two runs). A pair's
-    verdict does not depend on the other pairs, so the verdicts are the same as one `tiers` call's."""
+    (cut in list order, ukbench's 3,025 pairs shared 880 of their 1,362 files between two runs), bounded
+    (`KEYPOINT_BUDGET`) so that a large library's scan does not hold every verified thumbnail's keypoints. A
+    pair's verdict does not depend on the other pairs, so the verdicts are the same as one `tiers` call's."""
     runs = deal_by_component(pairs, threads)
-    if len(runs) <= 1:
-        return tiers(methods, first, second)
 
     def decide(run: list[int]) -> list[tuple[str, str]]:
-        return tiers([methods[k] for k in run], [first[k] for k in run], [second[k] for k in run])
+        picked = [methods[k] for k in run], [first[k] for k in run], [second[k] for k in run]
+        return tiers(*picked, KeypointCache(KEYPOINT_BUDGET))
 
+    if len(runs) <= 1:
+        parts = [decide(run) for run in runs]
+    else:
+        with ThreadPoolExecutor(len(runs), thread_name_prefix="dedupd-scan-tiers") as pool:
+            parts = list(pool.map(decide, runs))
     verdicts: dict[int, tuple[str, str]] = {}
-    with ThreadPoolExecutor(len(runs), thread_name_prefix="dedupd-scan-tiers") as pool:
-        for run, part in zip(runs, pool.map(decide, runs), strict=True):
-            verdicts.update(zip(run, part, strict=True))
+    for run, part in zip(runs, parts, strict=True):
+        verdicts.update(zip(run, part, strict=True))
     return [verdicts[k] for k in range(len(methods))]
 
 

@@ -118,6 +118,9 @@ def _strongest(features: _Keypoints, count: int | None) -> _Keypoints:
     return features if count is None else (points[:count], None if descriptors is None else descriptors[:count])
 
 
+#: The byte budget of a keypoint cache kept long (the daemon's catalog, across its commit batches) or over many
+#: pairs (a scan's thread): ~10 KB a thumbnail with its keypoints, so ~3,000 thumbnails and some mirror images.
+KEYPOINT_BUDGET = 32 << 20
 _ENTRY_OVERHEAD = 256  # bytes an entry costs beyond its arrays (key, tuple, dict slot): an estimate
 
 
