@@ -1,4 +1,5 @@
-"""The only code that touches watchdog's private inotify internals (hence the `watchdog>=7.1,<7.2` pin).
+"""The only code that touches watchdog's private inotify internals (hence the `watchdog==7.1.0` pin:
+7.1.1, a patch release, reworked the queue overflow handling these hooks override).
 
 Per hook, what watchdog's public API lacks:
 - `Backlog` replaces `InotifyWatchGroup._move_event_grouper`: watchdog's queue of read events is unbounded and
@@ -40,8 +41,8 @@ from dedupd.watch.events import run_logged
 from dedupd.watch.policy import PathPolicy
 from dedupd.watch.walk import walk
 
-if WATCHDOG_VERSION[:2] != (7, 1):  # the classes below override watchdog 7.1's private inotify internals
-    raise ImportError(f"dedupd.watch is written against watchdog 7.1, found {WATCHDOG_VERSION}")
+if tuple(WATCHDOG_VERSION[:3]) != (7, 1, 0):  # the classes below override watchdog 7.1.0's private inotify internals
+    raise ImportError(f"dedupd.watch is written against watchdog 7.1.0, found {WATCHDOG_VERSION}")
 
 #: Events per root read from inotify but not yet taken by the sink; beyond it the kernel queue fills instead.
 DEFAULT_BACKLOG = 4096

@@ -6,7 +6,7 @@ to act on (REQUIREMENTS.md section 5), so each root gets its own inotify instanc
 
 - apply the root's exclude globs and symlink policy *before* a directory gets a watch (watchdog walks and watches
   every subdirectory itself, `@eaDir` thumbnail trees included),
-- report an inotify queue overflow (watchdog 7.1 rebuilds its watches but tells nobody) as RESCAN,
+- report an inotify queue overflow (watchdog 7.1.0 rebuilds its watches but tells nobody) as RESCAN,
 - notice directories left unwatched because `fs.inotify.max_user_watches` ran out (watchdog 7.x drops ENOSPC),
 - bound what is held in memory: the inotify reader stops reading while `backlog` events wait for the sink, so a
   slow consumer overflows the kernel queue (reported, then reconciled by a scan) instead of growing this process.
