@@ -338,12 +338,13 @@ class Pipeline:
             return self._pending_files() + self._scans.qsize() + (1 if self._scan_running else 0)
 
     def pending_files(self) -> int:
-        """Files waiting to be encoded (settling, queued or in flight), without the scans still to walk."""
+        """Files waiting to be encoded (settling, being checked, queued or in flight), without the scans still
+        to walk."""
         with self._state_lock:
             return self._pending_files()
 
     def _pending_files(self) -> int:
-        return len(self._settling) + len(self._in_flight) + self._changes.qsize()
+        return len(self._settling) + self._submitting + len(self._in_flight) + self._changes.qsize()
 
     def scan_state(self) -> dict[str, Any]:
         done, total = self._scan_progress
@@ -399,6 +400,11 @@ class Pipeline:
             self._moved(change.path, change.dest)
         elif kind == ChangeKind.DIR_MOVED and change.dest is not None:
             self._dir_moved(change.path, change.dest)
+        elif kind == ChangeKind.DELETED and os.path.lexists(change.path):
+            # Back already: a late event of its move out (watchdog holds a move-from a moment for its move-to;
+            # a trash and its undo): forgetting it now would drop its return. Observed again instead: an
+            # unchanged file keeps its record, another file at the path replaces it.
+            self._observe(change.path, immediate=True)
         elif kind in (ChangeKind.DELETED, ChangeKind.DIR_DELETED):
             with self._state_lock:
                 waiting = change.path in self._settling
@@ -688,6 +694,8 @@ class Pipeline:
             elif isinstance(item, Move):
                 self.counters.moves += 1
             elif isinstance(item, Removal):
+                if self._back_as_stored(item.path):
+                    continue  # moved out and back (an undo right after a trash) before this removal was committed
                 self.counters.removals += 1
             changes.append(item)
         applied = self._apply(changes) if changes else None
@@ -706,6 +714,20 @@ class Pipeline:
             self._observe(path, immediate=True)
         with self._state_lock:
             self._state_lock.notify_all()
+
+    def _back_as_stored(self, path: str) -> bool:
+        """The file a removal was queued for is there again, as the store has it: it went away and came back
+        (moved to the trash and restored) before the removal was committed, and the file's return found its
+        record still stored (`_unchanged_in_store`), so committing the removal would lose a file on disk."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        own = self._settings.own
+        if own is not None and own.holds(path, st):  # dedupd's own file: its removal is meant, not stale
+            return False
+        stored = self._catalog.store.get(path)
+        return stored is not None and same_file_state(stored.key, file_key(path, st))
 
     def _current_key(self, path: str) -> FileKey | None:
         """The file's key now; None if it is gone. An entry that exists but cannot be followed keys by lstat."""

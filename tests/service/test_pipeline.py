@@ -6,6 +6,7 @@ way the watcher feeds them (`on_change`), so each test decides exactly which eve
 import io
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -43,12 +44,30 @@ class Batches:
 
 
 @dataclass
+class Gate:
+    """The pipeline's `before_commit`: while closed, the commit stage waits at its next batch (the batch
+    already taken off the queue), so a test can make things happen while a change is not yet committed."""
+
+    opened: threading.Event = field(default_factory=threading.Event)
+    held: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.opened.set()
+
+    def __call__(self, paths: list[str]) -> None:
+        if not self.opened.is_set():
+            self.held.set()
+            self.opened.wait(IDLE_S)
+
+
+@dataclass
 class Rig:
     pipeline: Pipeline
     catalog: Catalog
     root: Path
     reports: Path
     batches: Batches
+    gate: Gate
 
     def change(self, kind: ChangeKind, path: Path, dest: Path | None = None) -> None:
         self.pipeline.on_change(Change(kind, str(path), str(self.root), dest=str(dest) if dest else None))
@@ -87,6 +106,7 @@ def rig(tmp_path: Path, encoder: Encoder, monkeypatch: pytest.MonkeyPatch, decod
                            model_id=encoder.spec.fingerprint(), dim=encoder.dim)
     reports = ReportWriter(tmp_path / "reports")
     batches = Batches()
+    gate = Gate()
 
     def make_pool(on_result: Any) -> EncodePool:
         return EncodePool(1, on_result, timeout_s=300, cnn_spec=encoder.spec)
@@ -94,11 +114,12 @@ def rig(tmp_path: Path, encoder: Encoder, monkeypatch: pytest.MonkeyPatch, decod
     pipeline = Pipeline(catalog, make_pool, encoder, reports, PipelineSettings(settle_ms=200, min_file_size=100),
                         root_of=lambda path: str(root) if path.startswith(str(root) + "/") or path == str(root)
                         else None,
-                        scanner=lambda path: scan(spec, under=path), on_batch=batches)
+                        scanner=lambda path: scan(spec, under=path), on_batch=batches, before_commit=gate)
     pipeline.start()
     try:
-        yield Rig(pipeline, catalog, root, tmp_path / "reports", batches)
+        yield Rig(pipeline, catalog, root, tmp_path / "reports", batches, gate)
     finally:
+        gate.opened.set()
         pipeline.stop(drain=False)
         catalog.close()
 
@@ -175,6 +196,58 @@ def test_a_deleted_file_leaves_its_group(rig: Rig, photo_bytes: list[bytes]) -> 
     rig.change(ChangeKind.DELETED, copy)
     rig.idle()
     assert rig.catalog.groups() == [] and rig.record(copy) is None and rig.record(original) is not None
+
+
+def test_a_late_delete_event_of_a_file_that_is_back_does_not_drop_it(rig: Rig, tmp_path: Path,
+                                                                    photo_bytes: list[bytes]) -> None:
+    """A trash and its undo: watchdog holds a move-from a moment for its move-to, so an event of the move out
+    can arrive while the file, back already, is settling; the file is observed again, not forgotten, and is
+    indexed again, in its group."""
+    rig.write(rig.root / "o.jpg", photo_bytes[0])
+    copy = rig.write(rig.root / "c.jpg", q60(photo_bytes[0]))
+    rig.idle()
+    groups = rig.catalog.groups()
+    away = tmp_path / "trash.jpg"
+    copy.rename(away)
+    rig.change(ChangeKind.DELETED, copy)
+    rig.idle()
+    assert rig.record(copy) is None and rig.catalog.groups() == []
+    away.rename(copy)
+    rig.change(ChangeKind.CREATED, copy)  # settling
+    rig.change(ChangeKind.DELETED, copy)  # the move out again, late
+    rig.idle()
+    assert rig.record(copy) is not None and rig.catalog.groups() == groups
+    copy.unlink()  # really gone: removed
+    rig.change(ChangeKind.DELETED, copy)
+    rig.idle()
+    assert rig.record(copy) is None and rig.catalog.groups() == []
+
+
+def test_a_removal_committed_after_the_file_came_back_unchanged_is_dropped(rig: Rig, tmp_path: Path,
+                                                                           photo_bytes: list[bytes]) -> None:
+    """The file went to the trash (its removal queued) and came back unchanged while the commit stage was busy:
+    its return found the record still stored, so the removal, committed later, would lose a file that is on
+    disk; it finds the file there as stored and is dropped."""
+    rig.write(rig.root / "o.jpg", photo_bytes[0])
+    copy = rig.write(rig.root / "c.jpg", q60(photo_bytes[0]))
+    rig.idle()
+    decodes, groups = rig.pipeline.counters.decodes, rig.catalog.groups()
+    away = tmp_path / "trash.jpg"
+    copy.rename(away)
+    rig.gate.opened.clear()
+    rig.change(ChangeKind.DELETED, copy)  # the removal, taken by the commit stage and held there
+    assert rig.gate.held.wait(IDLE_S)
+    away.rename(copy)
+    rig.change(ChangeKind.CREATED, copy)
+    rig.change(ChangeKind.CLOSED, copy)
+    deadline = time.monotonic() + IDLE_S
+    while rig.pipeline.pending_files() and time.monotonic() < deadline:  # settled, found unchanged in the store
+        time.sleep(0.05)
+    assert rig.pipeline.pending_files() == 0
+    rig.gate.opened.set()
+    rig.idle()
+    assert rig.record(copy) is not None and rig.catalog.groups() == groups
+    assert rig.pipeline.counters.decodes == decodes
 
 
 def test_rescan_reconciles_what_happened_without_events(rig: Rig, photo_bytes: list[bytes]) -> None:
