@@ -515,6 +515,8 @@ class EncodePool[T]:
 
     def _start_failed(self, detail: str, now: float) -> None:
         """Back off so a worker that cannot start (broken install, bad hook) is not restarted in a loop."""
+        if self._closed_by is not None:
+            return  # another worker of the round that closed the pool: the reason it gave stands
         self._failed_starts_in_a_row += 1
         delay = min(MAX_START_BACKOFF_S, 0.5 * 2 ** (self._failed_starts_in_a_row - 1))
         self._next_start_at = now + delay
