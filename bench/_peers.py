@@ -59,7 +59,7 @@ def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
 def _imagededup_hashers() -> dict[str, Any]:
     # imagededup 0.3.3.post2 builds its CNN model lazily, so this import needs no network (torch
     # is imported, which costs a few seconds); CNN is never instantiated here.
-    from imagededup.methods import AHash, DHash, PHash, WHash  # type: ignore[import-not-found]  # peers311 only
+    from imagededup.methods import AHash, DHash, PHash, WHash  # peers311 only
 
     for name in list(logging.root.manager.loggerDict):
         if name.startswith("imagededup"):

@@ -156,6 +156,15 @@ def load_real() -> tuple[str, dict[str, list[FileRecord]]]:
     return cached["model"], cached["records"]
 
 
+def real_embeddings(records: list[FileRecord]) -> np.ndarray:
+    """The float32 CNN rows of `load_real`'s records (`encode_real` gave each its embedding)."""
+    rows = []
+    for record in records:
+        assert record.encoding is not None and record.encoding.embedding is not None
+        rows.append(np.asarray(record.encoding.embedding, np.float32))
+    return np.stack(rows)
+
+
 # ---------------------------------------------------------------------------------------------------- build
 def synthetic_block(rng: np.random.Generator, count: int, draw: Callable[[np.random.Generator, int], np.ndarray]
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
@@ -186,7 +195,7 @@ def synthetic_record(i: int, row: np.ndarray, hashes: np.ndarray) -> FileRecord:
 def build(n: int, state: Path, kind: str) -> dict[str, object]:
     model, real = load_real()
     if kind == "photo":  # fitted on the camera corpus; the ukbench rows stay out of the fit (they are queries)
-        draw = photo_like(np.stack([np.asarray(r.encoding.embedding, np.float32) for r in real["camera-import"]]))  # type: ignore[union-attr]
+        draw = photo_like(real_embeddings(real["camera-import"]))
     else:
         draw = isotropic
     library_real = real["ukbench-transformed"]
@@ -265,7 +274,7 @@ def query(state: Path, shares: list[float]) -> dict[str, object]:
     picked[:half] = unit(sims * unit(picked[:half]) + np.sqrt(1 - sims**2) * noise)
     del rows
     rid_of = {rec.key.path: rid for rid, rec in catalog.store.iter_records(under=str(CORPORA))}
-    real_rows = np.stack([np.asarray(r.encoding.embedding, np.float32) for r in real["ukbench-transformed"]])  # type: ignore[union-attr]
+    real_rows = real_embeddings(real["ukbench-transformed"])
     own = [rid_of[r.key.path] for r in real["ukbench-transformed"]]
     for name, queries, selves in (("synthetic", unit(picked), [-1] * QUERIES), ("real", real_rows, own)):
         scan_times, truths = [], []
@@ -354,7 +363,9 @@ def restart_twice(state: Path, workdir: Path | None) -> dict[str, object]:
 
 def ratio(library: dict[str, object], base: dict[str, object], figure: str) -> float:
     """The import into the library over an import into another state, on one figure."""
-    return round(float(library[figure]) / float(base[figure]), 2)  # type: ignore[arg-type]
+    top, bottom = library[figure], base[figure]
+    assert isinstance(top, int | float) and isinstance(bottom, int | float)  # a figure: seconds or a count
+    return round(float(top) / float(bottom), 2)
 
 
 IMPORT_STATES = ("empty", "real", "library")  # the order of one round
@@ -401,8 +412,8 @@ def parquet_import(state: Path, rows: int, workdir: Path | None) -> dict[str, ob
     names a real one-byte file written for it (its honest stat identity: the import re-stats every path)
     and carries a photo-like embedding (5 % near copies of a real ukbench photograph) and random hashes."""
     model, real = load_real()
-    fit = np.stack([np.asarray(r.encoding.embedding, np.float32) for r in real["camera-import"]])  # type: ignore[union-attr]
-    ukbench = np.stack([np.asarray(r.encoding.embedding, np.float32) for r in real["ukbench-transformed"]])  # type: ignore[union-attr]
+    fit = real_embeddings(real["camera-import"])
+    ukbench = real_embeddings(real["ukbench-transformed"])
     top = Path(tempfile.mkdtemp(prefix="archive-parquet-", dir=workdir))
     result: dict[str, object] = {"rows": rows}
     try:

@@ -55,9 +55,9 @@ def encode(corpus: Path, files: list[str], encoder: Encoder, workers: int) -> tu
             tensors = pool.map(job, paths, chunksize=8)
     else:
         tensors = [job(path) for path in paths]
-    kept = [index for index, tensor in enumerate(tensors) if tensor is not None]
-    embeddings = encoder.embed_prepared([tensors[index] for index in kept])
-    return embeddings, kept, time.perf_counter() - start
+    kept = [(index, tensor) for index, tensor in enumerate(tensors) if tensor is not None]
+    embeddings = encoder.embed_prepared([tensor for _, tensor in kept])
+    return embeddings, [index for index, _ in kept], time.perf_counter() - start
 
 
 def pair_scores(embeddings: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

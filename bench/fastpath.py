@@ -200,20 +200,20 @@ def png_decoders(alt_path: Path) -> dict[str, Callable[[bytes], object]]:
     if alt_path.is_dir():
         sys.path.append(str(alt_path))
     try:
-        import pyspng  # type: ignore[import-not-found]  # noqa: PLC0415 - optional, measured only
+        import pyspng  # noqa: PLC0415 - optional, measured only
 
         decoders["pyspng.load"] = pyspng.load
     except ImportError:
         pass
     try:
-        import imagecodecs  # type: ignore[import-not-found]  # noqa: PLC0415
+        import imagecodecs  # noqa: PLC0415
 
         decoders["imagecodecs.png_decode (libpng)"] = imagecodecs.png_decode
         decoders["imagecodecs.spng_decode"] = imagecodecs.spng_decode
     except ImportError:
         pass
     try:
-        import cv2  # type: ignore[import-not-found]  # noqa: PLC0415
+        import cv2  # noqa: PLC0415
 
         cv2.setNumThreads(1)
         decoders["cv2.imdecode COLOR"] = lambda data: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)

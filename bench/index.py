@@ -31,6 +31,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +68,7 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return round(float(np.percentile(ms, 50)), 4), round(float(np.percentile(ms, 99)), 4)
 
 
-def timed(fn, args_list: list, cpu: list[float] | None = None) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def timed[A](fn: Callable[[A], object], args_list: Iterable[A], cpu: list[float] | None = None) -> tuple[float, float]:
     """Wall-clock p50/p99 in ms; per-call thread CPU time goes to `cpu` when given (the machine is shared,
     so wall-clock tails include time spent preempted by other processes)."""
     samples = []
@@ -222,20 +224,21 @@ def measure(state: Path, seed: int, compare: bool, relink: bool) -> dict[str, ob
             start = time.perf_counter()
             index = MultiIndexHash.from_arrays(keys, values, chunks=chunks)
             build = time.perf_counter() - start
-            p50, p99 = timed(lambda q, ix=index: ix.query(q, THRESHOLD), qs)
+            p50, p99 = timed(partial(index.query, threshold=THRESHOLD), qs)
             result[f"mih{chunks}"] = {"build_s": round(build, 2), "p50_ms": p50, "p99_ms": p99,
                                       "mib": round(index.nbytes / 2**20, 1)}  # fmt: skip
             del index
         start = time.perf_counter()
         tree = BKTree.from_items(keys, values)
         build = time.perf_counter() - start
-        result["bktree"] = {"build_s": round(build, 2)}
+        bktree: dict[str, float] = {"build_s": round(build, 2)}
+        result["bktree"] = bktree
         for threshold in (2, 4, THRESHOLD):
             sample = qs[:: max(1, len(qs) // (100 if threshold < THRESHOLD else 30))]
-            p50, p99 = timed(lambda q, t=threshold: tree.query(q, t, ordered=False), sample)
-            mih50, _ = timed(lambda q, t=threshold: live.query(q, t), sample)
-            result["bktree"][f"t{threshold}_p50_ms"] = p50  # type: ignore[index]
-            result["bktree"][f"t{threshold}_mih_p50_ms"] = mih50  # type: ignore[index]
+            p50, p99 = timed(partial(tree.query, threshold=threshold, ordered=False), sample)
+            mih50, _ = timed(partial(live.query, threshold=threshold), sample)
+            bktree[f"t{threshold}_p50_ms"] = p50
+            bktree[f"t{threshold}_mih_p50_ms"] = mih50
     catalog.close()
     return result
 

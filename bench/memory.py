@@ -30,6 +30,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 from scan import descendants  # bench/scan.py: the process-tree walk the benchmarks share
@@ -37,6 +38,26 @@ from scan import descendants  # bench/scan.py: the process-tree walk the benchma
 REPO = Path(__file__).resolve().parent.parent
 BIN = REPO / ".venv" / "bin"
 SETTLE_AFTER_IDLE_S = 10.0
+
+
+class ProcessMemory(TypedDict):
+    """One process of the daemon's tree, as the JSON line lists it: its role and smaps_rollup's figures (KiB)."""
+
+    pid: int
+    role: str
+    Rss: int
+    Pss: int
+
+
+class Measurement(TypedDict):
+    """One record count's run (`measure`): what the summary lines print and the JSON line holds."""
+
+    records: int
+    encode_idle_stop_s: float | None
+    processes: list[ProcessMemory]
+    main_mappings_kib: dict[str, int]
+    total_rss_mib: float
+    total_pss_mib: float
 
 
 def make_photos(folder: Path, count: int) -> None:
@@ -116,6 +137,12 @@ def rollup_kib(pid: int) -> dict[str, int]:
                 if line.split()[0] in ("Rss:", "Pss:")}
 
 
+def process_memory(pid: int) -> ProcessMemory:
+    """One process of the tree: VmRSS and Pss, which splits the pages shared with the forked workers."""
+    rollup = rollup_kib(pid)
+    return ProcessMemory(pid=pid, role=command_of(pid), Rss=rollup["Rss"], Pss=rollup["Pss"])
+
+
 def command_of(pid: int) -> str:
     with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
         text = cmdline.read().replace(b"\0", b" ").decode()
@@ -123,7 +150,7 @@ def command_of(pid: int) -> str:
         "forkserver" if "forkserver" in text else "encode worker"
 
 
-def measure(records: int, photos: int, work: Path, idle_stop_s: float | None) -> dict[str, object]:
+def measure(records: int, photos: int, work: Path, idle_stop_s: float | None) -> Measurement:
     home = work / f"r{records}-idle{idle_stop_s}"
     root, state = home / "lib", home / "state"
     root.mkdir(parents=True)
@@ -150,16 +177,15 @@ def measure(records: int, photos: int, work: Path, idle_stop_s: float | None) ->
             time.sleep(1)
             status = json.loads(subprocess.run([*ctl, "--json", "status"], capture_output=True, check=True).stdout)
         time.sleep(SETTLE_AFTER_IDLE_S)
-        processes = [{"pid": pid, "role": command_of(pid), **rollup_kib(pid)}
-                     for pid in [daemon.pid, *descendants(daemon.pid)]]
+        processes = [process_memory(pid) for pid in [daemon.pid, *descendants(daemon.pid)]]
         main_mappings = mappings_kib(daemon.pid)
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(120)
-    return {"records": status["counts"]["indexed"], "encode_idle_stop_s": idle_stop_s, "processes": processes,
-            "main_mappings_kib": main_mappings,
-            "total_rss_mib": round(sum(p["Rss"] for p in processes) / 1024, 1),
-            "total_pss_mib": round(sum(p["Pss"] for p in processes) / 1024, 1)}
+    return Measurement(records=status["counts"]["indexed"], encode_idle_stop_s=idle_stop_s, processes=processes,
+                       main_mappings_kib=main_mappings,
+                       total_rss_mib=round(sum(p["Rss"] for p in processes) / 1024, 1),
+                       total_pss_mib=round(sum(p["Pss"] for p in processes) / 1024, 1))
 
 
 def main() -> None:

@@ -375,6 +375,7 @@ def stage_breakdown(folder: Path) -> dict[str, float]:
         encoded = encode_bytes(data, cnn_spec=encoder.spec)
         stages["hash+thumb+CNN input"] += max(0.0, time.process_time() - clock - decode - digest)
         stages["digest"] += digest
+        assert encoded.cnn_input is not None  # a cnn_spec was given: every encoding carries its CNN input
         tensors.append(encoded.cnn_input)
     clock = time.process_time()
     encoder.embed_prepared(tensors)

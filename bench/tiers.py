@@ -31,12 +31,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 from scan import corpus_folder, corpus_truth  # noqa: E402 - bench/scan.py owns the corpora
 
-from dedupd.records import thumb_pixels  # noqa: E402
+from dedupd.records import Capture, thumb_pixels  # noqa: E402
 from dedupd.scan import scan_directory  # noqa: E402
 from dedupd.search.matcher import MatcherSettings, capture_verdict  # noqa: E402
 from dedupd.search.verify import COPY, Verification, Verifier, VerifySettings, _change, judge  # noqa: E402
 
-GRID = {"max_change": (30.0, 40.0, 60.0), "max_change_unscaled": (8.0, 12.0, 16.0, 20.0, 30.0)}
+MAX_CHANGE = (30.0, 40.0, 60.0)  # the grid of `VerifySettings` re-read (module docstring)
+MAX_CHANGE_UNSCALED = (8.0, 12.0, 16.0, 20.0, 30.0)
 
 
 def main() -> None:
@@ -74,22 +75,22 @@ def main() -> None:
         print(f"{corpus}: {len(found)} verified pairs ({sum(same)} same capture, {len(same) - sum(same)} not), "
               f"{1000 * spent / max(1, len(found)):.2f} ms CPU a pair (keypoints of {len(result.files)} files "
               "included)")
-        for values in itertools.product(*GRID.values()):
-            settings = replace(chosen, **dict(zip(GRID, values, strict=True)))
+        for max_change, max_change_unscaled in itertools.product(MAX_CHANGE, MAX_CHANGE_UNSCALED):
+            settings = replace(chosen, max_change=max_change, max_change_unscaled=max_change_unscaled)
             copy = [judge(f, settings) == COPY for f in found]
             lost = sum(c is False and s for c, s in zip(copy, same, strict=True))
             missed = sum(c and not s for c, s in zip(copy, same, strict=True))
             mark = "*" if settings == chosen else " "
-            shown = "  ".join(f"{name} {value:>4}" for name, value in zip(GRID, values, strict=True))
+            shown = f"max_change {max_change:>4}  max_change_unscaled {max_change_unscaled:>4}"
             print(f" {mark} {shown}:  same capture split off {lost:>5}   different captures passed {missed:>5}")
         if args.files:
             kinds = {row["file"]: row["kind"] for row in rows}
             _files(corpus, framed, truth, kinds, args.cap, args.groups)
 
 
-def _undecided(check: Verification, x: object, y: object) -> bool:
+def _undecided(check: Verification, x: Capture | None, y: Capture | None) -> bool:
     """A pair the thumbnails pass as a copy at most shifted, metadata silent: what only finer pixels could split."""
-    silent = capture_verdict(x, y)[0] is None  # type: ignore[arg-type]
+    silent = capture_verdict(x, y)[0] is None
     return check.verdict == COPY and check.framed and not check.direct and silent
 
 
@@ -110,7 +111,7 @@ def _files(corpus: str, framed: list[tuple[Path, Path, np.ndarray, np.ndarray, b
     changes: dict[tuple[bool, str], list[float]] = defaultdict(list)
     for first, second, a, b, same in framed:
         (dx, dy), _ = cv2.phaseCorrelate(a.astype(np.float32), b.astype(np.float32))  # at most shifted: the shift
-        warp = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
+        warp: np.ndarray = np.array([[1, 0, dx], [0, 1, dy]], np.float32)  # then cv2's refinements of it
         with contextlib.suppress(cv2.error):  # no convergence: the shift stands
             warp = cv2.findTransformECC(a, b, warp, cv2.MOTION_AFFINE, criteria)[1]
         x, y = pixels[first], pixels[second]
