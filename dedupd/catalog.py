@@ -486,7 +486,7 @@ class Catalog:
         rule, stored = link_rule(index.settings), self._store.link_rule()
         if rule == stored:
             return False
-        if stored is not None and _within(index.settings, MatcherSettings(**stored)):  # type: ignore[arg-type]
+        if stored is not None and _within(index.settings, MatcherSettings(**stored)):
             log.info("duplicate rule is stricter (%s -> %s): judging the stored links again", stored, rule)
             links = index.rejudge(self._store.links())
         else:

@@ -480,7 +480,7 @@ class Daemon:
                 "reports": counters.reports,
                 "same_content": counters.same_content,
                 "reused": counters.reused,
-                "skipped": self._skip_counts(records, counters.vanished, len(self._too_long)),  # type: ignore[arg-type]
+                "skipped": self._skip_counts(records, counters.vanished, len(self._too_long)),
                 # an image's files that are no image (dedupd.companions): counted, never skipped
                 "sidecars": records.get(f"skipped:{SkipReason.SIDECAR.value}", 0),
                 "motion_files": records.get(f"skipped:{SkipReason.MOTION.value}", 0),
