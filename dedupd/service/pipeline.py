@@ -726,8 +726,7 @@ class Pipeline:
         own = self._settings.own
         if own is not None and own.holds(path, st):  # dedupd's own file: its removal is meant, not stale
             return False
-        stored = self._catalog.store.get(path)
-        return stored is not None and same_file_state(stored.key, file_key(path, st))
+        return self._unchanged_in_store(file_key(path, st))
 
     def _current_key(self, path: str) -> FileKey | None:
         """The file's key now; None if it is gone. An entry that exists but cannot be followed keys by lstat."""

@@ -1,5 +1,6 @@
 """The only code that touches watchdog's private inotify internals (hence the `watchdog==7.1.0` pin:
-7.1.1, a patch release, reworked the queue overflow handling these hooks override).
+7.1.1, a patch release, keeps its watches in a directory tree and computes the maps `_add_callback` writes, so
+with it the group would hold no watch and see no file).
 
 Per hook, what watchdog's public API lacks:
 - `Backlog` replaces `InotifyWatchGroup._move_event_grouper`: watchdog's queue of read events is unbounded and
