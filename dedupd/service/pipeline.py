@@ -400,10 +400,11 @@ class Pipeline:
             self._moved(change.path, change.dest)
         elif kind == ChangeKind.DIR_MOVED and change.dest is not None:
             self._dir_moved(change.path, change.dest)
-        elif kind == ChangeKind.DELETED and os.path.lexists(change.path):
-            # Back already: a late event of its move out (watchdog holds a move-from a moment for its move-to;
-            # a trash and its undo): forgetting it now would drop its return. Observed again instead: an
-            # unchanged file keeps its record, another file at the path replaces it.
+        elif kind == ChangeKind.DELETED and os.path.isfile(change.path):
+            # A file is back already: a late event of its move out (watchdog holds a move-from a moment for its
+            # move-to; a trash and its undo): forgetting it now would drop its return. Observed again instead: an
+            # unchanged file keeps its record, another file at the path replaces it (a directory there now is
+            # no file: the record goes).
             self._observe(change.path, immediate=True)
         elif kind in (ChangeKind.DELETED, ChangeKind.DIR_DELETED):
             with self._state_lock:

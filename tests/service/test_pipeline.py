@@ -217,7 +217,8 @@ def test_a_late_delete_event_of_a_file_that_is_back_does_not_drop_it(rig: Rig, t
     rig.change(ChangeKind.DELETED, copy)  # the move out again, late
     rig.idle()
     assert rig.record(copy) is not None and rig.catalog.groups() == groups
-    copy.unlink()  # really gone: removed
+    copy.unlink()  # really gone, a folder of that name there instead: removed
+    copy.mkdir()
     rig.change(ChangeKind.DELETED, copy)
     rig.idle()
     assert rig.record(copy) is None and rig.catalog.groups() == []
